@@ -1,0 +1,52 @@
+"""alignfuse: fusion of misaligned infrared and visible images (UMF-CMGR, RFVIF, classical baselines).
+
+Public API::
+
+    import alignfuse
+    pipe = alignfuse.load_pipeline("ecc+gff")        # any name from alignfuse.list_models()
+    result = alignfuse.fuse_arrays(ir, vis, pipe)    # numpy float32 [0,1]; result.fused, .aligned_ir, .field
+    alignfuse.fuse("ir.png", "vis.png", "out.png")   # files in, file out
+
+Fields everywhere are float32 (2, H, W) pixel (dx, dy) with aligned[y, x] = moving[y + dy, x + dx].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .api import FuseResult, fuse_arrays, load_pipeline, register_arrays
+from .pipeline import Pipeline
+from .registry import DEFAULT_PIPELINE, list_pipelines
+
+__version__ = "0.1.0"
+__all__ = ["fuse", "register", "fuse_arrays", "register_arrays", "load_pipeline", "list_models", "Pipeline",
+           "FuseResult", "DEFAULT_PIPELINE"]
+
+
+def list_models() -> dict[str, str]:
+    """{pipeline name: description} of everything `load_pipeline` accepts."""
+    return list_pipelines()
+
+
+def fuse(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | None = None,
+         model: str = DEFAULT_PIPELINE, device: str = "cpu", resize_ir: bool = False) -> FuseResult:
+    """Read a pair, register and fuse it; write the fused image to ``out_path`` if given."""
+    from . import io
+
+    pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)
+    result = fuse_arrays(pair.ir, pair.vis, load_pipeline(model, device=device))
+    if out_path is not None:
+        io.write_image(Path(out_path), result.fused)
+    return result
+
+
+def register(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | None = None,
+             model: str = DEFAULT_PIPELINE, device: str = "cpu", resize_ir: bool = False) -> FuseResult:
+    """Read a pair and register the IR onto the VIS; write the aligned IR to ``out_path`` if given."""
+    from . import io
+
+    pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)
+    result = register_arrays(pair.ir, pair.vis, load_pipeline(model, device=device))
+    if out_path is not None:
+        io.write_image(Path(out_path), result.aligned_ir)
+    return result

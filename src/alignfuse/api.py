@@ -1,0 +1,102 @@
+"""Python API on numpy images: load a pipeline, fuse or register one pair.
+
+>>> import alignfuse
+>>> pipe = alignfuse.load_pipeline("ecc+gff")                     # doctest: +SKIP
+>>> result = alignfuse.fuse_arrays(ir, vis, pipe)                  # doctest: +SKIP
+>>> result.fused.shape == vis.shape                               # doctest: +SKIP
+
+Images are numpy float32 in [0, 1]: IR (H, W), VIS (H, W) or (H, W, 3). A colour VIS is fused on
+its luminance Y (BT.601 full range, as in JPEG) and the VIS chroma is put back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import io
+from .pipeline import Pipeline
+from .registry import DEFAULT_PIPELINE, create_pipeline
+
+__all__ = ["load_pipeline", "fuse_arrays", "register_arrays", "FuseResult", "resolve_device"]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """'auto' (or None) -> CUDA when available else CPU; a clear error for an unavailable device."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+def load_pipeline(name: str = DEFAULT_PIPELINE, device: str | None = "cpu", **kwargs: Any) -> Pipeline:
+    """Build a registered pipeline (see ``alignfuse models``) on ``device``."""
+    pipe = create_pipeline(name, **kwargs)
+    pipe.device = resolve_device(device)  # type: ignore[attr-defined]
+    return pipe.to(pipe.device)  # type: ignore[attr-defined]
+
+
+@dataclass
+class FuseResult:
+    """fused: (H, W) or (H, W, 3) like the VIS; fused_y: (H, W); aligned_ir: (H, W); field: (2, H, W)."""
+
+    fused: np.ndarray
+    fused_y: np.ndarray
+    aligned_ir: np.ndarray
+    field: np.ndarray
+    reference: np.ndarray
+    diagnostics: dict[str, Any] = dc_field(default_factory=dict)
+
+
+def _tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+    return t.to(device)
+
+
+def _check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
+    if ir.ndim != 2:
+        raise ValueError(f"ir must be (H, W), got shape {ir.shape}")
+    if vis.ndim not in (2, 3) or (vis.ndim == 3 and vis.shape[2] != 3):
+        raise ValueError(f"vis must be (H, W) or (H, W, 3), got shape {vis.shape}")
+    if ir.shape != vis.shape[:2]:
+        raise ValueError(f"ir {ir.shape} and vis {vis.shape[:2]} differ in size (resize the IR first)")
+
+
+def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None) -> FuseResult:
+    """Register ``ir`` onto ``vis`` and fuse them with ``pipeline`` (default pipeline if None)."""
+    _check_pair(ir, vis)
+    pipeline = pipeline or load_pipeline()
+    device = getattr(pipeline, "device", torch.device("cpu"))
+    out = pipeline(_tensor(ir, device), _tensor(vis, device))
+    fused_y = out.fused[0, 0].float().cpu().numpy()
+    if vis.ndim == 3:
+        _, cb, cr = io.rgb_to_ycbcr(vis)
+        fused = np.clip(io.ycbcr_to_rgb(fused_y, cb, cr), 0, 1).astype(np.float32)
+    else:
+        fused = fused_y
+    return FuseResult(
+        fused=fused,
+        fused_y=fused_y,
+        aligned_ir=out.aligned_ir[0, 0].float().cpu().numpy(),
+        field=out.field[0].float().cpu().numpy(),
+        reference=out.reference[0, 0].float().cpu().numpy(),
+        diagnostics=out.diagnostics[0] if out.diagnostics else {},
+    )
+
+
+def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None) -> FuseResult:
+    """Register only: same result type, with ``fused`` left as the aligned IR."""
+    _check_pair(ir, vis)
+    pipeline = pipeline or load_pipeline()
+    device = getattr(pipeline, "device", torch.device("cpu"))
+    with torch.no_grad():
+        reg, reference = pipeline.register(_tensor(ir, device), _tensor(vis, device))
+    aligned = reg.aligned[0, 0].float().cpu().numpy()
+    return FuseResult(aligned, aligned, aligned, reg.field[0].float().cpu().numpy(),
+                      reference[0, 0].float().cpu().numpy(), reg.diagnostics[0] if reg.diagnostics else {})

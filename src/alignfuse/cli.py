@@ -1,0 +1,347 @@
+"""``alignfuse`` command line: fuse, register, synth, evaluate, metrics, models.
+
+Every error a user can cause is one line on stderr naming the file and the problem, with exit
+status 2; batch commands continue past a bad pair, list the failures at the end and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import io
+from .registry import DEFAULT_PIPELINE
+
+USER_ERRORS = (io.ImageReadError, io.PairingError, ValueError, KeyError, FileNotFoundError, IsADirectoryError,
+               PermissionError, ImportError)
+
+
+class UserError(Exception):
+    """An error caused by the input or the options; printed as one line."""
+
+
+def _err(msg: str) -> None:
+    print(f"alignfuse: error: {msg}", file=sys.stderr)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+def _ir_norm(args: argparse.Namespace) -> str:
+    return getattr(args, "ir_norm", "percentile")
+
+
+def _warn_diagnostics(name: str, diagnostics: dict) -> None:
+    if diagnostics.get("suspect"):
+        detail = diagnostics.get("fallback") or diagnostics.get("reason") or "registration may have failed"
+        print(f"alignfuse: warning: {name}: suspect registration ({detail})", file=sys.stderr)
+
+
+def _load_pipeline(args: argparse.Namespace):
+    from .api import load_pipeline
+
+    return load_pipeline(args.model, device=args.device)
+
+
+# ---------------------------------------------------------------------------------------------- fuse
+def _fuse_one(pipe, ir_path: Path, vis_path: Path, out: Path, args: argparse.Namespace,
+              aligned_out: Path | None, field_out: Path | None) -> dict:
+    from .api import fuse_arrays
+
+    pair = io.load_pair(ir_path, vis_path, resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
+    result = fuse_arrays(pair.ir, pair.vis, pipe)
+    if args.strict and result.diagnostics.get("suspect"):
+        raise UserError(f"{ir_path}: registration is suspect and --strict was given "
+                        f"({result.diagnostics.get('fallback', 'no detail')})")
+    io.write_image(out, result.fused, bit_depth=args.bit_depth)
+    if aligned_out is not None:
+        io.write_image(aligned_out, result.aligned_ir, bit_depth=args.bit_depth)
+    if field_out is not None:
+        io.write_field(field_out, result.field)
+    return result.diagnostics
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    folder_mode = args.ir_dir is not None or args.vis_dir is not None
+    if folder_mode:
+        if args.ir is not None or args.vis is not None:
+            raise UserError("give either IR VIS files or --ir-dir/--vis-dir, not both")
+        if args.ir_dir is None or args.vis_dir is None:
+            raise UserError("folder mode needs both --ir-dir and --vis-dir")
+        return _fuse_folder(args)
+    if args.ir is None or args.vis is None:
+        raise UserError("give IR and VIS image paths (or --ir-dir and --vis-dir)")
+    pipe = _load_pipeline(args)
+    t0 = time.perf_counter()
+    diag = _fuse_one(pipe, Path(args.ir), Path(args.vis), Path(args.output), args,
+                     Path(args.aligned_ir) if args.aligned_ir else None, Path(args.field) if args.field else None)
+    _warn_diagnostics(args.ir, diag)
+    print(f"fused {args.ir} + {args.vis} with {pipe.name} in {time.perf_counter() - t0:.2f} s -> {args.output}")
+    return 0
+
+
+def _fuse_folder(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    names = io.read_split(Path(args.split)) if args.split else None
+    pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
+    for msg in unpaired:
+        print(f"alignfuse: warning: {msg}", file=sys.stderr)
+    if not pairs:
+        raise UserError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
+    out_dir = Path(args.output)
+    pipe = _load_pipeline(args)
+    failures: list[str] = []
+    suspects: list[str] = []
+    for stem, ir_path, vis_path in tqdm(pairs, desc=f"fuse ({pipe.name})", unit="pair"):
+        try:
+            diag = _fuse_one(pipe, ir_path, vis_path, out_dir / f"{stem}.{args.ext}", args,
+                             out_dir / "aligned_ir" / f"{stem}.{args.ext}" if args.save_aligned else None,
+                             out_dir / "field" / f"{stem}.npy" if args.save_field else None)
+            if diag.get("suspect"):
+                suspects.append(stem)
+        except (UserError, *USER_ERRORS) as exc:
+            failures.append(f"{stem}: {_message(exc)}")
+    ok = len(pairs) - len(failures)
+    print(f"fused {ok}/{len(pairs)} pairs with {pipe.name} -> {out_dir}")
+    if suspects:
+        print(f"alignfuse: warning: {len(suspects)} suspect registrations: {', '.join(suspects)}", file=sys.stderr)
+    if failures or unpaired:
+        print(f"{len(failures)} failed, {len(unpaired)} unpaired:", file=sys.stderr)
+        for line in failures + unpaired:
+            print(f"  {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# ------------------------------------------------------------------------------------------ register
+def cmd_register(args: argparse.Namespace) -> int:
+    from .api import register_arrays
+
+    pipe = _load_pipeline(args)
+    pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
+    result = register_arrays(pair.ir, pair.vis, pipe)
+    if args.strict and result.diagnostics.get("suspect"):
+        raise UserError(f"{args.ir}: registration is suspect and --strict was given")
+    io.write_image(Path(args.output), result.aligned_ir, bit_depth=args.bit_depth)
+    if args.field:
+        io.write_field(Path(args.field), result.field)
+    _warn_diagnostics(args.ir, result.diagnostics)
+    mag = np.sqrt((result.field.astype(np.float64) ** 2).sum(0))
+    print(f"registered {args.ir} onto {args.vis} with {pipe.name}: mean |field| {mag.mean():.2f} px, "
+          f"max {mag.max():.2f} px -> {args.output}" + (f", field -> {args.field}" if args.field else ""))
+    if args.verbose:
+        print(json.dumps(result.diagnostics, default=str))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- synth
+def cmd_synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import synth
+
+    spec = synth.parse_preset(args.preset)
+    data = Path(args.data)
+    names = io.read_split(Path(args.split)) if args.split else None
+    pairs, unpaired = io.pair_folders(data / "ir", data / "vi", names=names)
+    if not pairs:
+        raise UserError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/)")
+    pairs = pairs[: args.limit] if args.limit else pairs
+    out = Path(args.output)
+    entries = []
+    for stem, ir_path, vis_path in tqdm(pairs, desc=f"synth {spec.name}", unit="pair"):
+        pair = io.load_pair(ir_path, vis_path)
+        s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(args.seed, stem))
+        io.write_image(out / "ir_gt" / f"{stem}.png", s.ir_gt)
+        io.write_image(out / "ir_warp" / f"{stem}.png", s.ir_warp)
+        io.write_image(out / "vi" / f"{stem}.png", s.vis)
+        io.write_field(out / "field" / f"{stem}.npy", s.field)
+        io.write_field(out / "distortion" / f"{stem}.npy", s.distortion)
+        entries.append({"name": stem, "height": int(s.ir_gt.shape[0]), "width": int(s.ir_gt.shape[1]), **s.stats})
+    synth.write_manifest(out / "manifest.json", spec, args.seed, entries)
+    mean = np.mean([e["mean_px"] for e in entries])
+    print(f"wrote {len(entries)} misaligned pairs ({spec.name}, seed {args.seed}, mean |field| {mean:.2f} px) -> {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .api import load_pipeline
+    from .evaluation import REGISTRATION_METRICS, evaluate, format_table, iter_samples, summarise
+
+    models = [m for spec in args.model for m in spec.split(",") if m]
+    results: dict[str, dict] = {}
+    per_pair: dict[str, list] = {}
+    for model in models:
+        pipe = load_pipeline(model, device=args.device)
+        total, samples = iter_samples(Path(args.data), args.preset, args.seed,
+                                      Path(args.split) if args.split else None, args.limit)
+        rows = evaluate(pipe, samples, total=total, progress=not args.quiet)
+        results[model] = summarise(rows)
+        per_pair[model] = rows
+    first = next(iter(results.values()))
+    reg = [m for m in REGISTRATION_METRICS if m in first]
+    fus = [m for m in first if m not in reg and m not in ("seconds", "suspect")]
+    title = f"{Path(args.data).name} | preset {args.preset} | seed {args.seed} | {len(next(iter(per_pair.values())))} pairs"
+    print(f"\n{title}\n\nRegistration (registered IR vs ground-truth IR; MI in nats; EPE in px):\n")
+    print(format_table(results, reg + ["seconds", "suspect"]))
+    print("\nFusion (8-bit; VIS luminance, ground-truth IR, fused luminance; VIFB conventions):\n")
+    print(format_table(results, fus))
+    if args.json:
+        payload = {"data": str(args.data), "split": args.split, "preset": args.preset, "seed": args.seed,
+                   "summary": results, "pairs": per_pair}
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(path)
+        print(f"\nper-pair results -> {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- metrics
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .metrics import compute_fusion_metrics
+
+    def load_u8(path: str) -> np.ndarray:
+        img = io.read_image(Path(path), kind="vis", norm="fixed")
+        return np.floor(img.data.astype(np.float64) * (2**img.bit_depth - 1 if img.bit_depth in (8, 16) else 255)
+                        + 0.5) * (255 / (2**img.bit_depth - 1) if img.bit_depth == 16 else 1)
+
+    vis, ir, fused = load_u8(args.vis), load_u8(args.ir), load_u8(args.fused)
+    if ir.ndim == 3:  # a grey IR stored as RGB: the VIFB code uses channel k of the IR
+        ir = ir if not np.array_equal(ir[..., 0], ir[..., 1]) else ir[..., 0]
+    if not (vis.shape[:2] == ir.shape[:2] == fused.shape[:2]):
+        raise UserError(f"sizes differ: vis {vis.shape}, ir {ir.shape}, fused {fused.shape}")
+    names = args.names.split(",") if args.names else None
+    values = compute_fusion_metrics(vis, ir, fused, names=names)
+    if args.json:
+        print(json.dumps(values))
+    else:
+        width = max(map(len, values))
+        for k, v in values.items():
+            print(f"{k:<{width}}  {v:.6g}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- models
+def cmd_models(args: argparse.Namespace) -> int:
+    from .registry import list_pipelines
+
+    for name, desc in list_pipelines(classical=not args.no_classical).items():
+        marker = " (default)" if name == DEFAULT_PIPELINE else ""
+        print(f"{name:<24} {desc}{marker}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- main
+def _common(p: argparse.ArgumentParser, pipeline: bool = True) -> None:
+    if pipeline:
+        p.add_argument("--model", default=DEFAULT_PIPELINE, help=f"pipeline name (default {DEFAULT_PIPELINE}; "
+                       "see `alignfuse models`)")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--resize-ir", action="store_true", help="resample the IR onto the VIS grid when sizes differ")
+    p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
+                   help="16-bit IR normalisation: 0.5/99.5 percentiles (default), min-max, or /65535")
+    p.add_argument("--bit-depth", type=int, default=8, choices=[8, 16], help="bit depth of written images")
+    p.add_argument("--strict", action="store_true", help="treat a suspect registration as an error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignfuse", description="Fuse misaligned infrared and visible images.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fuse", help="register and fuse one pair or two folders")
+    p.add_argument("ir", nargs="?", help="infrared image (moving)")
+    p.add_argument("vis", nargs="?", help="visible image (reference grid)")
+    p.add_argument("-o", "--output", required=True, help="fused image path (folder in folder mode)")
+    p.add_argument("--aligned-ir", help="also write the registered IR here")
+    p.add_argument("--field", help="also write the (2,H,W) float32 (dx,dy) field here (.npy)")
+    p.add_argument("--ir-dir", help="folder mode: infrared folder")
+    p.add_argument("--vis-dir", help="folder mode: visible folder (paired by file name)")
+    p.add_argument("--split", help="folder mode: only the names listed in this file")
+    p.add_argument("--save-aligned", action="store_true", help="folder mode: write OUT/aligned_ir/")
+    p.add_argument("--save-field", action="store_true", help="folder mode: write OUT/field/*.npy")
+    p.add_argument("--ext", default="png", help="folder mode: output extension (default png)")
+    _common(p)
+    p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("register", help="register IR onto VIS, write the aligned IR (and the field)")
+    p.add_argument("ir")
+    p.add_argument("vis")
+    p.add_argument("-o", "--output", required=True, help="aligned IR image path")
+    p.add_argument("--field", help="write the float32 (2,H,W) field: aligned[y,x] = ir[y+dy, x+dx]")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the registration diagnostics as JSON")
+    _common(p)
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("synth", help="write a misaligned test set with ground-truth fields")
+    p.add_argument("--data", required=True, help="folder with ir/ and vi/")
+    p.add_argument("--split", help="file of names to use")
+    p.add_argument("--preset", default="umf", help="umf, large, shift:N, none or custom:rot=..,tx=..")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="first N pairs only")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("evaluate", help="misalign, run pipelines, print registration and fusion tables")
+    p.add_argument("--data", required=True, help="folder with ir/ and vi/, or a folder written by `synth`")
+    p.add_argument("--split", help="file of names to use")
+    p.add_argument("--preset", default="umf")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", action="append", default=None,
+                   help="pipeline(s) to evaluate; repeat or comma-separate (default %s)" % DEFAULT_PIPELINE)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--limit", type=int, help="first N pairs only")
+    p.add_argument("--json", help="write the summary and per-pair values here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("metrics", help="fusion metrics of one fused image (VIFB conventions)")
+    p.add_argument("--ir", required=True)
+    p.add_argument("--vis", required=True)
+    p.add_argument("--fused", required=True)
+    p.add_argument("--names", help="comma-separated subset of metric names")
+    p.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("models", help="list the available pipelines")
+    p.add_argument("--no-classical", action="store_true", help="hide the registrar+fuser grid")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "model", None) is None and args.command == "evaluate":
+        args.model = [DEFAULT_PIPELINE]
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, *USER_ERRORS) as exc:
+        _err(_message(exc))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # an internal error: one line unless --debug
+        if args.debug:
+            raise
+        _err(f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback")
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""``make demo``: misalign the committed sample pairs, register + fuse them, score and plot.
+
+Writes under ``--out`` (default ``outputs/demo``):
+  misaligned/   the synthetic test set (ir_gt, ir_warp, vi, field, manifest.json)
+  fused/        fused images (colour where the visible image is colour)
+  aligned_ir/   registered infrared;  field/  estimated (2,H,W) float32 (dx,dy) fields
+  grid.png      VIS | IR misaligned | IR registered | fused, one row per pair
+  results.md    registration and fusion metrics of the run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import io, synth
+from .api import fuse_arrays, load_pipeline
+from .registry import DEFAULT_PIPELINE
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def _grid(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = ["visible", "infrared (misaligned)", "infrared (registered)", "fused"]
+    fig, axes = plt.subplots(len(rows), 4, figsize=(14, 2.6 * len(rows)), squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for c, img in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=10)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m alignfuse.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", default=str(SAMPLES), help="folder with ir/ and vi/ (default: the repo samples)")
+    parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--model", default=DEFAULT_PIPELINE)
+    parser.add_argument("--preset", default="umf")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from .evaluation import EvalSample, evaluate, format_table, summarise
+
+    out = Path(args.out)
+    samples = Path(args.samples)
+    pairs, unpaired = io.pair_folders(samples / "ir", samples / "vi")
+    if not pairs:
+        print(f"alignfuse demo: no sample pairs in {samples}", file=sys.stderr)
+        return 2
+    spec = synth.parse_preset(args.preset)
+    pipe = load_pipeline(args.model)
+    identity = load_pipeline("identity+average")
+    print(f"demo: {len(pairs)} sample pairs, preset {spec.name}, pipeline {pipe.name}")
+    eval_samples, grid_rows = [], []
+    t0 = time.perf_counter()
+    for stem, ir_path, vis_path in pairs:
+        pair = io.load_pair(ir_path, vis_path)
+        s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(args.seed, stem))
+        io.write_image(out / "misaligned" / "ir_gt" / f"{stem}.png", s.ir_gt)
+        io.write_image(out / "misaligned" / "ir_warp" / f"{stem}.png", s.ir_warp)
+        io.write_image(out / "misaligned" / "vi" / f"{stem}.png", s.vis)
+        io.write_field(out / "misaligned" / "field" / f"{stem}.npy", s.field)
+        result = fuse_arrays(s.ir_warp, s.vis, pipe)
+        io.write_image(out / "fused" / f"{stem}.png", result.fused)
+        io.write_image(out / "aligned_ir" / f"{stem}.png", result.aligned_ir)
+        io.write_field(out / "field" / f"{stem}.npy", result.field)
+        if result.diagnostics.get("suspect"):
+            print(f"  warning: {stem}: suspect registration ({result.diagnostics.get('fallback', '')})")
+        grid_rows.append((stem, [s.vis, s.ir_warp, result.aligned_ir, result.fused]))
+        eval_samples.append(EvalSample(stem, s.ir_gt, s.ir_warp, s.vis, s.field, s.valid))
+    print(f"  registered and fused in {time.perf_counter() - t0:.1f} s")
+    _grid(grid_rows, out / "grid.png")
+    results = {p.name: summarise(evaluate(p, iter(eval_samples), progress=False)) for p in (identity, pipe)}
+    reg = format_table(results, ["EPE_mean", "EPE_p95", "NCC", "MSE", "MI"])
+    fus = format_table(results, ["Qabf", "SSIM_mean", "CC_mean", "VIFF", "Mutinf", "Entropy"])
+    report = (f"# alignfuse demo ({spec.name}, seed {args.seed}, {len(pairs)} pairs)\n\n"
+              f"Registration (vs ground-truth IR; EPE in px):\n\n{reg}\n\n"
+              f"Fusion (vs VIS and ground-truth IR):\n\n{fus}\n")
+    (out / "results.md").write_text(report)
+    print("\n" + report)
+    print(f"outputs in {out.resolve()}:\n  fused/ aligned_ir/ field/ misaligned/ grid.png results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

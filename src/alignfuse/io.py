@@ -1,0 +1,850 @@
+"""Reading, writing and pairing users' infrared / visible images.
+
+Conventions (used everywhere in alignfuse):
+
+* Images in memory are ``float32`` numpy arrays in ``[0, 1]``, ``(H, W)`` for grey and
+  ``(H, W, 3)`` RGB for colour (channel order R, G, B). Infrared is always ``(H, W)``.
+* Sizes in messages are written ``WxH`` (width first, as image viewers do); array shapes are
+  ``(H, W)``.
+* Colour <-> luminance uses YCbCr, ITU-R BT.601 *full range* as in JPEG/JFIF::
+
+      Y  = 0.299 R + 0.587 G + 0.114 B
+      Cb = 0.5 + (B - Y) / 1.772
+      Cr = 0.5 + (R - Y) / 1.402
+
+  with everything in ``[0, 1]`` (this is OpenCV's ``COLOR_RGB2YCrCb`` / Pillow's ``YCbCr``
+  channel layout aside). OpenCV's float conversion and ``kornia.color.rgb_to_ycbcr`` use the
+  rounded chroma scales 0.564 / 0.713 instead of 1/1.772 and 1/1.402: Y is identical, Cb/Cr
+  differ by < 4e-4. We use the exact JFIF constants so :func:`rgb_to_ycbcr` and
+  :func:`ycbcr_to_rgb` are an exact inverse pair.
+* Orientation: the EXIF orientation tag is honoured (pixels are returned upright, as image
+  viewers show them) for files Pillow decodes (all but the OpenCV fallback: 16-bit colour
+  and TIFF variants Pillow lacks); multi-page files give their first page.
+* Bit depth normalisation, applied by :func:`read_image` (the policy used is recorded in
+  :attr:`LoadedImage.norm`):
+
+  - 8-bit: always ``/255``.
+  - 16-bit: the ``norm`` option. ``'percentile'`` (default for infrared) maps the
+    :data:`DEFAULT_IR_PERCENTILES` (0.5, 99.5) percentiles to 0 and 1 and clips beyond:
+    radiometric 16-bit IR typically occupies a narrow band of 0..65535 (e.g. 7000..9000),
+    so ``/65535`` would give a nearly flat image. ``'fixed'`` (default for visible) is
+    ``/65535``, which keeps exposure and colour balance. ``'minmax'`` maps the image's
+    min/max to 0/1. A ``(lo, hi)`` tuple is ``'percentile'`` with those percentiles
+    (``(0, 100)`` = min-max). A constant image (no range) falls back to ``'fixed'``.
+  - float (reported as ``bit_depth=32``; also integer samples wider than 16 bits): used as
+    they are when they lie in ``[0, 1]``, otherwise min-max normalised. NaN/inf are an error.
+  - Colour images are normalised with one (lo, hi) for all three channels (hue is kept).
+
+Writes are atomic: data goes to a hidden temporary file in the destination directory which
+is then ``os.replace``-d onto the target, so an interrupted or failed write never leaves a
+partial file (an existing target keeps its old content).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import IO, Any, NamedTuple, Union
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "MIN_SIZE",
+    "IMAGE_EXTS",
+    "DEFAULT_IR_PERCENTILES",
+    "ImageReadError",
+    "PairingError",
+    "FieldError",
+    "LoadedImage",
+    "Pair",
+    "PairSpec",
+    "read_image",
+    "normalise",
+    "write_image",
+    "write_field",
+    "read_field",
+    "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
+    "to_tensor",
+    "from_tensor",
+    "pair_folders",
+    "load_pair",
+    "recombine",
+    "read_split",
+]
+
+#: Smallest accepted width and height, in pixels.
+MIN_SIZE = 8
+#: File extensions (lower case) recognised as images when pairing folders.
+IMAGE_EXTS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Default percentiles of the 16-bit infrared normalisation.
+DEFAULT_IR_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+
+PathLike = Union[str, os.PathLike]
+Norm = Union[str, tuple[float, float], None]
+
+_NORMS = ("percentile", "minmax", "fixed")
+_OUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+_SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+_KR, _KG, _KB = 0.299, 0.587, 0.114  # BT.601 luma weights
+_CB_SCALE, _CR_SCALE = 1.772, 1.402  # 2 * (1 - K_B), 2 * (1 - K_R)
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be used; the message is one line, ``"<path>: <problem>"``."""
+
+
+class PairingError(ValueError):
+    """Infrared and visible inputs that cannot be paired (missing folder, size mismatch...)."""
+
+
+class FieldError(ValueError):
+    """A displacement-field file that cannot be used; the message is ``"<path>: <problem>"``."""
+
+
+@dataclass
+class LoadedImage:
+    """An image as read by :func:`read_image`.
+
+    data: float32 ``(H, W)`` (mode ``'L'``) or ``(H, W, 3)`` RGB (mode ``'RGB'``) in [0, 1].
+    bit_depth: 8, 16, or 32 (float, or integers wider than 16 bits) of the file's samples.
+    mode: ``'L'`` or ``'RGB'``, the layout of ``data``.
+    path: the file read.
+    source_mode: the decoder's description of the file (Pillow mode such as ``'I;16'``,
+        ``'RGBA'``, ``'P'``, or ``'cv2:uint16x3'`` when OpenCV decoded it).
+    notes: human-readable remarks on conversions applied (alpha dropped, colour infrared
+        reduced to luminance, min-max normalisation of a float image...).
+    norm: the normalisation applied: ``'fixed'``, ``'minmax'``, ``'percentile(lo,hi)'`` or
+        ``'as-is'`` (float already in [0, 1]).
+    """
+
+    data: np.ndarray
+    bit_depth: int
+    mode: str
+    path: Path
+    source_mode: str = ""
+    notes: list[str] = dc_field(default_factory=list)
+    norm: str = ""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return int(self.data.shape[1]), int(self.data.shape[0])
+
+
+class PairSpec(NamedTuple):
+    """One pair found by :func:`pair_folders`: ``(stem, ir_path, vis_path)``."""
+
+    stem: str
+    ir: Path
+    vis: Path
+
+
+@dataclass
+class Pair:
+    """An infrared / visible pair on the visible grid, as returned by :func:`load_pair`.
+
+    ir: float32 (H, W) in [0, 1] (resampled onto the visible grid when ``ir_resized``).
+    vis: float32 (H, W) or (H, W, 3) RGB in [0, 1].
+    vis_y: (H, W) luminance of ``vis`` (``vis`` itself when grey).
+    vis_cb, vis_cr: (H, W) chroma (BT.601 full range, see module doc), ``None`` when grey.
+    name: the pair's name (the visible file's stem unless given).
+    ir_size: (width, height) of the infrared file before any resampling.
+    """
+
+    name: str
+    ir: np.ndarray
+    vis: np.ndarray
+    vis_y: np.ndarray
+    vis_cb: np.ndarray | None
+    vis_cr: np.ndarray | None
+    ir_path: Path
+    vis_path: Path
+    ir_bit_depth: int
+    vis_bit_depth: int
+    ir_size: tuple[int, int]
+    ir_resized: bool = False
+    notes: list[str] = dc_field(default_factory=list)
+
+    @property
+    def is_colour(self) -> bool:
+        return self.vis.ndim == 3
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the common (visible) grid."""
+        return int(self.vis.shape[1]), int(self.vis.shape[0])
+
+    @property
+    def ir_name(self) -> str:
+        return self.ir_path.name
+
+    @property
+    def vis_name(self) -> str:
+        return self.vis_path.name
+
+
+# --------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------
+
+
+def _fail(path: Path, problem: str, cause: BaseException | None = None) -> ImageReadError:
+    err = ImageReadError(f"{path}: {problem}")
+    if cause is not None:
+        err.__cause__ = cause
+    return err
+
+
+def _rawmode(im: Image.Image) -> str:
+    """Pillow's raw (file) mode of the first tile, '' when unknown."""
+    try:
+        args = im.tile[0].args if hasattr(im.tile[0], "args") else im.tile[0][3]
+    except (IndexError, AttributeError, TypeError):
+        return ""
+    if isinstance(args, str):
+        return args
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return args[0]
+    return ""
+
+
+def _is_tiff(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _decode_cv2(path: Path) -> tuple[np.ndarray, str] | None:
+    """OpenCV decode (IMREAD_UNCHANGED), channels reordered to RGB(A); None if it fails."""
+    try:
+        buf = np.fromfile(str(path), dtype=np.uint8)
+        arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except (cv2.error, OSError, ValueError):
+        return None
+    if arr is None or not isinstance(arr, np.ndarray):
+        return None
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    desc = f"cv2:{arr.dtype.name}x{channels}"
+    if arr.ndim == 3:
+        if channels == 1:
+            arr = arr[:, :, 0]
+        elif channels == 3:
+            arr = arr[:, :, ::-1]
+        elif channels == 4:
+            arr = arr[:, :, [2, 1, 0, 3]]
+    return np.ascontiguousarray(arr), desc
+
+
+def _pil_to_array(im: Image.Image, path: Path, notes: list[str]) -> np.ndarray:
+    """Pillow image -> numpy (H, W) or (H, W, C) with channels L/LA/RGB/RGBA."""
+    mode = im.mode
+    if mode == "1":
+        im = im.convert("L")
+    elif mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode in ("RGBa", "RGBX"):
+        im = im.convert("RGBA" if mode == "RGBa" else "RGB")
+    elif mode in ("CMYK", "YCbCr"):
+        im = im.convert("RGB")
+        notes.append(f"{mode} converted to RGB")
+    elif mode in ("L", "LA", "RGB", "RGBA", "F", "I") or mode.startswith("I;16"):
+        pass
+    else:
+        raise _fail(path, f"unsupported mode {mode!r} (supported: 1, L, LA, P, PA, RGB, RGBA, CMYK, YCbCr, I;16, I, F)")
+    arr = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        arr = arr.astype(np.uint16)
+    elif im.mode == "I":
+        if arr.size and arr.min() >= 0 and arr.max() <= 65535:
+            arr = arr.astype(np.uint16)
+        else:
+            arr = arr.astype(np.float64)
+            notes.append("32-bit integer samples treated as float")
+    return arr
+
+
+def _decode(path: Path) -> tuple[np.ndarray, str, list[str]]:
+    """Decode a file to a numpy array in RGB(A) channel order, undoing EXIF orientation.
+
+    Pillow first; OpenCV (``IMREAD_UNCHANGED``) when Pillow cannot identify the file, when it
+    fails on a TIFF it does not support, or when Pillow would silently reduce 16-bit colour
+    to 8 bits (16-bit RGB(A) PNG / TIFF). Returns (array, source description, notes).
+    """
+    notes: list[str] = []
+    try:
+        with Image.open(path) as im:
+            source_mode = im.mode
+            raw = _rawmode(im)
+            if im.mode in ("RGB", "RGBA", "LA", "RGBX") and "16" in raw:
+                fallback = _decode_cv2(path)
+                if fallback is not None:
+                    return fallback[0], fallback[1], notes
+                raise _fail(path, f"cannot decode 16-bit {im.mode} image without losing precision")
+            if getattr(im, "n_frames", 1) > 1:
+                notes.append(f"multi-page file ({im.n_frames} pages): first page used")
+            im.load()
+            try:
+                orientation = im.getexif().get(0x0112, 1)
+            except Exception:  # malformed EXIF must not make an otherwise good image unreadable
+                orientation = 1
+            if orientation in (2, 3, 4, 5, 6, 7, 8):
+                im = ImageOps.exif_transpose(im)
+                notes.append(f"EXIF orientation {orientation} applied")
+            return _pil_to_array(im, path, notes), source_mode, notes
+    except (ImageReadError, MemoryError):
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+        fallback = _decode_cv2(path)
+        if fallback is None:
+            raise _fail(path, "cannot read image (truncated or not an image)", e) from e
+        return fallback[0], fallback[1], notes
+    except Exception as e:  # decoder errors: OSError, SyntaxError, ValueError, struct.error...
+        if "truncated" not in str(e) and _is_tiff(path):
+            fallback = _decode_cv2(path)
+            if fallback is not None:
+                return fallback[0], fallback[1], notes
+        raise _fail(path, "cannot read image (truncated or not an image)", e) from e
+
+
+def _check_norm(norm: Norm) -> Norm:
+    if norm is None or norm in _NORMS:
+        return norm
+    if isinstance(norm, (tuple, list)) and len(norm) == 2:
+        lo, hi = float(norm[0]), float(norm[1])
+        if 0.0 <= lo < hi <= 100.0:
+            return (lo, hi)
+        raise ValueError(f"percentiles must satisfy 0 <= lo < hi <= 100, got {tuple(norm)}")
+    raise ValueError(f"norm must be one of {_NORMS}, a (lo, hi) percentile pair, or None; got {norm!r}")
+
+
+def normalise(raw: np.ndarray, bit_depth: int, norm: Norm = None) -> tuple[np.ndarray, str]:
+    """Map raw samples to float32 [0, 1]; returns (data, description of the policy used).
+
+    raw: (H, W) or (H, W, C) samples. bit_depth: 8, 16 or 32 (float); ``'fixed'`` divides by
+    255, 65535, or (float) just clips to [0, 1]. norm: ``'fixed'``, ``'minmax'``,
+    ``'percentile'`` (with :data:`DEFAULT_IR_PERCENTILES`), a ``(lo, hi)`` percentile pair, or
+    ``None`` (integers: fixed; float: as is when within [0, 1], else minmax).
+    :func:`read_image` passes ``norm`` only for 16-bit data (module doc).
+    """
+    norm = _check_norm(norm)
+    x = np.asarray(raw)
+    if x.size == 0:
+        raise ValueError("cannot normalise an empty image")
+    full = {8: 255.0, 16: 65535.0}.get(bit_depth, 1.0)
+    used = ""
+    if norm is None:
+        if bit_depth in (8, 16):
+            norm = "fixed"
+        elif float(x.min()) >= 0.0 and float(x.max()) <= 1.0:
+            norm, used = "fixed", "as-is"
+        else:
+            norm = "minmax"
+    if norm == "fixed":
+        out = x.astype(np.float32)
+        if full != 1.0:
+            out /= np.float32(full)
+        return np.clip(out, 0.0, 1.0, out=out), used or "fixed"
+    if norm == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+        used = "minmax"
+    else:
+        q = DEFAULT_IR_PERCENTILES if norm == "percentile" else norm
+        lo, hi = (float(v) for v in np.percentile(x, q))
+        used = f"percentile({q[0]:g},{q[1]:g})"
+        if hi <= lo:  # narrower than the sample spacing: use the full range instead
+            lo, hi = float(x.min()), float(x.max())
+            used = "minmax"
+    if hi <= lo:  # constant image
+        return normalise(x, bit_depth, "fixed")
+    out = ((x.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    return np.clip(out, 0.0, 1.0, out=out), used
+
+
+def read_image(path: PathLike, kind: str = "vis", norm: Norm = None) -> LoadedImage:
+    """Read an image file as float32 in [0, 1].
+
+    path: PNG, JPEG, TIFF (8/16-bit, 32-bit float, 16-bit RGB via OpenCV), BMP, or anything
+        else Pillow or OpenCV decodes.
+    kind: ``'ir'`` or ``'vis'``. Infrared is always returned grey ``(H, W)``: a 3-channel
+        file with identical channels is grey; real colour is reduced to BT.601 luminance
+        (with a note: a false-colour palette is not temperature). Visible keeps its colour.
+    norm: normalisation of 16-bit data (module doc): ``'percentile'``, ``'minmax'``,
+        ``'fixed'``, a ``(lo, hi)`` percentile pair, or ``None`` for the default
+        (``'percentile'`` (0.5, 99.5) for IR, ``'fixed'`` /65535 for visible). 8-bit data is
+        always /255; float data is used as is within [0, 1], else min-max normalised.
+
+    Alpha channels are dropped (RGBA -> RGB, LA -> L), not composited. Raises
+    :class:`ImageReadError` (``"<path>: <problem>"``) for a missing, empty, undecodable,
+    too-small (< :data:`MIN_SIZE`), non-finite or unsupported image.
+    """
+    if kind not in ("ir", "vis"):
+        raise ValueError(f"kind must be 'ir' or 'vis', got {kind!r}")
+    norm = _check_norm(norm)
+    path = Path(path)
+    if not path.exists():
+        raise _fail(path, "no such file")
+    if path.is_dir():
+        raise _fail(path, "is a directory, not an image file")
+    try:
+        if path.stat().st_size == 0:
+            raise _fail(path, "empty file")
+    except OSError as e:
+        raise _fail(path, f"cannot access file ({e.strerror or e})", e) from e
+    if not os.access(path, os.R_OK):
+        raise _fail(path, "permission denied")
+
+    arr, source_mode, notes = _decode(path)
+
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
+        raise _fail(path, f"unsupported mode {source_mode!r} (array of shape {arr.shape})")
+    h, w = arr.shape[:2]
+    if h == 0 or w == 0:
+        raise _fail(path, "image has zero size")
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise _fail(path, f"image is {w}x{h} pixels; at least {MIN_SIZE}x{MIN_SIZE} needed")
+
+    if arr.dtype == np.uint8:
+        bit_depth = 8
+    elif arr.dtype == np.uint16:
+        bit_depth = 16
+    elif arr.dtype.kind == "f":
+        bit_depth = 32
+        if not np.isfinite(arr).all():
+            raise _fail(path, "contains NaN/inf values")
+    else:
+        raise _fail(path, f"unsupported mode {source_mode!r} (sample type {arr.dtype.name})")
+
+    if arr.ndim == 3:
+        if arr.shape[2] in (2, 4):
+            arr = arr[:, :, :-1]
+            notes.append("alpha channel dropped")
+        if arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+
+    if kind == "ir" and arr.ndim == 3:
+        if np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 0], arr[:, :, 2]):
+            arr = arr[:, :, 0]
+        else:
+            a = arr.astype(np.float64)
+            arr = _KR * a[:, :, 0] + _KG * a[:, :, 1] + _KB * a[:, :, 2]
+            notes.append("colour infrared reduced to BT.601 luminance (a false-colour palette is not temperature)")
+
+    if bit_depth == 16:
+        policy = norm if norm is not None else ("percentile" if kind == "ir" else "fixed")
+    else:
+        policy = None
+    data, used = normalise(arr, bit_depth, policy)
+    if bit_depth == 32 and used == "minmax":
+        notes.append(f"float values in [{float(arr.min()):g}, {float(arr.max()):g}] min-max normalised")
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    return LoadedImage(data, bit_depth, "L" if data.ndim == 2 else "RGB", path, source_mode, notes, used)
+
+
+# --------------------------------------------------------------------------------------
+# colour and tensors
+# --------------------------------------------------------------------------------------
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, W, 3) RGB float in [0, 1] -> (Y, Cb, Cr), each float32 (H, W) in [0, 1].
+
+    ITU-R BT.601 full range as in JPEG/JFIF (module doc); chroma is centred on 0.5.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must have shape (H, W, 3), got {rgb.shape}")
+    r, g, b = np.moveaxis(rgb, -1, 0).astype(np.float64)  # planar copy: fast channel access
+    y = _KR * r
+    y += _KG * g
+    y += _KB * b
+    b -= y
+    b *= 1.0 / _CB_SCALE
+    b += 0.5
+    r -= y
+    r *= 1.0 / _CR_SCALE
+    r += 0.5
+    return y.astype(np.float32), b.astype(np.float32), r.astype(np.float32)
+
+
+def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, clip: bool = True) -> np.ndarray:
+    """(Y, Cb, Cr) each (H, W) -> (H, W, 3) float32 RGB; the exact inverse of :func:`rgb_to_ycbcr`.
+
+    clip: clip to [0, 1] (a fused Y with the original chroma can leave the RGB gamut).
+    """
+    y, cb, cr = (np.asarray(c, dtype=np.float64) for c in (y, cb, cr))
+    if y.ndim != 2 or cb.shape != y.shape or cr.shape != y.shape:
+        raise ValueError(f"y, cb, cr must be (H, W) of one shape, got {y.shape}, {cb.shape}, {cr.shape}")
+    r = y + _CR_SCALE * (cr - 0.5)
+    b = y + _CB_SCALE * (cb - 0.5)
+    g = (y - _KR * r - _KB * b) / _KG
+    out = np.empty(y.shape + (3,), np.float32)
+    for i, c in enumerate((r, g, b)):
+        out[:, :, i] = c
+    return np.clip(out, 0.0, 1.0, out=out) if clip else out
+
+
+def to_tensor(arr: np.ndarray, device: str | torch.device | None = None) -> torch.Tensor:
+    """(H, W) -> (1, 1, H, W); (H, W, C) -> (1, C, H, W); float32 tensor (values unchanged)."""
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        a = a[None, None]
+    elif a.ndim == 3:
+        a = a.transpose(2, 0, 1)[None]
+    else:
+        raise ValueError(f"expected (H, W) or (H, W, C), got shape {a.shape}")
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return t.to(device) if device is not None else t
+
+
+def from_tensor(t: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W), (C, H, W) or (H, W) tensor -> float32 numpy (H, W) if C == 1 else (H, W, C)."""
+    x = t.detach().to("cpu", torch.float32)
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected a batch of one, got shape {tuple(x.shape)}")
+        x = x[0]
+    if x.ndim == 3:
+        x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
+    elif x.ndim != 2:
+        raise ValueError(f"expected (1, C, H, W), (C, H, W) or (H, W), got shape {tuple(x.shape)}")
+    return np.ascontiguousarray(x.numpy())
+
+
+# --------------------------------------------------------------------------------------
+# writing (atomic)
+# --------------------------------------------------------------------------------------
+
+
+def _default_file_mode(target: Path) -> int:
+    """Permissions for a new file: the existing target's, else 0o666 minus the umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    umask = None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    umask = int(line.split()[1], 8)
+                    break
+    except (OSError, ValueError):
+        pass
+    if umask is None:
+        umask = os.umask(0)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``writer(f)`` on a temporary file next to ``path``, then ``os.replace`` it there.
+
+    On any error (including KeyboardInterrupt) the temporary file is removed and ``path`` is
+    left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _default_file_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _encode_into(f: IO[bytes], q: np.ndarray, fmt: str, ext: str) -> None:
+    """Encode quantised samples ``q`` (uint8/uint16, (H, W) or (H, W, 3) RGB) into ``f``."""
+    if q.dtype == np.uint16 and q.ndim == 3:  # Pillow cannot write 16-bit RGB
+        ok, buf = cv2.imencode(ext, np.ascontiguousarray(q[:, :, ::-1]))
+        if not ok:
+            raise OSError(f"OpenCV could not encode a 16-bit {fmt} image")
+        f.write(buf.tobytes())
+        return
+    im = Image.fromarray(q)  # uint8 -> L / RGB, uint16 (H, W) -> I;16
+    options: dict[str, Any] = {}
+    if fmt == "JPEG":
+        options = {"quality": 95, "subsampling": 0}
+    elif fmt == "PNG":
+        options = {"compress_level": 6}
+    im.save(f, format=fmt, **options)
+
+
+def write_image(path: PathLike, array: np.ndarray | torch.Tensor, bit_depth: int = 8) -> Path:
+    """Write a float image in [0, 1] atomically; returns the path written.
+
+    array: float (H, W), (H, W, 1) or (H, W, 3) RGB (a tensor goes through :func:`from_tensor`);
+        values outside [0, 1] are clipped, NaN/inf raise ``ValueError``.
+    bit_depth: 8, or 16 for PNG/TIFF. Quantisation rounds half up: ``floor(x * 255 + 0.5)``
+        (65535 for 16-bit).
+    The format follows the extension: .png, .jpg/.jpeg (quality 95, 4:4:4), .tif/.tiff, .bmp.
+    Parent directories are created; see the module doc for atomicity.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    fmt = _OUT_FORMATS.get(ext)
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported output extension {path.suffix!r} (use one of {', '.join(_OUT_FORMATS)})")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+    if bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
+        raise ValueError(f"{path}: 16-bit output needs .png or .tif, not {path.suffix!r}")
+    a = from_tensor(array) if isinstance(array, torch.Tensor) else np.asarray(array)
+    if a.dtype.kind != "f":
+        raise TypeError(f"write_image expects a float array in [0, 1], got dtype {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"image must be (H, W) or (H, W, 3) and non-empty, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{path}: image to write contains NaN/inf values")
+    full = 255.0 if bit_depth == 8 else 65535.0
+    q = np.floor(np.clip(a.astype(np.float64), 0.0, 1.0) * full + 0.5)
+    q = q.astype(np.uint8 if bit_depth == 8 else np.uint16)
+    return _atomic_write(path, lambda f: _encode_into(f, q, fmt, ext))
+
+
+# --------------------------------------------------------------------------------------
+# displacement fields
+# --------------------------------------------------------------------------------------
+
+
+def write_field(path: PathLike, field: np.ndarray | torch.Tensor) -> Path:
+    """Save a (2, H, W) pixel displacement field (dx, dy; see :mod:`alignfuse.warp`) as float32 .npy.
+
+    A (1, 2, H, W) tensor/array is accepted. ``.npy`` is appended when the name lacks it
+    (as ``numpy.save`` does). Atomic; returns the path written.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        path = path.with_name(path.name + ".npy")
+    a = field.detach().cpu().numpy() if isinstance(field, torch.Tensor) else np.asarray(field)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3 or a.shape[0] != 2 or a.shape[1] == 0 or a.shape[2] == 0:
+        raise ValueError(f"{path}: field must have shape (2, H, W), got {a.shape}")
+    if a.dtype.kind != "f":
+        raise ValueError(f"{path}: field must be floating point, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{path}: field contains NaN/inf values")
+    return _atomic_write(path, lambda f: np.save(f, a, allow_pickle=False))
+
+
+def read_field(path: PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Load a (2, H, W) float32 field written by :func:`write_field`.
+
+    shape: optional expected (H, W). Raises :class:`FieldError` (``"<path>: <problem>"``) for a
+    missing/unreadable file, a non-.npy file, a wrong shape or dtype, or NaN/inf values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FieldError(f"{path}: no such file")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise FieldError(f"{path}: not a plain .npy array (pickled objects are refused)") from e
+    except (OSError, EOFError) as e:
+        raise FieldError(f"{path}: cannot read field (truncated or not a .npy file)") from e
+    if not isinstance(a, np.ndarray):
+        raise FieldError(f"{path}: not a single .npy array")
+    if a.ndim != 3 or a.shape[0] != 2:
+        raise FieldError(f"{path}: field must have shape (2, H, W), got {a.shape}")
+    if a.dtype.kind != "f":
+        raise FieldError(f"{path}: field must be floating point, got dtype {a.dtype}")
+    if shape is not None and tuple(a.shape[1:]) != tuple(shape):
+        raise FieldError(f"{path}: field is {a.shape[2]}x{a.shape[1]} but the image is {shape[1]}x{shape[0]}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise FieldError(f"{path}: field contains NaN/inf values")
+    return a
+
+
+# --------------------------------------------------------------------------------------
+# pairing
+# --------------------------------------------------------------------------------------
+
+
+def _strip_ext(name: str, exts: Sequence[str] = IMAGE_EXTS) -> str:
+    """Base name without a trailing image extension (other dots are part of the stem)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    p = Path(base)
+    return p.stem if p.suffix.lower() in {e.lower() for e in exts} else base
+
+
+def read_split(path: PathLike) -> list[str]:
+    """Stems listed in a split file, in file order, without duplicates.
+
+    One name per line, with or without an image extension (stripped) or a directory
+    (dropped); blank lines and lines starting with ``#`` are skipped; surrounding whitespace
+    and a UTF-8 BOM are ignored.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise FileNotFoundError(f"{path}: cannot read split file ({e.strerror or e})") from e
+    seen: dict[str, None] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        seen.setdefault(_strip_ext(line), None)
+    return list(seen)
+
+
+def _scan(folder: Path, exts: Sequence[str]) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """stem -> file for image files in ``folder`` (hidden files skipped); and duplicate stems."""
+    allowed = {e.lower() if e.startswith(".") else "." + e.lower() for e in exts}
+    found: dict[str, list[Path]] = {}
+    for p in folder.iterdir():
+        if p.name.startswith(".") or p.suffix.lower() not in allowed or not p.is_file():
+            continue
+        found.setdefault(p.stem, []).append(p)
+    single = {s: ps[0] for s, ps in found.items() if len(ps) == 1}
+    dupes = {s: sorted(ps) for s, ps in found.items() if len(ps) > 1}
+    return single, dupes
+
+
+def pair_folders(
+    ir_dir: PathLike,
+    vis_dir: PathLike,
+    exts: Sequence[str] = IMAGE_EXTS,
+    names: Iterable[str] | None = None,
+) -> tuple[list[PairSpec], list[str]]:
+    """Pair the images of two folders by file stem.
+
+    Stems are case sensitive and each side may use any extension in ``exts`` (``a.png`` pairs
+    with ``a.tif``). ``names`` (e.g. :func:`read_split`'s output; extensions are stripped)
+    restricts the pairing to those stems. Returns ``(pairs, unpaired)``: pairs sorted by stem
+    as :class:`PairSpec` ``(stem, ir_path, vis_path)``, and one human-readable line per
+    problem (a file without counterpart, a stem with several files on one side, a listed
+    name missing). Raises :class:`PairingError` if a folder does not exist.
+    """
+    ir_dir, vis_dir = Path(ir_dir), Path(vis_dir)
+    for d, what in ((ir_dir, "infrared"), (vis_dir, "visible")):
+        if not d.is_dir():
+            raise PairingError(f"{d}: {what} folder does not exist or is not a folder")
+    ir, ir_dupes = _scan(ir_dir, exts)
+    vis, vis_dupes = _scan(vis_dir, exts)
+    wanted = None if names is None else {_strip_ext(n, exts) for n in names}
+
+    def keep(stem: str) -> bool:
+        return wanted is None or stem in wanted
+
+    unpaired: list[str] = []
+    for dupes, folder in ((ir_dupes, ir_dir), (vis_dupes, vis_dir)):
+        for stem, ps in sorted(dupes.items()):
+            if keep(stem):
+                unpaired.append(
+                    f"{folder}: stem {stem!r} matches several files ({', '.join(p.name for p in ps)}); keep only one"
+                )
+    ir_all = set(ir) | set(ir_dupes)
+    vis_all = set(vis) | set(vis_dupes)
+    pairs: list[PairSpec] = []
+    for stem in sorted(set(ir) | set(vis)):
+        if not keep(stem) or stem in ir_dupes or stem in vis_dupes:
+            continue
+        if stem in ir and stem in vis:
+            pairs.append(PairSpec(stem, ir[stem], vis[stem]))
+            continue
+        src, other_dir, other_all, other_what = (
+            (ir[stem], vis_dir, vis_all, "visible") if stem in ir else (vis[stem], ir_dir, ir_all, "infrared")
+        )
+        hint = [s for s in other_all if s.lower() == stem.lower()]
+        extra = f" ({other_what} stem {hint[0]!r} differs only in case)" if hint else ""
+        unpaired.append(f"{src}: no {other_what} image with stem {stem!r} in {other_dir}{extra}")
+    if wanted is not None:
+        for stem in sorted(wanted - ir_all - vis_all):
+            unpaired.append(f"{stem!r} is listed but has no infrared image in {ir_dir} and no visible image in {vis_dir}")
+    return pairs, unpaired
+
+
+def load_pair(
+    ir_path: PathLike,
+    vis_path: PathLike,
+    resize_ir: bool = False,
+    ir_norm: Norm = None,
+    vis_norm: Norm = None,
+    name: str | None = None,
+) -> Pair:
+    """Read an infrared / visible pair (``ir_norm``/``vis_norm``: 16-bit policy, see :func:`read_image`).
+
+    The visible grid is the reference. When the sizes differ, ``resize_ir=False`` raises
+    :class:`PairingError`; ``resize_ir=True`` resamples the infrared to the visible size
+    (``cv2.INTER_AREA`` when neither side grows, bicubic otherwise; clipped to [0, 1]).
+    Aspect ratio is not preserved: registration takes care of the residual misalignment.
+    """
+    ir_img = read_image(ir_path, kind="ir", norm=ir_norm)
+    vis_img = read_image(vis_path, kind="vis", norm=vis_norm)
+    ir, vis = ir_img.data, vis_img.data
+    (iw, ih), (vw, vh) = ir_img.size, vis_img.size
+    notes = [f"infrared: {n}" for n in ir_img.notes] + [f"visible: {n}" for n in vis_img.notes]
+    resized = False
+    if (iw, ih) != (vw, vh):
+        if not resize_ir:
+            raise PairingError(
+                f"{ir_img.path} is {iw}x{ih} but {vis_img.path} is {vw}x{vh}; "
+                "pass --resize-ir to resample the infrared onto the visible grid"
+            )
+        interp = cv2.INTER_AREA if (vw <= iw and vh <= ih) else cv2.INTER_CUBIC
+        ir = cv2.resize(ir, (vw, vh), interpolation=interp)
+        ir = np.clip(ir, 0.0, 1.0, out=ir).astype(np.float32, copy=False)
+        resized = True
+        notes.append(f"infrared resampled from {iw}x{ih} to {vw}x{vh}")
+        if abs((iw / ih) / (vw / vh) - 1.0) > 0.01:
+            notes.append(f"aspect ratios differ ({iw}x{ih} vs {vw}x{vh}): the infrared is stretched")
+    if vis.ndim == 3:
+        vis_y, vis_cb, vis_cr = rgb_to_ycbcr(vis)
+    else:
+        vis_y, vis_cb, vis_cr = vis, None, None
+    return Pair(
+        name=name if name is not None else vis_img.path.stem,
+        ir=np.ascontiguousarray(ir),
+        vis=vis,
+        vis_y=vis_y,
+        vis_cb=vis_cb,
+        vis_cr=vis_cr,
+        ir_path=ir_img.path,
+        vis_path=vis_img.path,
+        ir_bit_depth=ir_img.bit_depth,
+        vis_bit_depth=vis_img.bit_depth,
+        ir_size=(iw, ih),
+        ir_resized=resized,
+        notes=notes,
+    )
+
+
+def recombine(fused_y: np.ndarray | torch.Tensor, pair: Pair) -> np.ndarray:
+    """Fused luminance (H, W) -> output image: RGB (H, W, 3) with the visible Cb/Cr when the
+    visible image is colour, else the fused luminance itself; float32 clipped to [0, 1].
+    """
+    y = from_tensor(fused_y) if isinstance(fused_y, torch.Tensor) else np.asarray(fused_y, dtype=np.float32)
+    if y.shape != pair.vis_y.shape:
+        raise ValueError(f"fused luminance has shape {y.shape}, the visible image {pair.vis_y.shape}")
+    if pair.vis_cb is None or pair.vis_cr is None:
+        return np.clip(y, 0.0, 1.0).astype(np.float32)
+    return ycbcr_to_rgb(y, pair.vis_cb, pair.vis_cr)

@@ -1,0 +1,147 @@
+"""RFVIF training loss (Li et al., Inf. Fusion 2023, Eq. 7 and 16-18).
+
+``l_tot = l_pixel + l_per + lam * l_align`` with
+
+* ``l_pixel = (1 - alpha) * L1(f, vis) + alpha * L1(f, ir_gt)``        (mean absolute error [INFER])
+* ``l_per   = (1 - beta) * MSE(phi(f), phi(vis)) + beta * MSE(phi(f), phi(ir_gt))``
+  (the paper's Frobenius norm as a mean squared error over C*H*W, so its scale is comparable to the L1
+  terms [INFER]; ``phi`` is any (B,1,H,W) -> (B,C',h,w) feature extractor, e.g. VGG16 relu2_2 from
+  :mod:`alignfuse.models.vgg`; without one the term is skipped and reported as 0)
+* ``l_align = sum_l L1(down_l(ir_gt), aligned_l)`` over the three aligned-IR heads, where ``down_l`` is an
+  antialiased bilinear downsampling of the GT-aligned IR to the head's size (mean-L1 per level [INFER]).
+
+``ir_gt`` is the IR crop that is aligned with ``vis`` (the "re-cropped patch" of the paper), not the
+misaligned network input. Images are (B, 1, H, W) in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from alignfuse.models.rfvif import PAD_MULTIPLE, pad_to_multiple
+
+__all__ = ["pixel_loss", "perceptual_loss", "alignment_targets", "alignment_loss", "RFVIFLoss"]
+
+FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _check_image(name: str, t: torch.Tensor, like: torch.Tensor | None = None) -> None:
+    if t.ndim != 4 or t.shape[1] != 1:
+        raise ValueError(f"{name} must have shape (B, 1, H, W), got {tuple(t.shape)}")
+    if like is not None and t.shape != like.shape:
+        raise ValueError(f"{name} {tuple(t.shape)} must match the fused image {tuple(like.shape)}")
+
+
+def pixel_loss(fused: torch.Tensor, vis: torch.Tensor, ir_gt: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """Eq. 16: ``(1 - alpha) * mean|f - vis| + alpha * mean|f - ir_gt|``. All (B, 1, H, W)."""
+    return (1.0 - alpha) * F.l1_loss(fused, vis) + alpha * F.l1_loss(fused, ir_gt)
+
+
+def perceptual_loss(
+    fused: torch.Tensor,
+    vis: torch.Tensor,
+    ir_gt: torch.Tensor,
+    feature_extractor: FeatureExtractor,
+    beta: float = 0.6,
+) -> torch.Tensor:
+    """Eq. 17 with mean squared feature distances; the targets' features are computed without gradient."""
+    feat_f = feature_extractor(fused)
+    with torch.no_grad():
+        feat_vis = feature_extractor(vis)
+        feat_ir = feature_extractor(ir_gt)
+    return (1.0 - beta) * F.mse_loss(feat_f, feat_vis) + beta * F.mse_loss(feat_f, feat_ir)
+
+
+def alignment_targets(
+    ir_gt: torch.Tensor, sizes: Sequence[tuple[int, int] | torch.Size], pad_multiple: int = PAD_MULTIPLE
+) -> list[torch.Tensor]:
+    """GT pyramid for the aligned-IR heads: pad like :class:`~alignfuse.models.rfvif.RFVIF`, then downsample.
+
+    ``ir_gt`` (B, 1, H, W) is replicate-padded (bottom/right) to multiples of ``pad_multiple`` — exactly as
+    the network pads its inputs, so the head at level l covers the padded image — and resized to each
+    ``sizes[l]`` with antialiased bilinear interpolation (``align_corners=False``) [INFER antialias].
+    """
+    padded = pad_to_multiple(ir_gt, pad_multiple)
+    targets = []
+    for size in sizes:
+        size = (int(size[0]), int(size[1]))
+        if tuple(padded.shape[-2:]) == size:
+            targets.append(padded)
+        else:
+            targets.append(F.interpolate(padded, size=size, mode="bilinear", align_corners=False, antialias=True))
+    return targets
+
+
+def alignment_loss(
+    aligned_ir: Sequence[torch.Tensor], ir_gt: torch.Tensor, pad_multiple: int = PAD_MULTIPLE
+) -> torch.Tensor:
+    """Eq. 7: ``sum_l mean|down_l(ir_gt) - aligned_l|`` over the aligned-IR heads (B, 1, h_l, w_l)."""
+    if len(aligned_ir) == 0:
+        return ir_gt.new_zeros(())
+    for i, a in enumerate(aligned_ir):
+        _check_image(f"aligned_ir[{i}]", a)
+    targets = alignment_targets(ir_gt, [a.shape[-2:] for a in aligned_ir], pad_multiple)
+    return sum(F.l1_loss(a, t) for a, t in zip(aligned_ir, targets))
+
+
+class RFVIFLoss(nn.Module):
+    """Total RFVIF loss, Eq. 18.
+
+    Args:
+        alpha: IR weight of the pixel loss [PAPER 0.5].
+        beta: IR weight of the perceptual loss [PAPER 0.6].
+        lam: weight of the alignment loss [PAPER 0.3].
+        feature_extractor: Phi, a callable (B, 1, H, W) -> (B, C', h, w) (e.g. frozen VGG16 relu2_2 that does
+            its own grey->RGB and ImageNet normalisation); None skips the perceptual term. If it is an
+            ``nn.Module`` it becomes a submodule (moves with ``.to()``); it is not frozen here.
+
+    ``forward(fused, aligned_ir, vis, ir_gt)`` returns ``(total, terms)`` where ``terms`` holds the floats
+    ``pixel``, ``perceptual``, ``align`` (unweighted) and ``total``.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        beta: float = 0.6,
+        lam: float = 0.3,
+        feature_extractor: FeatureExtractor | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if lam < 0:
+            raise ValueError(f"lam must be >= 0, got {lam}")
+        self.alpha = alpha
+        self.beta = beta
+        self.lam = lam
+        self.feature_extractor = feature_extractor
+
+    def forward(
+        self,
+        fused: torch.Tensor,
+        aligned_ir: Sequence[torch.Tensor],
+        vis: torch.Tensor,
+        ir_gt: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        _check_image("fused", fused)
+        _check_image("vis", vis, fused)
+        _check_image("ir_gt", ir_gt, fused)
+        l_pixel = pixel_loss(fused, vis, ir_gt, self.alpha)
+        if self.feature_extractor is not None:
+            l_per = perceptual_loss(fused, vis, ir_gt, self.feature_extractor, self.beta)
+        else:
+            l_per = fused.new_zeros(())
+        l_align = alignment_loss(aligned_ir, ir_gt)
+        total = l_pixel + l_per + self.lam * l_align
+        terms = {
+            "pixel": float(l_pixel.detach()),
+            "perceptual": float(l_per.detach()),
+            "align": float(l_align.detach()),
+            "total": float(total.detach()),
+        }
+        return total, terms

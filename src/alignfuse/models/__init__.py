@@ -1,0 +1,1 @@
+"""Networks of alignfuse (fusion, registration and translation models)."""

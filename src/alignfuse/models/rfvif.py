@@ -1,0 +1,783 @@
+"""RFVIF: registration-free, translation-robust infrared/visible fusion.
+
+Li, Zhao, Li, Yu, Lu, "Feature dynamic alignment and refinement for infrared-visible image fusion:
+Translation robust fusion", Information Fusion 2023. No official code exists; this module follows the
+project's buildable spec (``architecture-spec.md`` section 4). Every choice the paper does not state is a
+field of :class:`RFVIFConfig` or is marked ``[INFER]`` in a docstring or comment.
+
+Data flow (VIS is the reference: the output lives on the visible grid)::
+
+    ir, vis (B,1,H,W) --replicate pad to a multiple of 8--> (B,1,Hp,Wp)
+    CMFEM   head + MSRBs + cross-modulation (CM), per part l = 1..3  -> F^cm_{l,vi}, F^cm_{l,ir} at Hp/2^l
+    FDAM    per level: num_fab feature alignment blocks (FAB) with dynamic kernels (DKG) -> F^align_l,
+            and a 1x1 head -> aligned IR image x^align_l (B,1,Hp/2^l,Wp/2^l)      (for the alignment loss)
+    CMF     per level: learned spatial mask, Eq. 8                    -> F_l
+    MGFRM   per level: mix the three F_m at level l's size, then LFR (VIS + IR branches) -> F^_l
+    PFFM    Eq. 13-15, at Hp/2 -> 6 residual blocks -> nearest x2 -> 3 conv3x3 -> sigmoid -> crop to (H,W)
+
+Tensors are ``(B, C, H, W)`` float32; images are single-channel in ``[0, 1]`` (the visible luminance).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from alignfuse.stages import luminance
+
+__all__ = [
+    "RFVIFConfig",
+    "RFVIF_CONFIGS",
+    "RFVIFOutput",
+    "RFVIF",
+    "RFVIFFuser",
+    "MSRB",
+    "CrossModulation",
+    "DynamicKernelGenerator",
+    "ChannelAttention",
+    "FeatureAlignmentBlock",
+    "FeatureDynamicAlignment",
+    "ComplementaryMaskFusion",
+    "LocalFeatureRefinement",
+    "PyramidFeatureFusion",
+    "dynamic_depthwise_conv2d",
+    "local_similarity_aggregate",
+    "similarity_suppress",
+    "abs_laplacian",
+    "pad_to_multiple",
+    "count_params_and_macs",
+]
+
+PAD_MULTIPLE = 8  # three stride-2 levels
+_OUTPUT_ACTIVATIONS = ("sigmoid", "clamp", "none")
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True)
+class RFVIFConfig:
+    """Hyper-parameters of :class:`RFVIF`. The defaults are the paper-like configuration.
+
+    Args:
+        width: base channel width C [INFER: 64 paper-like, 16 on CPU].
+        msrb_blocks: MSRBs per encoder part [PAPER: 3, 2, 2].
+        num_fab: feature alignment blocks per level, 1..3 [PAPER: 2 is best].
+        dkg_kernel_sizes: sizes of the dynamic kernels of the three DKG branches [PAPER: 3, 5, 7].
+        lfr_kernel: k of the k x k neighbourhood of the LFR visible branch [INFER: 3].
+        lfr_temperature: ``None`` = paper (softmax of raw cosine similarities, which is nearly uniform);
+            a float tau > 0 = softmax(cos / tau) with tau a learnable scalar initialised at that value
+            (non-paper option, pitfall 21).
+        num_res_blocks: residual blocks after the PFFM [PAPER: 6].
+        cam_reduction: reduction of the CBAM channel-attention MLP; hidden = max(C // r, 4) [INFER].
+        output_activation: ``'sigmoid'`` [INFER], ``'clamp'`` (clamp to [0, 1]) or ``'none'``.
+        use_cm: cross-modulation; off = only the stride-2 conv of Eq. 5, no modulation (ablation "w/o CM").
+        use_fdam: dynamic alignment; off = F^align = F^cm_ir, the aligned-IR head kept (ablation "w/o FDAM").
+        use_dkg: dynamic kernels; off = ordinary learned k x k convolutions C->C in each FAB, fixed after
+            training (ablation "w/o DKG").
+        use_cmf: complementary mask fusion; off = concat + conv1x1 (ablation "w/o CMF").
+        use_pffm: pyramid fusion; off = transposed convs up to H/2 + concat + conv1x1 (ablation "w/o PFFM").
+        use_lfr_vis: LFR visible (texture) branch (ablation "w/o upper branch").
+        use_lfr_ir: LFR infrared (artifact suppression) branch (ablation "w/o lower branch").
+    """
+
+    width: int = 64
+    msrb_blocks: tuple[int, int, int] = (3, 2, 2)
+    num_fab: int = 2
+    dkg_kernel_sizes: tuple[int, ...] = (3, 5, 7)
+    lfr_kernel: int = 3
+    lfr_temperature: float | None = None
+    num_res_blocks: int = 6
+    cam_reduction: int = 16
+    output_activation: str = "sigmoid"
+    use_cm: bool = True
+    use_fdam: bool = True
+    use_dkg: bool = True
+    use_cmf: bool = True
+    use_pffm: bool = True
+    use_lfr_vis: bool = True
+    use_lfr_ir: bool = True
+
+    def __post_init__(self) -> None:
+        # accept lists (e.g. from JSON) but store tuples so the config stays hashable
+        object.__setattr__(self, "msrb_blocks", tuple(int(n) for n in self.msrb_blocks))
+        object.__setattr__(self, "dkg_kernel_sizes", tuple(int(k) for k in self.dkg_kernel_sizes))
+        if self.width < 2:
+            raise ValueError(f"width must be >= 2, got {self.width}")
+        if len(self.msrb_blocks) != 3 or min(self.msrb_blocks) < 0:
+            raise ValueError(f"msrb_blocks must be three non-negative ints, got {self.msrb_blocks}")
+        if not 1 <= self.num_fab <= 3:
+            raise ValueError(f"num_fab must be in 1..3, got {self.num_fab}")
+        if not self.dkg_kernel_sizes or any(k < 1 or k % 2 == 0 for k in self.dkg_kernel_sizes):
+            raise ValueError(f"dkg_kernel_sizes must be odd positive ints, got {self.dkg_kernel_sizes}")
+        if self.lfr_kernel < 1 or self.lfr_kernel % 2 == 0:
+            raise ValueError(f"lfr_kernel must be odd and positive, got {self.lfr_kernel}")
+        if self.lfr_temperature is not None and not self.lfr_temperature > 0:
+            raise ValueError(f"lfr_temperature must be None or > 0, got {self.lfr_temperature}")
+        if self.num_res_blocks < 0:
+            raise ValueError(f"num_res_blocks must be >= 0, got {self.num_res_blocks}")
+        if self.output_activation not in _OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {_OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RFVIFConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``KeyError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise KeyError(f"unknown RFVIFConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+RFVIF_CONFIGS: dict[str, RFVIFConfig] = {
+    # spec section 5: 16.9 M params, ~382 GMACs @256^2 (GPU)
+    "paper": RFVIFConfig(),
+    # spec section 5: ~0.7 M params, ~10.5 GMACs @256^2, trainable on 2 CPU cores at 64^2 crops
+    "cpu": replace(RFVIFConfig(), width=16, msrb_blocks=(1, 1, 1)),
+}
+
+
+def _resolve_config(config: RFVIFConfig | str | None) -> RFVIFConfig:
+    if config is None:
+        return RFVIF_CONFIGS["paper"]
+    if isinstance(config, str):
+        if config not in RFVIF_CONFIGS:
+            raise KeyError(f"unknown RFVIF config {config!r}; known: {sorted(RFVIF_CONFIGS)}")
+        return RFVIF_CONFIGS[config]
+    if not isinstance(config, RFVIFConfig):
+        raise TypeError(f"config must be an RFVIFConfig, a name or None, got {type(config).__name__}")
+    return config
+
+
+# --------------------------------------------------------------------------------------------------
+# functional pieces
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
+    """Replicate-pad the bottom and right of ``x`` (B, C, H, W) so H and W are multiples of ``multiple``."""
+    ph = (-x.shape[-2]) % multiple
+    pw = (-x.shape[-1]) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear resize (``align_corners=False``); antialiased when shrinking [INFER]."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def _upsample_nearest(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """The N(.) operator of Eq. 13-15."""
+    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="nearest")
+
+
+def dynamic_depthwise_conv2d(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Per-sample depthwise convolution (cross-correlation, zero padding, same size).
+
+    ``out[b, c, y, x] = sum_{i,j} kernels[b, c, i, j] * x[b, c, y + i - r, x + j - r]`` with ``r = k // 2``,
+    so a delta at the kernel centre is the identity and a delta at ``(r + dy, r + dx)`` pulls the
+    feature from ``(y + dy, x + dx)``. Implemented as one grouped conv with ``groups = B * C``.
+
+    Shape:
+        x: (B, C, H, W); kernels: (B, C, k, k) with k odd; returns (B, C, H, W).
+    """
+    if x.ndim != 4 or kernels.ndim != 4 or kernels.shape[:2] != x.shape[:2]:
+        raise ValueError(f"kernels {tuple(kernels.shape)} must be (B, C, k, k) for x {tuple(x.shape)}")
+    k = kernels.shape[-1]
+    if kernels.shape[-2] != k or k % 2 == 0:
+        raise ValueError(f"kernels must be square and odd, got {tuple(kernels.shape[-2:])}")
+    b, c, h, w = x.shape
+    out = F.conv2d(x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, k, k), padding=k // 2, groups=b * c)
+    return out.view(b, c, h, w)
+
+
+def local_similarity_aggregate(
+    feat: torch.Tensor,
+    ref: torch.Tensor,
+    kernel_size: int = 3,
+    temperature: torch.Tensor | float | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """LFR visible branch, Eq. 9-11: re-weight each k x k neighbourhood of ``feat`` by similarity to ``ref``.
+
+    For every pixel p: ``s(d) = cos(feat[p + d], ref[p])`` for the k*k offsets d, ``w = softmax(s / tau)``
+    (tau = 1 when ``temperature`` is None, the paper), ``out[p] = sum_d w(d) * feat[p + d]``. Neighbours
+    outside the image are zero vectors (cosine 0), as with ``F.unfold(padding=k // 2)``. Computed offset
+    by offset, so memory stays O(C * H * W) instead of O(k^2 * C * H * W).
+
+    Shape:
+        feat, ref: (B, C, H, W); returns (B, C, H, W).
+    """
+    if feat.shape != ref.shape:
+        raise ValueError(f"feat {tuple(feat.shape)} and ref {tuple(ref.shape)} differ")
+    r = kernel_size // 2
+    h, w = feat.shape[-2:]
+    # eps keeps the normalisation finite for all-zero vectors (padding, dead ReLU features)
+    feat_n = F.pad(F.normalize(feat, dim=1, eps=eps), (r, r, r, r))
+    feat_p = F.pad(feat, (r, r, r, r))
+    ref_n = F.normalize(ref, dim=1, eps=eps)
+    offsets = [(dy, dx) for dy in range(kernel_size) for dx in range(kernel_size)]
+    sim = torch.stack(
+        [(feat_n[:, :, dy : dy + h, dx : dx + w] * ref_n).sum(dim=1) for dy, dx in offsets], dim=1
+    )  # (B, k*k, H, W)
+    if temperature is not None:
+        sim = sim / temperature
+    weights = sim.softmax(dim=1)
+    out = torch.zeros_like(feat)
+    for i, (dy, dx) in enumerate(offsets):
+        out = out + weights[:, i : i + 1] * feat_p[:, :, dy : dy + h, dx : dx + w]
+    return out
+
+
+def similarity_suppress(feat: torch.Tensor, ref: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LFR infrared branch, Eq. 12: ``out = (1 - cos(ref, feat)) * feat + feat`` per pixel.
+
+    Shape:
+        feat, ref: (B, C, H, W); returns (B, C, H, W).
+    """
+    if feat.shape != ref.shape:
+        raise ValueError(f"feat {tuple(feat.shape)} and ref {tuple(ref.shape)} differ")
+    s = (F.normalize(feat, dim=1, eps=eps) * F.normalize(ref, dim=1, eps=eps)).sum(dim=1, keepdim=True)
+    return (1.0 - s) * feat + feat
+
+
+def abs_laplacian(img: torch.Tensor) -> torch.Tensor:
+    """|4-neighbour Laplacian| with replicate border [INFER: the paper says only "Laplace operator"].
+
+    Shape:
+        img: (B, C, H, W); returns (B, C, H, W).
+    """
+    c = img.shape[1]
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=img.device, dtype=img.dtype)
+    kernel = kernel.view(1, 1, 3, 3).expand(c, 1, 3, 3)
+    return F.conv2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), kernel, groups=c).abs()
+
+
+def _conv(cin: int, cout: int, k: int = 3, stride: int = 1, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias)
+
+
+@torch.no_grad()
+def _init_channel_average(conv: nn.Conv2d, groups: int) -> None:
+    """1x1 conv (groups*C -> C) that averages the ``groups`` inputs channel by channel [INFER init]."""
+    c = conv.out_channels
+    if conv.in_channels != groups * c or conv.kernel_size != (1, 1):
+        raise ValueError("expected a 1x1 conv from groups * C to C channels")
+    conv.weight.zero_()
+    eye = torch.eye(c, dtype=conv.weight.dtype) / groups
+    for g in range(groups):
+        conv.weight[:, g * c : (g + 1) * c, 0, 0] = eye
+    if conv.bias is not None:
+        conv.bias.zero_()
+
+
+# --------------------------------------------------------------------------------------------------
+# blocks
+
+
+class MSRB(nn.Module):
+    """Multi-scale residual block (MSRN design): 3x3 and 5x5 paths, crossed once, 1x1 fuse, skip.
+
+    Params 174 C^2 + 7 C (biases). Shape: (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.s1 = _conv(c, c, 3)
+        self.p1 = _conv(c, c, 5)
+        self.s2 = _conv(2 * c, 2 * c, 3)
+        self.p2 = _conv(2 * c, 2 * c, 5)
+        self.fuse = _conv(4 * c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s1 = F.relu(self.s1(x))
+        p1 = F.relu(self.p1(x))
+        s2 = F.relu(self.s2(torch.cat([s1, p1], dim=1)))
+        p2 = F.relu(self.p2(torch.cat([p1, s1], dim=1)))
+        return self.fuse(torch.cat([s2, p2], dim=1)) + x
+
+
+class CrossModulation(nn.Module):
+    """Cross-modulation, Eq. 2-5; halves the resolution.
+
+    ``a_i = conv3x3 s2(F_i)``; ``h = 3 x (conv3x3 2C->2C, ReLU)`` on cat(a_vi, a_ir) [INFER: ReLU after each];
+    split into (h_vi, h_ir); ``gamma_i = sigmoid(conv(h_i))``, ``beta_i = sigmoid(conv(h_i))``;
+    ``F^cm_i = a_i * gamma_i + beta_i`` [INFER: the stride-2 conv of Eq. 5 is the one of Eq. 2].
+    With ``modulate=False`` (ablation) it returns ``(a_vi, a_ir)``.
+
+    Shape: two (B, C, H, W) -> two (B, C, ceil(H/2), ceil(W/2)).
+    """
+
+    def __init__(self, channels: int, modulate: bool = True) -> None:
+        super().__init__()
+        c = channels
+        self.modulate = modulate
+        self.down_vi = _conv(c, c, 3, stride=2)
+        self.down_ir = _conv(c, c, 3, stride=2)
+        if modulate:
+            layers: list[nn.Module] = []
+            for _ in range(3):
+                layers += [_conv(2 * c, 2 * c, 3), nn.ReLU(inplace=True)]
+            self.trunk = nn.Sequential(*layers)
+            self.gamma_vi = _conv(c, c, 3)
+            self.beta_vi = _conv(c, c, 3)
+            self.gamma_ir = _conv(c, c, 3)
+            self.beta_ir = _conv(c, c, 3)
+
+    def forward(self, f_vi: torch.Tensor, f_ir: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a_vi, a_ir = self.down_vi(f_vi), self.down_ir(f_ir)
+        if not self.modulate:
+            return a_vi, a_ir
+        h_vi, h_ir = self.trunk(torch.cat([a_vi, a_ir], dim=1)).chunk(2, dim=1)
+        cm_vi = a_vi * torch.sigmoid(self.gamma_vi(h_vi)) + torch.sigmoid(self.beta_vi(h_vi))
+        cm_ir = a_ir * torch.sigmoid(self.gamma_ir(h_ir)) + torch.sigmoid(self.beta_ir(h_ir))
+        return cm_vi, cm_ir
+
+
+class DynamicKernelGenerator(nn.Module):
+    """DKG, Eq. 6: per-sample depthwise kernels of sizes ``kernel_sizes`` from (reference, moving) features.
+
+    ``g = ReLU(conv3x3 2C->C(cat(ref, x)))``; branch k: ``v = GAP(ReLU(conv3x3 C->C(g)))``,
+    ``theta_k = FC(C -> C k^2)(v)`` reshaped to (B, C, k, k) [INFER: depthwise, not full C x C kernels].
+    Init [INFER, spec]: FC weight ~ N(0, 1e-4), FC bias = centred delta, so every kernel starts as the
+    identity and the FAB starts as a pass-through.
+    """
+
+    def __init__(self, channels: int, kernel_sizes: tuple[int, ...] = (3, 5, 7), init_std: float = 1e-4) -> None:
+        super().__init__()
+        c = channels
+        self.channels = c
+        self.kernel_sizes = tuple(kernel_sizes)
+        self.stem = _conv(2 * c, c, 3)
+        self.branches = nn.ModuleList(_conv(c, c, 3) for _ in self.kernel_sizes)
+        self.heads = nn.ModuleList(nn.Linear(c, c * k * k) for k in self.kernel_sizes)
+        with torch.no_grad():
+            for head, k in zip(self.heads, self.kernel_sizes):
+                nn.init.normal_(head.weight, std=init_std)
+                delta = torch.zeros(c, k, k)
+                delta[:, k // 2, k // 2] = 1.0
+                head.bias.copy_(delta.flatten())
+
+    def forward(self, ref: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C, H, W) x2 -> list of (B, C, k, k) kernels, one per kernel size."""
+        b = x.shape[0]
+        g = F.relu(self.stem(torch.cat([ref, x], dim=1)))
+        kernels = []
+        for branch, head, k in zip(self.branches, self.heads, self.kernel_sizes):
+            v = F.relu(branch(g)).mean(dim=(2, 3))
+            kernels.append(head(v).view(b, self.channels, k, k))
+        return kernels
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention [INFER: the paper's CAM]: ``x * sigmoid(MLP(GAP x) + MLP(GMP x))``."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = self.mlp(F.adaptive_avg_pool2d(x, 1))
+        mx = self.mlp(F.adaptive_max_pool2d(x, 1))
+        return x * torch.sigmoid(avg + mx)
+
+
+class FeatureAlignmentBlock(nn.Module):
+    """FAB, Fig. 2(d): k x k (dynamic) convs of the moving features -> concat -> 1x1 -> BN -> ReLU -> CAM.
+
+    With ``dynamic=True`` the kernels come from a DKG fed with (reference, current moving features)
+    [INFER: each FAB owns its DKG]; with ``dynamic=False`` (ablation "w/o DKG") they are ordinary learned
+    C->C convolutions. The 1x1 conv starts as the channel-wise mean of the branches and the k x k kernels
+    start as identities [INFER init], so in eval mode at init ``FAB(x) = g[b, c] * ReLU(x) / sqrt(1 + eps_bn)``
+    with a per-(sample, channel) gain ``g`` in (0, 1) from the CAM: no spatial mixing. No residual [INFER].
+    """
+
+    def __init__(self, channels: int, kernel_sizes: tuple[int, ...], dynamic: bool, cam_hidden: int) -> None:
+        super().__init__()
+        c = channels
+        self.dynamic = dynamic
+        if dynamic:
+            self.dkg = DynamicKernelGenerator(c, kernel_sizes)
+        else:
+            self.static = nn.ModuleList(_conv(c, c, k) for k in kernel_sizes)
+            for conv in self.static:
+                nn.init.dirac_(conv.weight)
+                nn.init.zeros_(conv.bias)
+        n = len(kernel_sizes)
+        self.fuse = _conv(n * c, c, 1)
+        _init_channel_average(self.fuse, n)
+        self.bn = nn.BatchNorm2d(c)
+        self.cam = ChannelAttention(c, cam_hidden)
+
+    def forward(self, ref: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.dynamic:
+            ys = [dynamic_depthwise_conv2d(x, theta) for theta in self.dkg(ref, x)]
+        else:
+            ys = [conv(x) for conv in self.static]
+        y = F.relu(self.bn(self.fuse(torch.cat(ys, dim=1))))
+        return self.cam(y)
+
+
+class FeatureDynamicAlignment(nn.Module):
+    """FDAM at one level: ``num_fab`` FABs in sequence, outputs merged by conv1x1 (num_fab*C -> C).
+
+    Returns F^align (B, C, h, w). The merge starts as the mean of the FAB outputs [INFER init].
+    """
+
+    def __init__(
+        self, channels: int, num_fab: int, kernel_sizes: tuple[int, ...], dynamic: bool, cam_hidden: int
+    ) -> None:
+        super().__init__()
+        self.fabs = nn.ModuleList(
+            FeatureAlignmentBlock(channels, kernel_sizes, dynamic, cam_hidden) for _ in range(num_fab)
+        )
+        self.merge = _conv(num_fab * channels, channels, 1)
+        _init_channel_average(self.merge, num_fab)
+
+    def forward(self, ref: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for fab in self.fabs:
+            x = fab(ref, x)
+            outs.append(x)
+        return self.merge(torch.cat(outs, dim=1))
+
+
+class ComplementaryMaskFusion(nn.Module):
+    """CMF, Eq. 8: ``A = sigmoid(3 conv3x3 (2C->C->C->1) of cat(F_vi, F_ir))``, ``F = F_ir A + F_vi (1 - A)``.
+
+    [INFER] the mask has 1 channel (broadcast over C), ReLU between the convs.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.mask = nn.Sequential(
+            _conv(2 * c, c, 3), nn.ReLU(inplace=True), _conv(c, c, 3), nn.ReLU(inplace=True), _conv(c, 1, 3)
+        )
+
+    def forward(self, f_vi: torch.Tensor, f_ir: torch.Tensor) -> torch.Tensor:
+        a = torch.sigmoid(self.mask(torch.cat([f_vi, f_ir], dim=1)))
+        return f_ir * a + f_vi * (1.0 - a)
+
+
+class _ConcatFusion(nn.Module):
+    """Ablation "w/o CMF": concat + conv1x1 2C->C."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.proj = _conv(2 * channels, channels, 1)
+
+    def forward(self, f_vi: torch.Tensor, f_ir: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([f_vi, f_ir], dim=1))
+
+
+class LocalFeatureRefinement(nn.Module):
+    """LFR, Eq. 9-12, at one level, then ``F^ = conv1x1(cat(f~_vis, f~_ir, F^f))``.
+
+    Edge encoders [INFER]: the source images are resized to the level's size, then
+    ``E_vi = conv3x3 (2->C->C->C, ReLU between)`` on cat(vis, |Lap vis|) and ``E_ir`` (1->C->C->C) on |Lap ir|
+    where ir is the *misaligned* input IR (the only one available at test time). A disabled branch is
+    left out of the concat (ablations "w/o upper/lower branch").
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        use_vis: bool = True,
+        use_ir: bool = True,
+        temperature: float | None = None,
+    ) -> None:
+        super().__init__()
+        c = channels
+        self.kernel_size = kernel_size
+        self.use_vis = use_vis
+        self.use_ir = use_ir
+        if use_vis:
+            self.enc_vi = nn.Sequential(
+                _conv(2, c, 3), nn.ReLU(inplace=True), _conv(c, c, 3), nn.ReLU(inplace=True), _conv(c, c, 3)
+            )
+        if use_ir:
+            self.enc_ir = nn.Sequential(
+                _conv(1, c, 3), nn.ReLU(inplace=True), _conv(c, c, 3), nn.ReLU(inplace=True), _conv(c, c, 3)
+            )
+        if use_vis and temperature is not None:
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+        else:
+            self.register_parameter("log_temperature", None)
+        self.out = _conv((1 + int(use_vis) + int(use_ir)) * c, c, 1)
+
+    def forward(self, feat: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        """feat (B, C, h, w); vis, ir (B, 1, h, w) source images at this level's size."""
+        parts = []
+        if self.use_vis:
+            e_vi = self.enc_vi(torch.cat([vis, abs_laplacian(vis)], dim=1))
+            tau = None if self.log_temperature is None else self.log_temperature.exp()
+            parts.append(local_similarity_aggregate(feat, e_vi, self.kernel_size, tau))
+        if self.use_ir:
+            e_ir = self.enc_ir(abs_laplacian(ir))
+            parts.append(similarity_suppress(feat, e_ir))
+        parts.append(feat)
+        return self.out(torch.cat(parts, dim=1))
+
+
+class PyramidFeatureFusion(nn.Module):
+    """PFFM, Eq. 13-15 [conv counts INFER]. Inputs at h, h/2, h/4; output (B, C, h, w) at the finest level.
+
+    ``M12 = sigmoid(conv3x3(cat(N F2, F1)))``, ``M23 = sigmoid(convs(cat(N F3, F2)))``,
+    ``F = convs(cat(N F23, F12))`` with ``convs`` = conv3x3 2C->C, ReLU, conv3x3 C->C.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.m12 = _conv(2 * c, c, 3)
+        self.m23 = nn.Sequential(_conv(2 * c, c, 3), nn.ReLU(inplace=True), _conv(c, c, 3))
+        self.out = nn.Sequential(_conv(2 * c, c, 3), nn.ReLU(inplace=True), _conv(c, c, 3))
+
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
+        up2 = _upsample_nearest(f2, f1.shape[-2:])
+        m12 = torch.sigmoid(self.m12(torch.cat([up2, f1], dim=1)))
+        f12 = f1 * m12 + up2 * (1.0 - m12)
+        up3 = _upsample_nearest(f3, f2.shape[-2:])
+        m23 = torch.sigmoid(self.m23(torch.cat([up3, f2], dim=1)))
+        f23 = f2 * m23 + up3 * (1.0 - m23)
+        return self.out(torch.cat([_upsample_nearest(f23, f12.shape[-2:]), f12], dim=1))
+
+
+class _DeconvConcatFusion(nn.Module):
+    """Ablation "w/o PFFM" (as in the paper): transposed convs up to level 1 + concat + conv1x1 3C->C."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.up2 = nn.ConvTranspose2d(c, c, 2, stride=2)
+        self.up3 = nn.ConvTranspose2d(c, c, 4, stride=4)
+        self.proj = _conv(3 * c, c, 1)
+
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([f1, self.up2(f2), self.up3(f3)], dim=1))
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(channels, channels, 3)
+        self.conv2 = _conv(channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+# --------------------------------------------------------------------------------------------------
+# the network
+
+
+class RFVIFOutput(NamedTuple):
+    """``fused`` (B, 1, H, W) on the visible grid; ``aligned_ir`` three (B, 1, Hp/2^l, Wp/2^l), l = 1, 2, 3.
+
+    Hp, Wp are H, W rounded up to multiples of 8 (the network replicate-pads the bottom/right internally),
+    so for sizes that are multiples of 8 the heads are exactly H/2, H/4, H/8. The alignment loss must
+    pad its ground truth the same way (:func:`alignfuse.losses.rfvif.alignment_targets` does).
+    """
+
+    fused: torch.Tensor
+    aligned_ir: list[torch.Tensor]
+
+
+class RFVIF(nn.Module):
+    """Registration-free IR/VIS fusion network (RFVIF).
+
+    Args:
+        config: an :class:`RFVIFConfig`, a name in :data:`RFVIF_CONFIGS` (``"paper"``, ``"cpu"``), or None
+            for the paper-like configuration.
+
+    Shape:
+        ir, vis: (B, 1, H, W) in [0, 1], any H, W >= 1 (padded internally to multiples of 8).
+        Returns :class:`RFVIFOutput` (a tuple ``(fused, aligned_ir)``).
+
+    Example:
+        >>> net = RFVIF("cpu")
+        >>> fused, aligned = net(torch.rand(1, 1, 37, 53), torch.rand(1, 1, 37, 53))
+        >>> tuple(fused.shape), [tuple(a.shape[-2:]) for a in aligned]
+        ((1, 1, 37, 53), [(20, 28), (10, 14), (5, 7)])
+
+    Note:
+        Training mode uses BatchNorm batch statistics in the FABs, so it needs B * (Hp/8) * (Wp/8) > 1.
+    """
+
+    def __init__(self, config: RFVIFConfig | str | None = None) -> None:
+        super().__init__()
+        cfg = _resolve_config(config)
+        self.config = cfg
+        c = cfg.width
+        cam_hidden = max(c // cfg.cam_reduction, 4)
+
+        # CMFEM
+        self.head_vi = _conv(1, c, 3)
+        self.head_ir = _conv(1, c, 3)
+        self.msrb_vi = nn.ModuleList(nn.Sequential(*(MSRB(c) for _ in range(n))) for n in cfg.msrb_blocks)
+        self.msrb_ir = nn.ModuleList(nn.Sequential(*(MSRB(c) for _ in range(n))) for n in cfg.msrb_blocks)
+        self.cm = nn.ModuleList(CrossModulation(c, modulate=cfg.use_cm) for _ in range(3))
+
+        # FDAM + aligned-IR heads [PAPER "conv(1x1) mapping"; INFER no activation]
+        if cfg.use_fdam:
+            self.fdam = nn.ModuleList(
+                FeatureDynamicAlignment(c, cfg.num_fab, cfg.dkg_kernel_sizes, cfg.use_dkg, cam_hidden) for _ in range(3)
+            )
+        self.align_head = nn.ModuleList(_conv(c, 1, 1) for _ in range(3))
+
+        # CMF
+        self.cmf = nn.ModuleList((ComplementaryMaskFusion(c) if cfg.use_cmf else _ConcatFusion(c)) for _ in range(3))
+
+        # MGFRM: multi-grained mixing [INFER conv1x1 3C->C + ReLU] + LFR
+        self.mix = nn.ModuleList(_conv(3 * c, c, 1) for _ in range(3))
+        self.lfr = nn.ModuleList(
+            LocalFeatureRefinement(c, cfg.lfr_kernel, cfg.use_lfr_vis, cfg.use_lfr_ir, cfg.lfr_temperature)
+            for _ in range(3)
+        )
+
+        # PFFM, residual blocks, reconstruction [INFER C->C->C/2->1]
+        self.pffm = PyramidFeatureFusion(c) if cfg.use_pffm else _DeconvConcatFusion(c)
+        self.res_blocks = nn.Sequential(*(_ResBlock(c) for _ in range(cfg.num_res_blocks)))
+        half = max(c // 2, 1)
+        self.recon = nn.Sequential(
+            _conv(c, c, 3), nn.ReLU(inplace=True), _conv(c, half, 3), nn.ReLU(inplace=True), _conv(half, 1, 3)
+        )
+
+    @staticmethod
+    def _check_inputs(ir: torch.Tensor, vis: torch.Tensor) -> None:
+        for name, t in (("ir", ir), ("vis", vis)):
+            if t.ndim != 4 or t.shape[1] != 1:
+                raise ValueError(f"{name} must have shape (B, 1, H, W), got {tuple(t.shape)}")
+        if ir.shape != vis.shape:
+            raise ValueError(f"ir {tuple(ir.shape)} and vis {tuple(vis.shape)} must have the same shape")
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> RFVIFOutput:
+        """(misaligned IR, visible reference) -> (fused (B,1,H,W), [aligned IR at Hp/2, Hp/4, Hp/8])."""
+        self._check_inputs(ir, vis)
+        cfg = self.config
+        h, w = ir.shape[-2:]
+        ir_p = pad_to_multiple(ir)
+        vis_p = pad_to_multiple(vis)
+
+        # CMFEM [INFER: part l+1 consumes the modulated features of level l]
+        f_vi = F.relu(self.head_vi(vis_p))
+        f_ir = F.relu(self.head_ir(ir_p))
+        cm_vi, cm_ir = [], []
+        for level in range(3):
+            f_vi, f_ir = self.cm[level](self.msrb_vi[level](f_vi), self.msrb_ir[level](f_ir))
+            cm_vi.append(f_vi)
+            cm_ir.append(f_ir)
+
+        # FDAM + CMF, per level
+        fused_levels, aligned = [], []
+        for level in range(3):
+            f_align = self.fdam[level](cm_vi[level], cm_ir[level]) if cfg.use_fdam else cm_ir[level]
+            aligned.append(self.align_head[level](f_align))
+            fused_levels.append(self.cmf[level](cm_vi[level], f_align))
+
+        # MGFRM
+        refined = []
+        for level in range(3):
+            size = fused_levels[level].shape[-2:]
+            mixed = F.relu(self.mix[level](torch.cat([_resize(f, size) for f in fused_levels], dim=1)))
+            refined.append(self.lfr[level](mixed, _resize(vis_p, size), _resize(ir_p, size)))
+
+        # PFFM -> residual blocks -> N(x2) -> reconstruction
+        feat = self.res_blocks(self.pffm(*refined))
+        feat = _upsample_nearest(feat, vis_p.shape[-2:])
+        out = self.recon(feat)
+        if cfg.output_activation == "sigmoid":
+            out = torch.sigmoid(out)
+        elif cfg.output_activation == "clamp":
+            out = out.clamp(0.0, 1.0)
+        return RFVIFOutput(out[..., :h, :w], aligned)
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Only the fused image (B, 1, H, W)."""
+        return self(ir, vis).fused
+
+
+class RFVIFFuser:
+    """:class:`alignfuse.stages.Fuser` stage around a trained :class:`RFVIF`.
+
+    ``fuser(ir, vis)`` runs the model under ``torch.no_grad`` in eval mode (its previous mode is restored
+    afterwards) on the model's device, and returns the fused luminance (B, 1, H, W) in [0, 1] on the
+    input's device. A colour ``vis`` (B, 3, H, W) is reduced to its BT.601 luminance first.
+    """
+
+    def __init__(self, model: RFVIF) -> None:
+        if not isinstance(model, RFVIF):
+            raise TypeError(f"model must be an RFVIF, got {type(model).__name__}")
+        self.model = model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __call__(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        vis = luminance(vis)
+        device = self.device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                fused = self.model.fuse(ir.to(device, torch.float32), vis.to(device, torch.float32))
+        finally:
+            self.model.train(was_training)
+        return fused.to(ir.device)
+
+
+# --------------------------------------------------------------------------------------------------
+# cost
+
+
+def count_params_and_macs(
+    model: nn.Module,
+    size: int | tuple[int, int] = 256,
+    batch: int = 1,
+    num_inputs: int = 2,
+    in_channels: int = 1,
+    on_meta: bool = True,
+) -> tuple[int, int]:
+    """(number of parameters, MACs of one forward) measured with ``torch.utils.flop_counter``.
+
+    MACs = counted FLOPs / 2; the counter covers conv / linear / matmul only (not activations,
+    interpolation, normalisation or the element-wise LFR products). The forward is run on ``num_inputs``
+    zero tensors (B, in_channels, H, W). With ``on_meta`` (default) it runs on a ``meta``-device copy of the
+    model, so nothing is computed and even the paper configuration at large sizes costs no time.
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    params = sum(p.numel() for p in model.parameters())
+    device = torch.device("meta") if on_meta else next(model.parameters()).device
+    net = copy.deepcopy(model).to(device) if on_meta else model
+    was_training = net.training
+    net.eval()
+    inputs = [torch.zeros(batch, in_channels, h, w, device=device) for _ in range(num_inputs)]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            net(*inputs)
+    finally:
+        net.train(was_training)
+    return params, counter.get_total_flops() // 2

@@ -1,0 +1,103 @@
+"""Pipeline(translator, registrar, fuser): misaligned IR + VIS -> fused image, aligned IR, field.
+
+The pipeline works on tensors ``(B, C, H, W)`` float32 in ``[0, 1]`` on one device. Colour handling
+(fuse the visible luminance, keep its chroma) and file I/O live in :mod:`alignfuse.api`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import warp as warp_ops
+from .stages import Fuser, IdentityRegistrar, IdentityTranslator, Registrar, RegistrationResult, Translator, luminance
+
+__all__ = ["Pipeline", "PipelineOutput"]
+
+
+@dataclass
+class PipelineOutput:
+    """fused: (B, 1, H, W) fused luminance; aligned_ir: (B, 1, H, W); field: (B, 2, H, W) pixel (dx, dy);
+    reference: (B, 1, H, W) what the IR was registered to (pseudo-IR or visible luminance)."""
+
+    fused: torch.Tensor
+    aligned_ir: torch.Tensor
+    field: torch.Tensor
+    reference: torch.Tensor
+    diagnostics: list[dict[str, Any]] = dc_field(default_factory=list)
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(image.shape[-2:]) == size:
+        return image
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+class Pipeline:
+    """Three replaceable stages.
+
+    Args:
+        translator: vis -> reference for registration (``IdentityTranslator`` = visible luminance).
+        registrar: (moving IR, reference) -> RegistrationResult.
+        fuser: (aligned IR, visible luminance) -> fused luminance.
+        register_long_side: if set, registration runs on images resized so their long side is at most
+            this many pixels; the field is resized (values rescaled) and warps the full-resolution IR.
+            This keeps registration cost independent of the image size.
+        name: the registry name, for reports.
+    """
+
+    def __init__(
+        self,
+        translator: Translator | None = None,
+        registrar: Registrar | None = None,
+        fuser: Fuser | None = None,
+        register_long_side: int | None = None,
+        name: str = "custom",
+    ) -> None:
+        if fuser is None:
+            raise ValueError("a pipeline needs a fuser")
+        self.translator = translator or IdentityTranslator()
+        self.registrar = registrar or IdentityRegistrar()
+        self.fuser = fuser
+        self.register_long_side = register_long_side
+        self.name = name
+
+    def to(self, device: torch.device | str) -> "Pipeline":
+        """Move every stage that has ``.to`` (networks) to ``device``."""
+        for stage in (self.translator, self.registrar, self.fuser):
+            if hasattr(stage, "to"):
+                stage.to(device)
+        return self
+
+    def register(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[RegistrationResult, torch.Tensor]:
+        """ir (B, 1, H, W), vis (B, 1|3, H, W) -> (registration at full resolution, reference image)."""
+        if ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
+            raise ValueError(f"ir {tuple(ir.shape)} and vis {tuple(vis.shape)} must share batch and size")
+        h, w = ir.shape[-2:]
+        work = (h, w)
+        if self.register_long_side and max(h, w) > self.register_long_side:
+            s = self.register_long_side / max(h, w)
+            work = (max(8, round(h * s)), max(8, round(w * s)))
+        vis_w = _resize(vis, work)
+        reference = self.translator(vis_w)
+        result = self.registrar(_resize(ir, work), reference)
+        if work != (h, w):
+            full_field = warp_ops.resize_field(result.field, (h, w))
+            aligned = warp_ops.warp(ir, full_field)
+            result = RegistrationResult(aligned, full_field, result.diagnostics)
+            reference = _resize(reference, (h, w))
+        return result, reference
+
+    @torch.no_grad()
+    def __call__(self, ir: torch.Tensor, vis: torch.Tensor) -> PipelineOutput:
+        """ir (B, 1, H, W) misaligned infrared, vis (B, 1|3, H, W) visible -> PipelineOutput."""
+        reg, reference = self.register(ir, vis)
+        fused = self.fuser(reg.aligned, luminance(vis)).clamp(0, 1)
+        return PipelineOutput(fused, reg.aligned, reg.field, reference, reg.diagnostics)
+
+    def __repr__(self) -> str:
+        stages = ", ".join(type(s).__name__ for s in (self.translator, self.registrar, self.fuser))
+        return f"Pipeline({self.name!r}: {stages})"

@@ -1,0 +1,82 @@
+"""Name -> pipeline registry (the timm idea: a table of entry points with descriptions).
+
+Two kinds of names:
+
+* registered pipelines (``@register_pipeline("name", "description")``), e.g. the trained networks;
+* classical combinations ``REGISTRAR+FUSER`` from :mod:`alignfuse.baselines`, e.g. ``ecc+gff``,
+  ``identity+average``; every registrar x fuser pair is valid (the papers' Table 2 is such a grid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .pipeline import Pipeline
+
+__all__ = ["register_pipeline", "create_pipeline", "list_pipelines", "DEFAULT_PIPELINE", "PipelineEntry"]
+
+# The default `alignfuse fuse` pipeline. Classical until trained networks ship (see README).
+DEFAULT_PIPELINE = "ecc+gff"
+
+
+@dataclass(frozen=True)
+class PipelineEntry:
+    name: str
+    description: str
+    factory: Callable[..., Pipeline]
+
+
+_REGISTRY: dict[str, PipelineEntry] = {}
+
+
+def register_pipeline(name: str, description: str) -> Callable[[Callable[..., Pipeline]], Callable[..., Pipeline]]:
+    """Decorator: register ``factory(**kwargs) -> Pipeline`` under ``name``."""
+
+    def decorate(factory: Callable[..., Pipeline]) -> Callable[..., Pipeline]:
+        if name in _REGISTRY:
+            raise ValueError(f"pipeline {name!r} registered twice")
+        _REGISTRY[name] = PipelineEntry(name, description, factory)
+        return factory
+
+    return decorate
+
+
+def _load_model_pipelines() -> None:
+    """Import the modules that register network pipelines (idempotent)."""
+    from . import model_pipelines  # noqa: F401  (registers on import)
+
+
+def _classical(name: str, **kwargs) -> Pipeline:
+    from .baselines import FUSERS, REGISTRARS
+
+    reg_name, _, fuse_name = name.partition("+")
+    if reg_name not in REGISTRARS or fuse_name not in FUSERS:
+        raise KeyError(name)
+    return Pipeline(registrar=REGISTRARS[reg_name](), fuser=FUSERS[fuse_name](), name=name, **kwargs)
+
+
+def create_pipeline(name: str = DEFAULT_PIPELINE, **kwargs) -> Pipeline:
+    """Build the pipeline called ``name``; ``KeyError`` with the known names if there is none."""
+    _load_model_pipelines()
+    if name in _REGISTRY:
+        return _REGISTRY[name].factory(**kwargs)
+    if "+" in name:
+        try:
+            return _classical(name, **kwargs)
+        except KeyError:
+            pass
+    raise KeyError(f"unknown model {name!r}; known: {', '.join(list_pipelines())} (run `alignfuse models`)")
+
+
+def list_pipelines(classical: bool = True) -> dict[str, str]:
+    """{name: description} of registered pipelines, then the classical registrar+fuser grid."""
+    _load_model_pipelines()
+    out = {e.name: e.description for e in _REGISTRY.values()}
+    if classical:
+        from .baselines import FUSERS, REGISTRARS
+
+        for r in REGISTRARS:
+            for f in FUSERS:
+                out.setdefault(f"{r}+{f}", f"classical: {r} registration, {f} fusion")
+    return out

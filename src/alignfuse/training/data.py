@@ -1,0 +1,138 @@
+"""Training data: aligned pairs held in memory and seeded patch samplers.
+
+Every sampler takes a ``numpy.random.Generator`` (the training loop derives it from
+(seed, step, rank)), so a batch is a pure function of the step: resuming reproduces it.
+Batches are float32 tensors ``(B, C, h, w)`` in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import io, synth
+
+__all__ = ["PairBank", "load_bank", "paired_crops", "shifted_crops", "misaligned_crops"]
+
+
+@dataclass
+class PairBank:
+    """Aligned pairs: ir[i] (H, W), vis[i] (H, W, 3) or (H, W), vis_y[i] (H, W); float32 [0, 1]."""
+
+    names: list[str]
+    ir: list[np.ndarray]
+    vis: list[np.ndarray]
+    vis_y: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def load_bank(data: Path, split: Path | None = None, limit: int | None = None) -> PairBank:
+    """Read the aligned pairs of ``data/ir`` and ``data/vi`` (restricted to ``split`` names)."""
+    names = io.read_split(split) if split else None
+    pairs, _ = io.pair_folders(Path(data) / "ir", Path(data) / "vi", names=names)
+    if not pairs:
+        raise ValueError(f"{data}: no training pairs found")
+    pairs = pairs[:limit] if limit else pairs
+    bank = PairBank([], [], [], [])
+    for stem, ir_path, vis_path in pairs:
+        p = io.load_pair(ir_path, vis_path)
+        bank.names.append(stem)
+        bank.ir.append(p.ir)
+        vis = p.vis if p.vis.ndim == 3 else np.repeat(p.vis[..., None], 3, axis=2)
+        bank.vis.append(vis.astype(np.float32))
+        bank.vis_y.append(p.vis_y)
+    return bank
+
+
+def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
+    """list of (h, w) or (h, w, c) -> (B, C, h, w)."""
+    batch = np.stack(arrays)
+    if batch.ndim == 3:
+        batch = batch[:, None]
+    else:
+        batch = batch.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+
+
+def _crop_box(rng: np.random.Generator, h: int, w: int, size: int, margin: int = 0) -> tuple[int, int]:
+    if h < size + 2 * margin or w < size + 2 * margin:
+        raise ValueError(f"image {w}x{h} too small for {size}px crops with a {margin}px margin")
+    y = int(rng.integers(margin, h - size - margin + 1))
+    x = int(rng.integers(margin, w - size - margin + 1))
+    return y, x
+
+
+def paired_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: int,
+                 colour: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same crop and flip of aligned VIS and IR ("paired mode"). -> vis (B,3|1,s,s), ir (B,1,s,s)."""
+    vis, ir = [], []
+    for _ in range(batch):
+        i = int(rng.integers(len(bank)))
+        y, x = _crop_box(rng, *bank.ir[i].shape, size)
+        v = (bank.vis[i] if colour else bank.vis_y[i])[y:y + size, x:x + size]
+        r = bank.ir[i][y:y + size, x:x + size]
+        if rng.random() < 0.5:
+            v, r = v[:, ::-1], r[:, ::-1]
+        vis.append(v)
+        ir.append(r)
+    return _stack(vis), _stack(ir)
+
+
+def shifted_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: int, max_shift: int = 8,
+                  p_zero: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RFVIF samples (spec §4.6): VIS crop at p, IR crop at p + (dy, dx), GT = IR crop at p.
+
+    (dy, dx) are independent uniform integers in [-max_shift, max_shift]; with probability ``p_zero``
+    both are 0 so the aligned case is learned. Returns vis_y, ir_shifted, ir_gt (B,1,s,s) and the
+    shifts (B, 2) as (dx, dy).
+    """
+    vis, ir, gt, shifts = [], [], [], []
+    for _ in range(batch):
+        i = int(rng.integers(len(bank)))
+        y, x = _crop_box(rng, *bank.ir[i].shape, size, margin=max_shift)
+        if rng.random() < p_zero:
+            dy = dx = 0
+        else:
+            dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+        v = bank.vis_y[i][y:y + size, x:x + size]
+        g = bank.ir[i][y:y + size, x:x + size]
+        s = bank.ir[i][y + dy:y + dy + size, x + dx:x + dx + size]
+        if rng.random() < 0.5:
+            v, g, s = v[:, ::-1], g[:, ::-1], s[:, ::-1]
+            dx = -dx
+        vis.append(v)
+        gt.append(g)
+        ir.append(s)
+        shifts.append((dx, dy))
+    return _stack(vis), _stack(ir), _stack(gt), torch.tensor(shifts, dtype=torch.float32)
+
+
+def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: int, preset: str = "umf",
+                     reference: list[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    """Registration samples: same crop of (reference, IR), then the IR crop is distorted by ``preset``.
+
+    ``reference`` defaults to the VIS luminance (cross-modal); pass the pseudo-IR images to train
+    MRRN the UMF way. Returns fixed (B,1,s,s), moving (distorted IR), ir_gt, field_gt (B,2,s,s).
+    """
+    spec = synth.parse_preset(preset)
+    ref = reference if reference is not None else bank.vis_y
+    fixed, moving, gt, fields = [], [], [], []
+    for _ in range(batch):
+        i = int(rng.integers(len(bank)))
+        y, x = _crop_box(rng, *bank.ir[i].shape, size)
+        r = bank.ir[i][y:y + size, x:x + size]
+        f = ref[i][y:y + size, x:x + size]
+        if rng.random() < 0.5:
+            r, f = np.ascontiguousarray(r[:, ::-1]), np.ascontiguousarray(f[:, ::-1])
+        s = synth.synthesise_pair(np.ascontiguousarray(r), f, spec, rng, inverse_iterations=20)
+        fixed.append(f)
+        moving.append(s.ir_warp)
+        gt.append(r)
+        fields.append(s.field)
+    return {"fixed": _stack(fixed), "moving": _stack(moving), "ir_gt": _stack(gt),
+            "field_gt": torch.from_numpy(np.stack(fields))}

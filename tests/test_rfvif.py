@@ -1,0 +1,333 @@
+"""Tests for the RFVIF network (alignfuse.models.rfvif) and its loss (alignfuse.losses.rfvif).
+
+Everything runs on CPU at 32-64 px with tiny widths; the paper configuration is only built and counted
+on the meta device.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.testing import assert_close
+
+from alignfuse.losses.rfvif import RFVIFLoss, alignment_loss, alignment_targets, perceptual_loss, pixel_loss
+from alignfuse.models.rfvif import (
+    MSRB,
+    RFVIF,
+    RFVIF_CONFIGS,
+    FeatureAlignmentBlock,
+    FeatureDynamicAlignment,
+    RFVIFConfig,
+    RFVIFFuser,
+    count_params_and_macs,
+    dynamic_depthwise_conv2d,
+    local_similarity_aggregate,
+    similarity_suppress,
+)
+from alignfuse.stages import Fuser
+
+TINY = replace(RFVIF_CONFIGS["cpu"], width=8, num_res_blocks=2)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_one_thread():
+    # tiny tensors gain nothing from intra-op threads, and one thread avoids oversubscribing a shared CPU
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _pair(b: int = 2, h: int = 32, w: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.rand(b, 1, h, w), torch.rand(b, 1, h, w)
+
+
+# ------------------------------------------------------------------------------------------ shapes
+
+
+@pytest.mark.parametrize("size", [(37, 53), (32, 32), (9, 15)])
+def test_output_shapes_any_size_cpu_config(size):
+    h, w = size
+    net = RFVIF("cpu").eval()
+    ir, vis = _pair(2, h, w)
+    with torch.no_grad():
+        fused, aligned = net(ir, vis)
+    assert fused.shape == (2, 1, h, w)
+    hp, wp = -(-h // 8) * 8, -(-w // 8) * 8  # padded to multiples of 8
+    assert [tuple(a.shape) for a in aligned] == [(2, 1, hp // s, wp // s) for s in (2, 4, 8)]
+    assert torch.isfinite(fused).all() and fused.min() >= 0 and fused.max() <= 1
+    assert_close(net.fuse(ir, vis), fused)
+
+
+def test_bad_inputs_raise():
+    net = RFVIF(TINY)
+    with pytest.raises(ValueError):
+        net(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError):
+        net(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 24))
+    with pytest.raises(ValueError):
+        RFVIFConfig(num_fab=4)
+    with pytest.raises(ValueError):
+        RFVIFConfig(dkg_kernel_sizes=(3, 4))
+    with pytest.raises(KeyError):
+        RFVIF("nope")
+
+
+def test_default_is_paper_config_and_config_roundtrip():
+    assert RFVIFConfig() == RFVIF_CONFIGS["paper"]
+    assert RFVIF_CONFIGS["paper"].width == 64 and RFVIF_CONFIGS["paper"].msrb_blocks == (3, 2, 2)
+    assert RFVIF_CONFIGS["cpu"].width == 16 and RFVIF_CONFIGS["cpu"].msrb_blocks == (1, 1, 1)
+    cfg = replace(TINY, lfr_temperature=0.1, use_cmf=False)
+    assert RFVIFConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+# ------------------------------------------------------------------------------------------ ablations
+
+ABLATIONS = {
+    "paper_defaults": {},
+    "no_cm": {"use_cm": False},
+    "no_fdam": {"use_fdam": False},
+    "no_dkg": {"use_dkg": False},
+    "no_cmf": {"use_cmf": False},
+    "no_pffm": {"use_pffm": False},
+    "no_lfr_vis": {"use_lfr_vis": False},
+    "no_lfr_ir": {"use_lfr_ir": False},
+    "no_lfr": {"use_lfr_vis": False, "use_lfr_ir": False},
+    "one_fab": {"num_fab": 1},
+    "three_fabs": {"num_fab": 3},
+    "lfr_temperature": {"lfr_temperature": 0.1, "lfr_kernel": 5},
+    "clamp_output": {"output_activation": "clamp"},
+}
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_ablation_forward_backward(name):
+    cfg = replace(TINY, **ABLATIONS[name])
+    net = RFVIF(cfg).train()
+    ir, vis = _pair(2, 24, 40)
+    fused, aligned = net(ir, vis)
+    assert fused.shape == (2, 1, 24, 40) and len(aligned) == 3
+    loss = fused.mean() + sum(a.abs().mean() for a in aligned)
+    loss.backward()
+    for pname, p in net.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), pname
+    names = [n for n, _ in net.named_parameters()]
+    if name == "no_cm":
+        assert not any(".gamma_" in n or ".trunk." in n for n in names)
+    if name == "no_fdam":
+        assert not any(n.startswith("fdam.") for n in names)
+    if name == "no_dkg":
+        assert not any(".dkg." in n for n in names) and any(".static." in n for n in names)
+    if name == "no_lfr":
+        assert not any(".enc_vi." in n or ".enc_ir." in n for n in names)
+    if name == "lfr_temperature":
+        assert any(n.endswith("log_temperature") for n in names)
+
+
+# ------------------------------------------------------------------------------------------ cost
+
+
+def test_param_and_mac_counts():
+    # the cpu and paper configurations; counted on the meta device (no real forward)
+    p_cpu, m_cpu = count_params_and_macs(RFVIF("cpu"), 64)
+    p_paper, m_paper = count_params_and_macs(RFVIF("paper"), 64)
+    assert p_cpu == 710_615 and p_paper == 16_911_175  # spec section 5: 0.71 M and 16.9 M
+    assert abs(m_cpu / 1e9 - 0.654) < 0.01 and abs(m_paper / 1e9 - 23.9) < 0.1
+    # convolutions dominate: MACs scale with the pixel count (only the DKG FC layers do not)
+    _, m_cpu128 = count_params_and_macs(RFVIF("cpu"), (128, 128))
+    assert abs(m_cpu128 / m_cpu - 4.0) < 0.01
+    # MSRB cost is analytic: 174 C^2 params (+7C biases) and 174 C^2 MACs per pixel
+    c = 8
+    p, m = count_params_and_macs(MSRB(c), (16, 12), num_inputs=1, in_channels=c)
+    assert p == 174 * c * c + 7 * c and m == 174 * c * c * 16 * 12
+    # meta-device counting equals a real forward
+    tiny = RFVIF(TINY)
+    assert count_params_and_macs(tiny, 32, on_meta=False) == count_params_and_macs(tiny, 32)
+
+
+# ------------------------------------------------------------------------------------------ DKG identity init
+
+
+def test_dynamic_depthwise_conv_identity_and_direction():
+    x = torch.rand(2, 3, 9, 11)
+    delta = torch.zeros(2, 3, 5, 5)
+    delta[:, :, 2, 2] = 1.0
+    assert_close(dynamic_depthwise_conv2d(x, delta), x)
+    # a delta at (r + dy, r + dx) pulls from (y + dy, x + dx); per-sample kernels differ
+    shift = torch.zeros(2, 3, 5, 5)
+    shift[0, :, 2, 3] = 1.0  # sample 0: dx = +1
+    shift[1, :, 1, 2] = 1.0  # sample 1: dy = -1
+    out = dynamic_depthwise_conv2d(x, shift)
+    assert_close(out[0, :, :, :-1], x[0, :, :, 1:])
+    assert_close(out[1, :, 1:, :], x[1, :, :-1, :])
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_fab_at_init_passes_features(dynamic):
+    """At init (eval mode) a FAB is ReLU followed by a per-(sample, channel) gain in (0, 1): no spatial mixing."""
+    c = 8
+    fab = FeatureAlignmentBlock(c, (3, 5, 7), dynamic=dynamic, cam_hidden=4).eval()
+    ref = torch.randn(2, c, 16, 20)
+    x = torch.rand(2, c, 16, 20) + 0.1  # positive, so ReLU is the identity
+    with torch.no_grad():
+        y = fab(ref, x)
+    gain = y / x
+    per_channel = gain.mean(dim=(2, 3), keepdim=True)
+    assert_close(gain, per_channel.expand_as(gain), atol=1e-3, rtol=1e-3)
+    assert (per_channel > 0).all() and (per_channel < 1).all()
+    # an impulse stays where it is, even at the border
+    imp = torch.zeros(1, c, 16, 20)
+    imp[0, :, 0, 19] = 1.0
+    with torch.no_grad():
+        y = fab(ref[:1], imp)
+    assert (y.flatten(2).argmax(dim=2) == 19).all()
+    leak = y.abs().sum() - y[0, :, 0, 19].abs().sum()
+    assert leak < 1e-3 * y.abs().sum()
+    # and the whole FDAM (2 FABs + merge) keeps each channel's pattern
+    fdam = FeatureDynamicAlignment(c, 2, (3, 5, 7), dynamic=dynamic, cam_hidden=4).eval()
+    with torch.no_grad():
+        z = fdam(ref, x)
+    assert F.cosine_similarity(z.flatten(2), x.flatten(2), dim=2).min() > 0.9999
+
+
+def test_dkg_init_identity_at_network_level():
+    # the first FAB's generated kernels are (numerically) centred deltas for any input pair
+    net = RFVIF(TINY)
+    dkg = net.fdam[0].fabs[0].dkg
+    ref, x = torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8)
+    for theta, k in zip(dkg(ref, x), (3, 5, 7)):
+        delta = torch.zeros(k, k)
+        delta[k // 2, k // 2] = 1.0
+        assert_close(theta, delta.expand_as(theta), atol=1e-2, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------ LFR functions
+
+
+def test_local_similarity_aggregate_properties():
+    feat = torch.randn(1, 6, 10, 12)
+    # sharp temperature: each pixel takes the neighbour most similar to the reference
+    ref = torch.roll(feat, shifts=(0, -1), dims=(2, 3))  # ref[p] = feat[p + (0, +1)]
+    out = local_similarity_aggregate(feat, ref, kernel_size=3, temperature=1e-3)
+    assert_close(out[..., :, :-1], ref[..., :, :-1], atol=1e-4, rtol=1e-4)
+    # constant features: the paper's softmax is a weighted mean of identical vectors in the interior
+    const = torch.ones(1, 4, 6, 6)
+    out = local_similarity_aggregate(const, torch.randn(1, 4, 6, 6), kernel_size=3)
+    assert_close(out[..., 1:-1, 1:-1], const[..., 1:-1, 1:-1])
+
+
+def test_similarity_suppress_known_values():
+    feat = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    same, orth, opp = feat, torch.tensor([0.0, 3.0]).view(1, 2, 1, 1), -2 * feat
+    assert_close(similarity_suppress(feat, same), feat)  # cos 1 -> unchanged
+    assert_close(similarity_suppress(feat, orth), 2 * feat)  # cos 0 -> doubled
+    assert_close(similarity_suppress(feat, opp), 3 * feat)  # cos -1 -> tripled
+
+
+# ------------------------------------------------------------------------------------------ loss
+
+
+def test_loss_terms_known_values():
+    fused = torch.full((1, 1, 16, 16), 0.2)
+    vis, ir = torch.zeros_like(fused), torch.ones_like(fused)
+    assert_close(pixel_loss(fused, vis, ir, alpha=0.3), torch.tensor(0.7 * 0.2 + 0.3 * 0.8))
+    # heads equal to the GT pyramid give zero alignment loss, also for odd sizes (padding mirrored)
+    ir_odd = torch.rand(2, 1, 37, 53)
+    sizes = [(20, 28), (10, 14), (5, 7)]
+    targets = alignment_targets(ir_odd, sizes)
+    assert [tuple(t.shape[-2:]) for t in targets] == sizes
+    assert alignment_loss(targets, ir_odd) == 0
+    assert_close(alignment_loss([t + 0.1 for t in targets], ir_odd), torch.tensor(0.3))
+    # no feature extractor: the perceptual term is reported as 0
+    total, terms = RFVIFLoss()(fused, [], vis, ir)
+    assert terms["perceptual"] == 0.0 and terms["align"] == 0.0
+    assert abs(terms["total"] - terms["pixel"]) < 1e-7 and abs(float(total) - 0.5 * 0.2 - 0.5 * 0.8) < 1e-6
+
+
+def test_perceptual_term_uses_extractor_and_only_fused_gets_gradient():
+    phi = nn.Conv2d(1, 4, 3, padding=1)
+    fused = torch.rand(2, 1, 16, 16, requires_grad=True)
+    vis = torch.rand(2, 1, 16, 16, requires_grad=True)
+    ir = torch.rand(2, 1, 16, 16, requires_grad=True)
+    _, terms = RFVIFLoss(feature_extractor=phi)(fused, [], vis, ir)
+    with torch.no_grad():
+        expect = 0.4 * F.mse_loss(phi(fused), phi(vis)) + 0.6 * F.mse_loss(phi(fused), phi(ir))
+    assert abs(terms["perceptual"] - float(expect)) < 1e-6 and terms["perceptual"] > 0
+    # the targets' features are constants: only the fused branch carries gradient
+    perceptual_loss(fused, vis, ir, phi, beta=0.6).backward()
+    assert fused.grad is not None and vis.grad is None and ir.grad is None
+
+
+def _shifted_square_batch(b: int = 2, size: int = 32, shift: tuple[int, int] = (3, 2)):
+    """VIS: textured background + square; IR (GT-aligned): hot square; IR input: the IR shifted by `shift`."""
+    g = torch.Generator().manual_seed(1)
+    vis = 0.3 + 0.1 * torch.rand(b, 1, size, size, generator=g)
+    ir_gt = torch.full((b, 1, size, size), 0.1)
+    vis[..., 10:20, 12:22] = 0.6
+    ir_gt[..., 10:20, 12:22] = 0.9
+    ir_in = torch.roll(ir_gt, shifts=shift, dims=(2, 3))
+    return ir_in, vis, ir_gt
+
+
+def test_loss_decreases_on_shifted_square_toy():
+    net = RFVIF(TINY).train()
+    criterion = RFVIFLoss(feature_extractor=nn.Conv2d(1, 4, 3, padding=1).requires_grad_(False))
+    ir_in, vis, ir_gt = _shifted_square_batch()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    history = []
+    for _ in range(20):
+        fused, aligned = net(ir_in, vis)
+        total, terms = criterion(fused, aligned, vis, ir_gt)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append(terms)
+    first, last = history[0], history[-1]
+    assert last["total"] < 0.7 * first["total"], (first, last)
+    assert last["align"] < first["align"]
+
+
+# ------------------------------------------------------------------------------------------ weights + stage
+
+
+def test_safetensors_roundtrip_identical_outputs(tmp_path):
+    cfg = replace(TINY, lfr_temperature=0.5)
+    net = RFVIF(cfg)
+    # make BN running stats non-trivial
+    net.train()
+    with torch.no_grad():
+        net(*_pair(2, 32, 32))
+    net.eval()
+    path = tmp_path / "rfvif.safetensors"
+    save_file(net.state_dict(), str(path), metadata={"config": json.dumps(cfg.to_dict())})
+    torch.manual_seed(123)
+    clone = RFVIF(RFVIFConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))).eval()
+    clone.load_state_dict(load_file(str(path)))
+    ir, vis = _pair(1, 27, 33)
+    with torch.no_grad():
+        a, b = net(ir, vis), clone(ir, vis)
+    assert torch.equal(a.fused, b.fused)
+    assert all(torch.equal(x, y) for x, y in zip(a.aligned_ir, b.aligned_ir))
+
+
+def test_fuser_stage_wrapper():
+    net = RFVIF(TINY).train()
+    fuser = RFVIFFuser(net)
+    assert isinstance(fuser, Fuser)
+    ir = torch.rand(2, 1, 20, 28)
+    vis_rgb = torch.rand(2, 3, 20, 28, requires_grad=True)
+    out = fuser(ir, vis_rgb)
+    assert out.shape == (2, 1, 20, 28) and not out.requires_grad
+    assert net.training  # mode restored
+    gray = 0.299 * vis_rgb[:, :1] + 0.587 * vis_rgb[:, 1:2] + 0.114 * vis_rgb[:, 2:]
+    net.eval()
+    with torch.no_grad():
+        assert_close(out, net.fuse(ir, gray.detach()))
