@@ -16,11 +16,20 @@ from alignfuse.models.cpstn import (
     init_weights,
 )
 from alignfuse.models.difn import DIFN, build_difn
-from alignfuse.models.mrrn import MRRN, build_mrrn, build_unet_registrar
+from alignfuse.models.mrrn import MRRN, build_mrrn, build_unet_registrar, convert_official_mrrn_state_dict
 from alignfuse.stages import Fuser, RegistrationResult, Translator
 from alignfuse.warp import warp
 
 ODD_SIZES = [(37, 53), (33, 51)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine two threads are >10x slower here."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -64,9 +73,9 @@ def test_cpstn_nets_and_discriminator():
     assert nets.g_b(b).shape == (1, 3, 64, 64)
     assert nets.d_a(fake_b).shape == (1, 1, 6, 6)  # 256 -> 30, 64 -> 6
     assert nets.d_b(a).shape == (1, 1, 6, 6)
-    # CycleGAN key layout, so official checkpoints load without renaming
+    # CycleGAN key layout, so official checkpoints load without renaming (1 block: 11 = first ConvTranspose)
     keys = set(nets.g_a.state_dict())
-    assert {"model.1.weight", "model.10.conv_block.1.weight", "model.13.weight"} <= keys
+    assert {"model.1.weight", "model.10.conv_block.1.weight", "model.11.weight"} <= keys
 
 
 def test_image_pool():
@@ -98,7 +107,8 @@ def test_mrrn_shapes_and_zero_init(size):
 
 
 def test_mrrn_paper_width_and_options():
-    net = build_mrrn("paper", upfeat_quirk=False)
+    net = MRRN(upfeat_quirk=False)  # defaults = official widths
+    assert n_params(net) == n_params(build_mrrn("paper"))
     out = net(torch.rand(1, 1, 33, 51), torch.rand(1, 1, 33, 51))
     assert out["field"].shape == (1, 2, 33, 51)
     assert {"enc.0.main.weight", "conv1_0.main.weight", "dc_conv2_2.0.weight", "predict_flow1b.bias"} <= set(
@@ -106,6 +116,20 @@ def test_mrrn_paper_width_and_options():
     )
     res = net.register(torch.rand(1, 1, 16, 20), torch.rand(1, 1, 16, 20))
     assert isinstance(res, RegistrationResult) and res.field.shape == (1, 2, 16, 20)
+
+
+def test_mrrn_loads_official_layout():
+    """Official checkpoints hold every decoder module twice (also as enc.6+) plus grid buffers."""
+    src = MRRN()
+    official = dict(src.state_dict())
+    decoder = [k for k in official if not k.startswith("enc.")]
+    for i, key in enumerate(decoder):
+        official[f"enc.{6 + i // 2}.{key.split('.', 1)[1]}"] = official[key]
+    official["spatial_transform.grid"] = torch.zeros(1, 2, 256, 256)
+    dst = MRRN()
+    dst.load_state_dict(convert_official_mrrn_state_dict({"net": official}), strict=True)
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.equal(dst(x, x)["field"], src(x, x)["field"])
 
 
 def test_mrrn_learns_known_shift_in_right_direction():
@@ -159,7 +183,9 @@ def test_unet_registrar_shapes_and_zero_init(size):
 
 
 @pytest.mark.parametrize("size", ODD_SIZES)
-@pytest.mark.parametrize("nfeats,ifm,act", [(16, "official", "sigmoid"), (64, "official", "tanh01"), (8, "paper", "tanh_clip")])
+@pytest.mark.parametrize(
+    "nfeats,ifm,act", [(16, "official", "sigmoid"), (64, "official", "tanh01"), (8, "paper", "tanh_clip")]
+)
 def test_difn_shapes_and_range(size, nfeats, ifm, act):
     net = DIFN(nfeats=nfeats, ifm=ifm, out_act=act)
     assert isinstance(net, Fuser)

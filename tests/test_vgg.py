@@ -29,6 +29,15 @@ _WIDTHS = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine two threads are >10x slower here."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def fake_torchvision_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors with torchvision's key names and shapes (plus a classifier key)."""
     g = torch.Generator().manual_seed(seed)
@@ -97,7 +106,8 @@ def test_load_pth_matches_manual_conv(tmp_path, vgg19_state):
     assert str(path) in net.description
     x = torch.rand(1, 1, 32, 48)
     out = net(x)
-    ref = F.relu(F.conv2d(x.repeat(1, 3, 1, 1), vgg19_state["features.0.weight"], vgg19_state["features.0.bias"], padding=1))
+    w0, b0 = vgg19_state["features.0.weight"], vgg19_state["features.0.bias"]
+    ref = F.relu(F.conv2d(x.repeat(1, 3, 1, 1), w0, b0, padding=1))
     torch.testing.assert_close(out["relu1_1"], ref)
     assert out["relu2_1"].shape == (1, 128, 16, 24)
     assert out["relu4_1"].shape == (1, 512, 4, 6)
@@ -114,7 +124,8 @@ def test_load_safetensors_and_imagenet_normalisation(tmp_path, vgg19_state):
     x = torch.rand(1, 3, 8, 8)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    ref = F.relu(F.conv2d((x - mean) / std, vgg19_state["features.0.weight"], vgg19_state["features.0.bias"], padding=1))
+    w0, b0 = vgg19_state["features.0.weight"], vgg19_state["features.0.bias"]
+    ref = F.relu(F.conv2d((x - mean) / std, w0, b0, padding=1))
     torch.testing.assert_close(net(x)["relu1_1"], ref)
 
 

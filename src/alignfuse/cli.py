@@ -214,14 +214,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from .metrics import compute_fusion_metrics
 
-    def load_u8(path: str) -> np.ndarray:
-        img = io.read_image(Path(path), kind="vis", norm="fixed")
-        return np.floor(img.data.astype(np.float64) * (2**img.bit_depth - 1 if img.bit_depth in (8, 16) else 255)
-                        + 0.5) * (255 / (2**img.bit_depth - 1) if img.bit_depth == 16 else 1)
+    def load_255(path: str, kind: str) -> np.ndarray:
+        # metrics use 0..255 values as in VIFB: 8-bit images exactly, 16-bit ones scaled (not rounded)
+        img = io.read_image(Path(path), kind=kind, norm="fixed")
+        scaled = img.data.astype(np.float64) * 255
+        return np.floor(scaled + 0.5) if img.bit_depth == 8 else scaled
 
-    vis, ir, fused = load_u8(args.vis), load_u8(args.ir), load_u8(args.fused)
-    if ir.ndim == 3:  # a grey IR stored as RGB: the VIFB code uses channel k of the IR
-        ir = ir if not np.array_equal(ir[..., 0], ir[..., 1]) else ir[..., 0]
+    vis, ir, fused = load_255(args.vis, "vis"), load_255(args.ir, "ir"), load_255(args.fused, "vis")
     if not (vis.shape[:2] == ir.shape[:2] == fused.shape[:2]):
         raise UserError(f"sizes differ: vis {vis.shape}, ir {ir.shape}, fused {fused.shape}")
     names = args.names.split(",") if args.names else None
@@ -232,6 +231,35 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         width = max(map(len, values))
         for k, v in values.items():
             print(f"{k:<{width}}  {v:.6g}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- train
+def _parse_override(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise UserError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .training.recipes import TrainArgs, run_recipe
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = dict(_parse_override(s) for s in args.set)
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    targs = TrainArgs(model=args.stage, data=Path(args.data), split=Path(args.split) if args.split else None,
+                      config=args.config, out=Path(args.out), resume=args.resume, device=args.device,
+                      overrides=overrides, progress=not args.quiet)
+    last = run_recipe(targs)
+    print(f"trained {args.stage} ({args.config}) -> {args.out}: {json.dumps(last)}")
     return 0
 
 
@@ -316,6 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", help="comma-separated subset of metric names")
     p.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("train", help="train a network (resumable; torchrun-compatible)")
+    p.add_argument("stage", help="what to train: rfvif, cpstn, mrrn, difn")
+    p.add_argument("--data", required=True, help="folder with ir/ and vi/ aligned training pairs")
+    p.add_argument("--split", help="file of training names (e.g. roadscene/train.txt)")
+    p.add_argument("--config", default="cpu", help="named recipe configuration (cpu, paper, tiny)")
+    p.add_argument("--out", required=True, help="run directory (checkpoint.pt, log.jsonl, export.safetensors)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="list the available pipelines")
     p.add_argument("--no-classical", action="store_true", help="hide the registrar+fuser grid")

@@ -20,8 +20,10 @@ Conventions checked by ``tests/test_baselines.py``:
 
 from __future__ import annotations
 
+import functools
+
 import math
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -249,8 +251,7 @@ class ECCRegistrar:
     ``correlation`` (ECC's returned coefficient, or the Pearson of the fallback alignment),
     ``confidence`` (= correlation), ``ncc_before``, ``ncc_after`` (global Pearson of moving /
     aligned with fixed, on gradient magnitudes when ``use_gradients``, as ``ncc_space`` says),
-    ``levels``, ``level_failures``,
-    ``suspect``, ``fallback``.
+    ``levels``, ``level_failures``, ``suspect``, ``fallback``.
     """
 
     def __init__(
@@ -482,7 +483,6 @@ class ElastixRegistrar:
             pm["Metric"] = metrics
             pm["NumberOfHistogramBins"] = [str(self.histogram_bins)]
             pm["MaximumNumberOfIterations"] = [str(self.iterations)]
-            pm["WriteResultImage"] = ["false"]
             po.AddParameterMap(pm)
         return po
 
@@ -498,7 +498,7 @@ class ElastixRegistrar:
                 kwargs["number_of_threads"] = int(self.threads)
             _, result_params = itk.elastix_registration_method(fixed_img, moving_img, **kwargs)
             deformation = itk.transformix_deformation_field(moving_img, result_params)
-            arr = np.asarray(deformation, dtype=np.float32).reshape(h, w, 2)
+            arr = np.asarray(itk.GetArrayFromImage(deformation), dtype=np.float32).reshape(h, w, 2)
             field = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
             if not torch.isfinite(field).all():
                 raise RuntimeError("non-finite deformation field")
@@ -529,9 +529,11 @@ class ElastixRegistrar:
         return _finish(moving, fields, diags)
 
 
-REGISTRARS: dict[str, type] = {
+REGISTRARS: dict[str, Callable[[], Any]] = {
     "identity": IdentityRegistrar,
     "phase": PhaseCorrelationRegistrar,
     "ecc": ECCRegistrar,
+    # ECC on Sobel magnitudes: survives contrast inversion between IR and VIS (cross-modal)
+    "eccgrad": functools.partial(ECCRegistrar, use_gradients=True),
     "elastix": ElastixRegistrar,
 }

@@ -99,7 +99,9 @@ def svs_weights(ir: torch.Tensor, vis: torch.Tensor, as_uint8: bool = False) -> 
     return w_ir, w_vi
 
 
-def gaussian_window(size: int, sigma: float, device: torch.device | None = None, dtype: torch.dtype | None = None):
+def gaussian_window(
+    size: int, sigma: float, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Normalised 2-D Gaussian (size, size), centre at size // 2 (as the official ``create_window``)."""
     x = torch.arange(size, device=device, dtype=dtype or torch.float32) - size // 2
     g = torch.exp(-(x * x) / (2.0 * sigma * sigma))

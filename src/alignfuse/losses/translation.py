@@ -208,7 +208,9 @@ def cross_regularisation(
     return lambda_con * con + lambda_edge * edg, {"content": con, "edge": edg}
 
 
-def cycle_forward(g_a: nn.Module, g_b: nn.Module, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+def cycle_forward(
+    g_a: nn.Module, g_b: nn.Module, real_a: torch.Tensor, real_b: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Both CycleGAN cycles: fake_b = G_A(A), rec_a = G_B(fake_b), fake_a = G_B(B), rec_b = G_A(fake_a)."""
     fake_b = g_a(real_a)
     fake_a = g_b(real_b)

@@ -41,6 +41,7 @@ __all__ = [
     "resize_transform",
     "build_mrrn",
     "build_unet_registrar",
+    "convert_official_mrrn_state_dict",
 ]
 
 # enc: extractor widths at 1/2 and 1/4; coarse: M_C widths; refine: M_R (dilated) widths.
@@ -159,7 +160,12 @@ class MRRN(nn.Module):
         c1, c2 = enc
         a, b, c = coarse
         r0, r1, r2 = refine
-        self.config = {"enc": tuple(enc), "coarse": tuple(coarse), "refine": tuple(refine), "upfeat_quirk": upfeat_quirk}
+        self.config = {
+            "enc": tuple(enc),
+            "coarse": tuple(coarse),
+            "refine": tuple(refine),
+            "upfeat_quirk": upfeat_quirk,
+        }
         self.in_channels = in_channels
         self.upfeat_quirk = upfeat_quirk
         # Shared extractor: enc[0:3] -> level 1 (1/2), enc[3:6] -> level 2 (1/4).
@@ -320,3 +326,22 @@ def build_mrrn(config: str | Mapping[str, Any] = "paper", **overrides: Any) -> M
 def build_unet_registrar(config: str | Mapping[str, Any] = "paper", **overrides: Any) -> UNetRegistrar:
     """UNetRegistrar from a named config in :data:`UNET_CONFIGS` (or a dict), with overrides."""
     return UNetRegistrar(**{**_lookup(UNET_CONFIGS, config, "U-Net registrar"), **overrides})
+
+
+def convert_official_mrrn_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Official ``DeformableNet`` checkpoint -> :class:`MRRN` keys (paper widths).
+
+    Unwraps a ``{'net': ...}`` checkpoint, strips a ``module.`` prefix (DataParallel), drops the
+    ``enc.6``... duplicates (the official code appends every decoder module to ``enc`` too) and the
+    fixed-size ``*.grid`` buffers. Load the result with ``strict=True``.
+    """
+    if "net" in state and isinstance(state["net"], Mapping):
+        state = state["net"]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        parts = key.split(".")
+        if parts[-1] == "grid" or (parts[0] == "enc" and int(parts[1]) >= 6):
+            continue
+        out[key] = value
+    return out

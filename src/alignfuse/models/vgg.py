@@ -103,7 +103,9 @@ def _check_vgg_state_dict(state: Mapping[str, torch.Tensor], arch: str, source: 
     missing = sorted((k for k in expected if k not in feats), key=_key_order)
     unknown = sorted((k for k in feats if k not in expected), key=_key_order)
     wrong = [
-        f"{k}: {tuple(v.shape)} != {expected[k]}" for k, v in feats.items() if k in expected and tuple(v.shape) != expected[k]
+        f"{k}: {tuple(v.shape)} != {expected[k]}"
+        for k, v in feats.items()
+        if k in expected and tuple(v.shape) != expected[k]
     ]
     if missing or unknown or wrong:
         parts = []

@@ -1,0 +1,158 @@
+"""End-to-end command-line behaviour on the committed samples and on broken inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alignfuse import io, warp
+from alignfuse.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+REF = Path(__file__).parent / "data" / "metric_reference"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _textured(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    img = gaussian_filter(rng.random((h, w)), 2.5)
+    return ((img - img.min()) / (img.max() - img.min())).astype(np.float32)
+
+
+def test_fuse_single_pair_writes_outputs(tmp_path, capsys):
+    out = tmp_path / "f.png"
+    code, stdout, _ = run(capsys, "fuse", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"),
+                          "-o", str(out), "--model", "phase+average", "--aligned-ir", str(tmp_path / "a.png"),
+                          "--field", str(tmp_path / "f.npy"))
+    assert code == 0 and "->" in stdout
+    fused = np.asarray(Image.open(out))
+    assert fused.shape == (256, 256)
+    field = np.load(tmp_path / "f.npy")
+    assert field.shape == (2, 256, 256) and field.dtype == np.float32
+    assert (tmp_path / "a.png").exists()
+
+
+def test_fuse_colour_keeps_colour(tmp_path, capsys):
+    out = tmp_path / "c.png"
+    code, _, _ = run(capsys, "fuse", str(SAMPLES / "ir/FLIR_06282.jpg"), str(SAMPLES / "vi/FLIR_06282.jpg"),
+                     "-o", str(out), "--model", "identity+average")
+    assert code == 0
+    img = np.asarray(Image.open(out))
+    vis = np.asarray(Image.open(SAMPLES / "vi/FLIR_06282.jpg"))
+    assert img.shape == vis.shape
+    # chroma kept: the fused image is not grey
+    assert np.abs(img[..., 0].astype(int) - img[..., 2].astype(int)).mean() > 1.0
+
+
+def test_register_recovers_known_shift(tmp_path, capsys):
+    fixed = _textured()
+    field = torch.zeros(1, 2, *fixed.shape)
+    field[:, 0], field[:, 1] = 5.0, -3.0
+    moving = warp.warp(torch.from_numpy(fixed)[None, None], field)[0, 0].numpy()
+    io.write_image(tmp_path / "ir.png", moving)
+    io.write_image(tmp_path / "vi.png", fixed)
+    code, _, _ = run(capsys, "register", str(tmp_path / "ir.png"), str(tmp_path / "vi.png"), "-o",
+                     str(tmp_path / "al.png"), "--field", str(tmp_path / "fl.npy"), "--model", "phase+average")
+    assert code == 0
+    est = np.load(tmp_path / "fl.npy")
+    # moving[y, x] = fixed[y - 3, x + 5], so aligning it back needs (dx, dy) = (-5, +3)
+    assert abs(np.median(est[0]) + 5) < 0.5 and abs(np.median(est[1]) - 3) < 0.5
+
+
+@pytest.mark.parametrize("problem", ["truncated", "empty", "missing", "size"])
+def test_bad_input_is_one_line_error(tmp_path, capsys, problem):
+    ir = tmp_path / "ir.png"
+    vis = tmp_path / "vi.png"
+    io.write_image(vis, _textured())
+    if problem == "truncated":
+        io.write_image(ir, _textured())
+        data = ir.read_bytes()
+        ir.write_bytes(data[: len(data) // 2])
+    elif problem == "empty":
+        ir.write_bytes(b"")
+    elif problem == "size":
+        io.write_image(ir, _textured(64, 64))
+    code, _, err = run(capsys, "fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--model",
+                       "identity+average")
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("alignfuse: error:")
+    assert "ir.png" in lines[0] and "Traceback" not in err
+    assert not (tmp_path / "o.png").exists()
+    if problem == "size":
+        assert "--resize-ir" in lines[0]
+        code, _, _ = run(capsys, "fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--model",
+                         "identity+average", "--resize-ir")
+        assert code == 0 and (tmp_path / "o.png").exists()
+
+
+def test_folder_mode_continues_and_reports(tmp_path, capsys):
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vi"
+    for i in range(3):
+        io.write_image(ir_dir / f"p{i}.png", _textured(48, 64, i))
+        io.write_image(vis_dir / f"p{i}.png", _textured(48, 64, i + 10))
+    (ir_dir / "p1.png").write_bytes(b"not an image")
+    io.write_image(ir_dir / "lonely.png", _textured(48, 64))
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "fuse", "--ir-dir", str(ir_dir), "--vis-dir", str(vis_dir), "-o", str(out),
+                            "--model", "identity+max", "--save-field")
+    assert code == 1
+    assert (out / "p0.png").exists() and (out / "p2.png").exists() and not (out / "p1.png").exists()
+    assert (out / "field" / "p0.npy").exists()
+    assert "p1" in err and "lonely" in err and "2/3" in stdout
+
+
+def test_unknown_model_lists_known(capsys, tmp_path):
+    code, _, err = run(capsys, "fuse", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"), "-o",
+                       str(tmp_path / "x.png"), "--model", "nope")
+    assert code == 2 and "ecc+gff" in err
+
+
+def test_models_lists_default(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "(default)" in out and "identity+average" in out
+
+
+def test_metrics_json_matches_reference(capsys):
+    rows = [r for r in csv.DictReader(open(REF / "reference.csv")) if r["pair"] == "pair01" and r["fused"] == "avg"]
+    code, out, _ = run(capsys, "metrics", "--ir", str(REF / "pair01_ir.png"), "--vis",
+                       str(REF / "pair01_vi.png"), "--fused", str(REF / "pair01_avg.png"), "--json")
+    assert code == 0
+    values = json.loads(out)
+    for r in rows:
+        assert values[r["metric"]] == pytest.approx(float(r["value"]), rel=1e-6), r["metric"]
+
+
+def test_synth_is_deterministic_and_evaluate_reads_it(tmp_path, capsys):
+    outs = []
+    for name in ("a", "b"):
+        code, _, _ = run(capsys, "synth", "--data", str(SAMPLES), "--preset", "umf", "--seed", "3", "--limit",
+                         "2", "-o", str(tmp_path / name))
+        assert code == 0
+        outs.append(tmp_path / name)
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    assert len(files) > 8
+    for rel in files:
+        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
+    manifest = json.loads((outs[0] / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["preset"] == "umf" and manifest["pairs"][0]["mean_px"] > 0
+    code, stdout, _ = run(capsys, "evaluate", "--data", str(outs[0]), "--model", "identity+average",
+                          "--model", "phase+average", "--json", str(tmp_path / "e.json"), "-q")
+    assert code == 0 and "EPE_mean" in stdout and "Qabf" in stdout
+    summary = json.loads((tmp_path / "e.json").read_text())["summary"]
+    assert set(summary) == {"identity+average", "phase+average"}
+    assert summary["identity+average"]["EPE_mean"]["mean"] > 0.5
