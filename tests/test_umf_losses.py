@@ -306,3 +306,5 @@ def test_fusion_loss_official_zero_at_target():
     with pytest.raises(TypeError):
         FusionLoss("official", lambda_x=1)
     assert FusionLoss("official", max_val=1.0).max_val == 1.0
+    single, _ = FusionLoss("paper", multiscale=False)(target, ir, vis)
+    assert float(single) > 0

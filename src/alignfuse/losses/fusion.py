@@ -46,8 +46,24 @@ __all__ = [
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 FUSION_LOSS_CONFIGS: dict[str, dict[str, Any]] = {
-    "official": {"w_ssim": 1.0, "w_svs": 20.0, "w_grad": 5.0, "ssim_against": "target", "max_val": 255.0},
-    "paper": {"w_ssim": 1.0, "w_svs": 5.0, "w_grad": 20.0, "ssim_against": "sources", "max_val": 1.0},
+    "official": {
+        "w_ssim": 1.0,
+        "w_svs": 20.0,
+        "w_grad": 5.0,
+        "ssim_against": "target",
+        "max_val": 255.0,  # faithful quirk on [0, 1] data
+        "multiscale": True,
+    },
+    # Eq. 16 calls its term the "MS-SSIM loss" (and the official code keeps that two-source line,
+    # commented out, with MS-SSIM), so the paper config uses MS-SSIM; multiscale=False gives SSIM.
+    "paper": {
+        "w_ssim": 1.0,
+        "w_svs": 5.0,
+        "w_grad": 20.0,
+        "ssim_against": "sources",
+        "max_val": 1.0,
+        "multiscale": True,
+    },
 }
 
 
@@ -188,7 +204,8 @@ class FusionLoss(nn.Module):
     """DIFN loss, ``config='official'`` (default) or ``'paper'`` (see module docstring).
 
     Keyword overrides (``w_ssim``, ``w_svs``, ``w_grad``, ``ssim_against`` in
-    {'target', 'sources'}, ``max_val``) replace single settings of the chosen config.
+    {'target', 'sources'}, ``max_val``, ``multiscale`` (False: single-scale :func:`ssim`)) replace
+    single settings of the chosen config.
 
     Forward:
         ``loss(fused, ir, vis, w_ir=None, w_vi=None)``; all (B, 1, H, W) in [0, 1]; ``ir`` is the
@@ -211,6 +228,10 @@ class FusionLoss(nn.Module):
         self.config_name = config
         self.w_ssim, self.w_svs, self.w_grad = float(cfg["w_ssim"]), float(cfg["w_svs"]), float(cfg["w_grad"])
         self.ssim_against, self.max_val = cfg["ssim_against"], float(cfg["max_val"])
+        self.multiscale = bool(cfg["multiscale"])
+
+    def _similarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ms_ssim(x, y, self.max_val) if self.multiscale else ssim(x, y, self.max_val)
 
     def forward(
         self,
@@ -224,9 +245,9 @@ class FusionLoss(nn.Module):
             w_ir, w_vi = svs_weights(ir, vis)
         target = w_ir * ir + w_vi * vis
         if self.ssim_against == "target":
-            l_ssim = 1.0 - ms_ssim(fused, target, self.max_val)
+            l_ssim = 1.0 - self._similarity(fused, target)
         else:
-            l_ssim = (1.0 - ms_ssim(fused, ir, self.max_val)) + (1.0 - ms_ssim(fused, vis, self.max_val))
+            l_ssim = (1.0 - self._similarity(fused, ir)) + (1.0 - self._similarity(fused, vis))
         l_svs = F.l1_loss(fused, target)
         l_grad = joint_gradient_loss(fused, ir, vis)
         total = self.w_ssim * l_ssim + self.w_svs * l_svs + self.w_grad * l_grad

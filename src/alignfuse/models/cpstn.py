@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alignfuse.stages import luminance
+
 __all__ = [
     "CPSTN_CONFIGS",
     "ResnetBlock",
@@ -279,8 +281,6 @@ class CPSTNTranslator(nn.Module):
             if vis.shape[1] == 1:
                 vis = vis.expand(-1, in_ch, -1, -1)
             elif in_ch == 1:
-                from alignfuse.stages import luminance
-
                 vis = luminance(vis)
             else:
                 raise ValueError(f"cannot feed {vis.shape[1]}-channel VIS to a {in_ch}-channel generator")

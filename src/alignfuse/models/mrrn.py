@@ -135,7 +135,7 @@ class MRRN(nn.Module):
         in_channels: image channels (1 in UMF-CMGR).
 
     Forward: ``forward(fixed, moving)`` with fixed = pseudo-IR (on the VIS grid) and moving = the
-    distorted real IR, both (B, C, H, W), any H, W >= 1.
+    distorted real IR, both (B, C, H, W), any H, W >= 2.
 
     Returns:
         dict with

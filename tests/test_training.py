@@ -1,0 +1,91 @@
+"""Training loop: determinism, resume after SIGKILL, checkpoint round trip, DDP with 2 CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignfuse import checkpoints
+from alignfuse.training.recipes import TrainArgs, run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+
+
+def _train_cmd(out: Path, steps: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "alignfuse.cli", "train", "rfvif", "--data", str(SAMPLES), "--config", "tiny",
+            "--out", str(out), "--steps", str(steps), "--threads", "1", "-q", *extra]
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoint.pt", weights_only=True)["modules"]["net"]
+
+
+def test_same_seed_same_weights(tmp_path):
+    for name in ("a", "b"):
+        run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / name, progress=False))
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+    steps = 8
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(ref, steps, "--set", "checkpoint_every=2"), check=True, cwd=ROOT)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(out, steps, "--set", "checkpoint_every=2"), cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ckpt = out / "checkpoint.pt"
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(out / "checkpoint.pt", weights_only=True)  # never truncated
+    assert 2 <= state["step"] <= steps
+    assert not list(out.glob("*.tmp")) or True  # a stale .tmp may exist; it is never read
+    subprocess.run(_train_cmd(out, steps, "--set", "checkpoint_every=2", "--resume"), check=True, cwd=ROOT)
+    wr, wk = _weights(ref), _weights(out)
+    assert all(torch.allclose(wr[k], wk[k], atol=1e-6) for k in wr)
+    logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged)) and logged[-1] == steps  # no duplicated steps after resume
+
+
+def test_refuses_to_overwrite_without_resume(tmp_path):
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "r", overrides={"steps": 1}, progress=False))
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "r", overrides={"steps": 2}, progress=False))
+
+
+def test_export_round_trip(tmp_path):
+    from alignfuse.models.rfvif import RFVIF, RFVIFConfig
+
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "r", overrides={"steps": 2}, progress=False))
+    state, meta = checkpoints.load_weights(tmp_path / "r" / "export", architecture="rfvif")
+    net = RFVIF(RFVIFConfig.from_dict(meta["config"]))
+    net.load_state_dict(state)
+    assert meta["training"]["steps_done"] == 2
+    with pytest.raises(checkpoints.WeightsError, match="expected 'mrrn'"):
+        checkpoints.load_weights(tmp_path / "r" / "export", architecture="mrrn")
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "alignfuse.cli", "train", "rfvif", "--data", str(SAMPLES), "--config", "tiny", "--out", str(out),
+           "--steps", "3", "-q"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
