@@ -37,6 +37,7 @@ __all__ = [
 CPSTN_CONFIGS: dict[str, dict[str, int]] = {
     "paper": {"ngf": 64, "n_blocks": 9, "ndf": 64},  # official resnet_9blocks, 11.37 M params per G
     "cpu": {"ngf": 16, "n_blocks": 4, "ndf": 16},  # spec §5 shrink for 2-core CPU training
+    "tiny": {"ngf": 4, "n_blocks": 1, "ndf": 4},  # tests and smoke runs
 }
 
 

@@ -43,6 +43,7 @@ class LoopConfig:
     log_every: int = 10
     lr_milestones: tuple[float, ...] = ()  # fractions of `steps` where every lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
+    linear_decay_from: float | None = None  # fraction of `steps` after which lr falls linearly to 0 (CycleGAN)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,9 +186,13 @@ class TrainLoop:
     # ---------------------------------------------------------------------------------- training
     def _set_lr(self) -> None:
         n_drops = sum(self.step >= int(f * self.config.steps) for f in self.config.lr_milestones)
+        factor = self.config.lr_gamma**n_drops
+        if self.config.linear_decay_from is not None:
+            start = self.config.linear_decay_from * self.config.steps
+            factor *= 1.0 - max(0.0, self.step - start) / (self.config.steps - start + 1)
         for k, opt in self.optimizers.items():
             for group, base in zip(opt.param_groups, self._base_lrs[k]):
-                group["lr"] = base * self.config.lr_gamma**n_drops
+                group["lr"] = base * factor
 
     def run(self, resume: bool = False) -> dict[str, float]:
         """Train until ``config.steps``; returns the last logged losses."""

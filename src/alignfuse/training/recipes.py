@@ -36,12 +36,46 @@ class TrainArgs:
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "rfvif": {
         # shipped CPU run: width 16, 1 MSRB per part, 64 px crops, shifts in [-8, 8]^2
-        "cpu": {"net": "cpu", "steps": 3000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
+        "cpu": {"net": "cpu", "steps": 12000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
                 "features": "gradient", "checkpoint_every": 50, "log_every": 10},
         "paper": {"net": "paper", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3, "max_shift": 8,
                   "features": "auto", "checkpoint_every": 500, "log_every": 50},
         "tiny": {"net": "cpu", "steps": 4, "batch": 2, "crop": 32, "lr": 1e-3, "max_shift": 4,
                  "features": "gradient", "checkpoint_every": 2, "log_every": 1},
+    },
+    # CPSTN in paired mode (same crop and flip of the aligned VIS/IR; spec pitfall 5). Official: batch 1,
+    # lr 2e-4, Adam(0.5, 0.999), linear decay over the second half. `paired_l1` (default 0 = paper) adds
+    # L1(G_A(vis), ir), a supervised term that only paired data allows (a documented deviation).
+    "cpstn": {
+        "cpu": {"net": "cpu", "steps": 6000, "batch": 1, "crop": 128, "lr": 2e-4, "features": "gradient",
+                "paired_l1": 10.0, "checkpoint_every": 100, "log_every": 20},
+        "paper": {"net": "paper", "steps": 44200, "batch": 1, "crop": 256, "lr": 2e-4, "features": "auto",
+                  "paired_l1": 0.0, "checkpoint_every": 1000, "log_every": 100},
+        "tiny": {"net": "tiny", "steps": 3, "batch": 1, "crop": 32, "lr": 2e-4, "features": "gradient",
+                 "paired_l1": 10.0, "checkpoint_every": 1, "log_every": 1},
+    },
+    # MRRN on (pseudo-IR from a trained CPSTN, IR distorted by the `umf` generator), unsupervised.
+    # translator: a CPSTN export (safetensors) or "none" (cross-modal: VIS luminance as the reference).
+    "mrrn": {
+        "cpu": {"net": "cpu", "steps": 4000, "batch": 8, "crop": 128, "lr": 1e-3, "similarity": "ncc",
+                "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "",
+                "checkpoint_every": 100, "log_every": 20},
+        "paper": {"net": "paper", "steps": 9000, "batch": 16, "crop": 256, "lr": 1e-3, "similarity": "feature",
+                  "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "",
+                  "checkpoint_every": 500, "log_every": 50},
+        "tiny": {"net": "tiny", "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "similarity": "ncc",
+                 "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "none",
+                 "checkpoint_every": 1, "log_every": 1},
+    },
+    # DIFN on aligned training pairs (the ground-truth IR; the official code leaves `ir_reg` unstated),
+    # saliency weights from the full aligned images as in data/get_svs_map.py.
+    "difn": {
+        "cpu": {"net": "cpu", "steps": 3000, "batch": 8, "crop": 128, "lr": 1e-3, "loss": "paper",
+                "checkpoint_every": 100, "log_every": 20},
+        "paper": {"net": "paper", "steps": 4400, "batch": 8, "crop": 256, "lr": 1e-3, "loss": "official",
+                  "checkpoint_every": 500, "log_every": 50},
+        "tiny": {"net": "cpu", "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "loss": "paper",
+                 "checkpoint_every": 1, "log_every": 1},
     },
 }
 
@@ -98,7 +132,176 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
     return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
 
 
-_BUILDERS: dict[str, Callable] = {"rfvif": _rfvif}
+def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
+    import torch.nn.functional as F
+
+    from ..losses.translation import PST_LAYERS, CPSTNGeneratorLoss, PSTLoss, discriminator_loss
+    from ..models.cpstn import CPSTN_CONFIGS, ImagePool, build_cpstn
+    from ..models.vgg import build_feature_extractor
+    from .data import paired_crops
+
+    dist = setup_distributed(args.device)
+    gen = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+    nets = build_cpstn(cfg["net"], generator=gen).to(dist.device)
+    extractor = build_feature_extractor(cfg["features"], layers=PST_LAYERS, arch="vgg19").to(dist.device)
+    g_loss = CPSTNGeneratorLoss(PSTLoss(extractor))
+    wrap = (lambda m: torch.nn.parallel.DistributedDataParallel(m)) if dist.world_size > 1 else (lambda m: m)
+    g_a, g_b, d_a, d_b = wrap(nets.g_a), wrap(nets.g_b), wrap(nets.d_a), wrap(nets.d_b)
+    opt_g = torch.optim.Adam([*g_a.parameters(), *g_b.parameters()], lr=cfg["lr"], betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam([*d_a.parameters(), *d_b.parameters()], lr=cfg["lr"], betas=(0.5, 0.999))
+    pool_a, pool_b = ImagePool(50, gen), ImagePool(50, gen)
+    bank = load_bank(args.data, args.split)
+
+    def step(rng, _step: int) -> dict[str, float]:
+        vis, ir = paired_crops(bank, rng, cfg["batch"], cfg["crop"])
+        real_a, real_b = vis.to(dist.device) * 2 - 1, ir.to(dist.device) * 2 - 1
+        fake_b, fake_a = g_a(real_a), g_b(real_b)
+        rec_a, rec_b = g_b(fake_b), g_a(fake_a)
+        for d in (d_a, d_b):
+            d.requires_grad_(False)
+        total, terms = g_loss(real_a, real_b, fake_b, rec_a, fake_a, rec_b, d_a(fake_b), d_b(fake_a))
+        if cfg["paired_l1"]:
+            paired = F.l1_loss(fake_b, real_b)
+            total = total + cfg["paired_l1"] * paired
+            terms["paired_l1"] = float(paired.detach())
+        opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        opt_g.step()
+        for d in (d_a, d_b):
+            d.requires_grad_(True)
+        loss_d = discriminator_loss(d_a, real_b, pool_a.query(fake_b)) + discriminator_loss(d_b, real_a, pool_b.query(fake_a))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        terms["d"] = float(loss_d.detach())
+        return terms
+
+    # official schedule: constant, then linear decay to 0 over the second half
+    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg.get("seed", 0)), checkpoint_every=cfg["checkpoint_every"],
+                          log_every=cfg["log_every"], linear_decay_from=0.5)
+    run_cfg = {**cfg, "features_description": extractor.description, "data": str(args.data), "split": str(args.split)}
+
+    def export(loop: TrainLoop) -> None:
+        net_cfg = CPSTN_CONFIGS[cfg["net"]] if isinstance(cfg["net"], str) else cfg["net"]
+        checkpoints.save_weights(nets.g_a, args.out / "export", "cpstn_g_a",
+                                 {**net_cfg, "in_ch": 3, "out_ch": 1},
+                                 training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
+
+    return {"nets": nets}, {"g": opt_g, "d": opt_d}, step, loop_cfg, run_cfg, dist, export
+
+
+def _pseudo_ir_bank(bank, translator_path: str, device: torch.device) -> list:
+    """Pseudo-IR for every training image with a trained CPSTN (the official offline stage 2)."""
+    from ..models.cpstn import CPSTNTranslator, ResnetGenerator
+
+    state, meta = checkpoints.load_weights(Path(translator_path), architecture="cpstn_g_a")
+    c = meta["config"]
+    g = ResnetGenerator(c["in_ch"], c["out_ch"], c["ngf"], c["n_blocks"])
+    g.load_state_dict(state)
+    tr = CPSTNTranslator(g).to(device).eval()
+    out = []
+    with torch.no_grad():
+        for vis in bank.vis:
+            t = torch.from_numpy(vis).permute(2, 0, 1)[None].to(device)
+            out.append(tr(t)[0, 0].cpu().numpy())
+    return out
+
+
+def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
+    from ..losses.registration import RegistrationLoss
+    from ..models.mrrn import MRRN_CONFIGS, build_mrrn
+    from ..models.vgg import build_feature_extractor
+    from .data import misaligned_crops
+
+    dist = setup_distributed(args.device)
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    net = build_mrrn(cfg["net"]).to(dist.device)
+    extractor = None
+    if cfg["similarity"] == "feature":
+        extractor = build_feature_extractor("auto", layers=("relu4_1",), arch="vgg19").to(dist.device)
+    loss_fn = RegistrationLoss(extractor, lambda_smooth=cfg["lambda_smooth"], smooth=cfg["smooth"],
+                               similarity=cfg["similarity"])
+    model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    bank = load_bank(args.data, args.split)
+    if cfg["translator"] in ("", None):
+        raise ValueError("mrrn: set translator=PATH of a CPSTN export (or translator=none for cross-modal)")
+    reference = None if cfg["translator"] == "none" else _pseudo_ir_bank(bank, cfg["translator"], dist.device)
+
+    def step(rng, _step: int) -> dict[str, float]:
+        b = misaligned_crops(bank, rng, cfg["batch"], cfg["crop"], cfg["preset"], reference)
+        fixed, moving = b["fixed"].to(dist.device), b["moving"].to(dist.device)
+        out = model(fixed, moving)
+        total, terms = loss_fn(fixed, moving, out)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        with torch.no_grad():
+            terms["epe"] = float((out["field"].cpu() - b["field_gt"]).pow(2).sum(1).sqrt().mean())
+        return terms
+
+    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg.get("seed", 0)), checkpoint_every=cfg["checkpoint_every"],
+                          log_every=cfg["log_every"])
+    run_cfg = {**cfg, "features_description": getattr(extractor, "description", "none (pixel similarity)"),
+               "data": str(args.data), "split": str(args.split)}
+
+    def export(loop: TrainLoop) -> None:
+        net_cfg = MRRN_CONFIGS[cfg["net"]] if isinstance(cfg["net"], str) else cfg["net"]
+        checkpoints.save_weights(net, args.out / "export", "mrrn", {k: list(v) for k, v in net_cfg.items()},
+                                 training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
+
+    return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
+
+
+def _difn(args: TrainArgs, cfg: dict[str, Any]):
+    import numpy as np
+
+    from ..losses.fusion import FusionLoss, svs_weights
+    from ..models.difn import build_difn
+
+    dist = setup_distributed(args.device)
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    net = build_difn(cfg["net"]).to(dist.device)
+    loss_fn = FusionLoss(cfg["loss"])
+    model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    bank = load_bank(args.data, args.split)
+    weights = []  # saliency weights of the full aligned images (official: offline, from raw ir/vi)
+    for ir, vy in zip(bank.ir, bank.vis_y):
+        w_ir, w_vi = svs_weights(torch.from_numpy(ir)[None, None], torch.from_numpy(vy)[None, None])
+        weights.append((w_ir[0, 0].numpy(), w_vi[0, 0].numpy()))
+
+    def step(rng, _step: int) -> dict[str, float]:
+        crops = []
+        for _ in range(cfg["batch"]):
+            i = int(rng.integers(len(bank)))
+            h, w = bank.ir[i].shape
+            y, x = int(rng.integers(h - cfg["crop"] + 1)), int(rng.integers(w - cfg["crop"] + 1))
+            sl = (slice(y, y + cfg["crop"]), slice(x, x + cfg["crop"]))
+            flip = rng.random() < 0.5
+            parts = [bank.ir[i][sl], bank.vis_y[i][sl], weights[i][0][sl], weights[i][1][sl]]
+            crops.append([np.ascontiguousarray(p[:, ::-1] if flip else p) for p in parts])
+        ir, vis, w_ir, w_vi = (torch.from_numpy(np.stack([c[k] for c in crops]))[:, None].to(dist.device)
+                               for k in range(4))
+        fused = model(ir, vis)
+        total, terms = loss_fn(fused, ir, vis, w_ir, w_vi)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return terms
+
+    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg.get("seed", 0)), checkpoint_every=cfg["checkpoint_every"],
+                          log_every=cfg["log_every"])
+    run_cfg = {**cfg, "data": str(args.data), "split": str(args.split), "training_ir": "ground-truth aligned IR"}
+
+    def export(loop: TrainLoop) -> None:
+        checkpoints.save_weights(net, args.out / "export", "difn", dict(net.config),
+                                 training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
+
+    return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
+
+
+_BUILDERS: dict[str, Callable] = {"rfvif": _rfvif, "cpstn": _cpstn, "mrrn": _mrrn, "difn": _difn}
 
 
 def run_recipe(args: TrainArgs) -> dict[str, float]:
