@@ -1,7 +1,124 @@
-"""Registered network pipelines (UMF-CMGR, RFVIF). Imported by the registry on first use.
+"""Registered network pipelines (UMF-CMGR, RFVIF), built from shipped safetensors weights.
 
-Each factory loads shipped safetensors weights from ``alignfuse/weights`` with their JSON sidecar.
-Networks are added here as their weights ship.
+Each factory reads ``alignfuse/weights/NAME.safetensors`` and its JSON sidecar (constructor
+config + training record); ``weights_dir`` overrides the folder (e.g. a training run's exports).
+A pipeline whose weights are not shipped raises :class:`~alignfuse.checkpoints.WeightsError`
+naming the missing file.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoints
+from .pipeline import Pipeline
+from .registry import register_pipeline
+from .stages import IdentityRegistrar, IdentityTranslator, luminance
+
+# shipped weight names per network
+WEIGHT_NAMES = {"cpstn": "cpstn_cpu", "mrrn": "mrrn_cpu", "difn": "difn_cpu", "rfvif": "rfvif_cpu"}
+REGISTER_LONG_SIDE = 384  # UMF registration working resolution (long side, px)
+
+
+def _path(net: str, weights_dir: str | Path | None) -> Path:
+    folder = Path(weights_dir) if weights_dir else checkpoints.WEIGHTS_DIR
+    return folder / f"{WEIGHT_NAMES[net]}.safetensors"
+
+
+def weights_available(*nets: str) -> bool:
+    return all(_path(n, None).exists() for n in nets)
+
+
+def _desc(text: str, *nets: str) -> str:
+    missing = [WEIGHT_NAMES[n] for n in nets if not weights_available(n)]
+    return text + (f" [weights not shipped: {', '.join(missing)}]" if missing else "")
+
+
+class NetFuser(nn.Module):
+    """Fuser stage around a (ir, vis) -> fused network; runs in eval mode without gradients."""
+
+    def __init__(self, net: nn.Module, output: str | None = None) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.output = output
+
+    @torch.no_grad()
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        out = self.net(ir, luminance(vis))
+        return getattr(out, self.output) if self.output else out
+
+
+def load_cpstn(weights_dir: str | Path | None = None) -> nn.Module:
+    from .models.cpstn import CPSTNTranslator, ResnetGenerator
+
+    state, meta = checkpoints.load_weights(_path("cpstn", weights_dir), architecture="cpstn_g_a")
+    c = meta["config"]
+    g = ResnetGenerator(c["in_ch"], c["out_ch"], c["ngf"], c["n_blocks"])
+    g.load_state_dict(state)
+    return CPSTNTranslator(g).eval()
+
+
+def load_mrrn(weights_dir: str | Path | None = None) -> nn.Module:
+    from .models.mrrn import MRRN
+
+    state, meta = checkpoints.load_weights(_path("mrrn", weights_dir), architecture="mrrn")
+    net = MRRN(**{k: tuple(v) for k, v in meta["config"].items()})
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def load_difn(weights_dir: str | Path | None = None) -> nn.Module:
+    from .models.difn import DIFN
+
+    state, meta = checkpoints.load_weights(_path("difn", weights_dir), architecture="difn")
+    net = DIFN(**meta["config"])
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def load_rfvif(weights_dir: str | Path | None = None) -> nn.Module:
+    from .models.rfvif import RFVIF, RFVIFConfig
+
+    state, meta = checkpoints.load_weights(_path("rfvif", weights_dir), architecture="rfvif")
+    net = RFVIF(RFVIFConfig.from_dict(meta["config"]))
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None):
+    from .registration import DeformableRegistrar
+
+    return DeformableRegistrar(load_mrrn(weights_dir), global_stage=global_stage)
+
+
+@register_pipeline("umf-cmgr", _desc("UMF-CMGR: CPSTN pseudo-IR + global ECC + MRRN registration + DIFN fusion",
+                                      "cpstn", "mrrn", "difn"))
+def umf_cmgr(weights_dir: str | Path | None = None, global_stage: str | None = "ecc",
+             register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
+    return Pipeline(load_cpstn(weights_dir), _umf_registrar(global_stage, weights_dir),
+                    NetFuser(load_difn(weights_dir)), register_long_side=register_long_side, name="umf-cmgr")
+
+
+@register_pipeline("umf-cmgr-noreg", _desc("UMF-CMGR ablation: DIFN on the unregistered input", "difn"))
+def umf_cmgr_noreg(weights_dir: str | Path | None = None) -> Pipeline:
+    return Pipeline(IdentityTranslator(), IdentityRegistrar(), NetFuser(load_difn(weights_dir)),
+                    name="umf-cmgr-noreg")
+
+
+@register_pipeline("umf-reg+gff", _desc("CPSTN + global ECC + MRRN registration, guided-filter fusion",
+                                         "cpstn", "mrrn"))
+def umf_reg_gff(weights_dir: str | Path | None = None, global_stage: str | None = "ecc",
+                register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
+    from .baselines import FUSERS
+
+    return Pipeline(load_cpstn(weights_dir), _umf_registrar(global_stage, weights_dir), FUSERS["gff"](),
+                    register_long_side=register_long_side, name="umf-reg+gff")
+
+
+@register_pipeline("rfvif", _desc("RFVIF: registration-free fusion (alignment inside the fuser)", "rfvif"))
+def rfvif(weights_dir: str | Path | None = None) -> Pipeline:
+    return Pipeline(IdentityTranslator(), IdentityRegistrar(), NetFuser(load_rfvif(weights_dir), output="fused"),
+                    name="rfvif")

@@ -1,0 +1,114 @@
+"""Learned registrar stage: optional global alignment, then a deformable network, with diagnostics.
+
+``DeformableRegistrar(net)`` registers the moving IR onto the fixed reference (the pseudo-IR from
+CPSTN, or the visible luminance for the cross-modal baselines):
+
+1. **global** (beyond the paper, which only handles a few pixels): an ECC affine (or phase
+   correlation) estimate between the reference and the IR. On a pseudo-IR the modality gap is
+   gone, so this mono-modal estimate handles large shifts, rotations and scale changes.
+2. **local**: the network (MRRN or the U-Net) predicts a residual field on the globally aligned IR.
+3. The two fields are composed into one (``warp.compose``).
+
+Diagnostics per pair: global Pearson NCC of reference vs IR before, after the global stage and
+after the full registration; folded-pixel fraction (Jacobian <= 0); field magnitude. When the full
+result is worse than the global-only result (NCC lower by more than ``tolerance``), the global
+field is used instead; when that is worse than doing nothing, the identity is used. Either way the
+pair is flagged ``suspect`` and ``fallback`` says what happened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import warp as warp_ops
+from .stages import RegistrationResult
+
+__all__ = ["DeformableRegistrar", "pearson"]
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Global Pearson correlation per batch item: (B, 1, H, W) x2 -> (B,)."""
+    a = a.flatten(1).double()
+    b = b.flatten(1).double()
+    if mask is not None:
+        m = mask.flatten(1).double()
+    else:
+        m = torch.ones_like(a)
+    n = m.sum(1).clamp_min(1)
+    am = a - (a * m).sum(1, keepdim=True) / n[:, None]
+    bm = b - (b * m).sum(1, keepdim=True) / n[:, None]
+    cov = (am * bm * m).sum(1)
+    den = ((am**2 * m).sum(1) * (bm**2 * m).sum(1)).sqrt().clamp_min(1e-12)
+    return (cov / den).float()
+
+
+class DeformableRegistrar(nn.Module):
+    """Global (optional) + learned deformable registration with fallback.
+
+    Args:
+        net: a module with ``forward(fixed, moving) -> {"field": (B, 2, H, W), ...}`` (MRRN, U-Net).
+        global_stage: ``"ecc"`` (affine ECC initialised by phase correlation), ``"phase"``
+            (translation) or ``None`` (network only, as in the paper).
+        tolerance: NCC drop that counts as "worse" for the fallback.
+    """
+
+    def __init__(self, net: nn.Module, global_stage: str | None = "ecc", tolerance: float = 0.005) -> None:
+        super().__init__()
+        if global_stage not in (None, "ecc", "phase"):
+            raise ValueError(f"global_stage must be 'ecc', 'phase' or None, got {global_stage!r}")
+        self.net = net
+        self.global_stage = global_stage
+        self.tolerance = tolerance
+        self._global = None
+        if global_stage is not None:
+            from .baselines.registration import ECCRegistrar, PhaseCorrelationRegistrar
+
+            self._global = ECCRegistrar(use_gradients=True) if global_stage == "ecc" else PhaseCorrelationRegistrar()
+
+    @torch.no_grad()
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
+        """moving IR (B, 1, H, W), fixed reference (B, 1, H, W) -> RegistrationResult."""
+        b = moving.shape[0]
+        zero = torch.zeros(b, 2, *moving.shape[-2:], dtype=moving.dtype, device=moving.device)
+        if self._global is not None:
+            g = self._global(moving.cpu(), fixed.cpu())
+            field_g = g.field.to(moving.device)
+        else:
+            field_g = zero
+        moved = warp_ops.warp(moving, field_g)
+        local = self.net(fixed, moved)["field"]
+        field = warp_ops.compose(field_g, local)
+        aligned = warp_ops.warp(moving, field)
+
+        ncc_before = pearson(moving, fixed)
+        ncc_global = pearson(moved, fixed)
+        ncc_after = pearson(aligned, fixed)
+        folding = warp_ops.folding_fraction(field)
+        diagnostics: list[dict[str, Any]] = []
+        for i in range(b):
+            d: dict[str, Any] = {
+                "method": f"{self.global_stage or 'none'}+{type(self.net).__name__.lower()}",
+                "ncc_before": float(ncc_before[i]),
+                "ncc_global": float(ncc_global[i]),
+                "ncc_after": float(ncc_after[i]),
+                "folding_fraction": float(folding[i]),
+                "suspect": False,
+                "fallback": None,
+            }
+            if float(ncc_after[i]) < float(ncc_global[i]) - self.tolerance:
+                field[i], aligned[i] = field_g[i], moved[i]
+                d.update(suspect=True, fallback="deformable stage lowered the similarity; kept the global field")
+                d["ncc_after"] = d["ncc_global"]
+            if d["ncc_after"] < float(ncc_before[i]) - self.tolerance:
+                field[i], aligned[i] = zero[i], moving[i]
+                d.update(suspect=True, fallback="registration lowered the similarity; kept the input (identity)")
+                d["ncc_after"] = d["ncc_before"]
+            mag = field[i].pow(2).sum(0).sqrt()
+            d["field_mean_px"] = float(mag.mean())
+            d["field_max_px"] = float(mag.max())
+            d["confidence"] = d["ncc_after"]
+            diagnostics.append(d)
+        return RegistrationResult(aligned, field, diagnostics)

@@ -1,0 +1,125 @@
+"""Network pipelines built from exported weights; the learned registrar's diagnostics and fallback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alignfuse import warp
+from alignfuse.api import fuse_arrays
+from alignfuse.model_pipelines import WEIGHT_NAMES, weights_available
+from alignfuse.registration import DeformableRegistrar
+from alignfuse.registry import create_pipeline
+from alignfuse.training.recipes import TrainArgs, run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Export tiny CPSTN/MRRN/DIFN/RFVIF weights (2 training steps each) under the shipped names."""
+    root = tmp_path_factory.mktemp("weights")
+    torch.set_num_threads(1)
+    for model in ("cpstn", "difn", "rfvif"):
+        run_recipe(TrainArgs(model, SAMPLES, None, "tiny", root / model, overrides={"steps": 2}, progress=False))
+    run_recipe(TrainArgs("mrrn", SAMPLES, None, "tiny", root / "mrrn",
+                         overrides={"steps": 2, "translator": str(root / "cpstn" / "export.safetensors")},
+                         progress=False))
+    for model, name in WEIGHT_NAMES.items():
+        for ext in (".safetensors", ".json"):
+            shutil.copy(root / model / f"export{ext}", root / f"{name}{ext}")
+    return root
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    img = gaussian_filter(np.random.default_rng(seed).random((h, w)), 3.0)
+    return ((img - img.min()) / (img.max() - img.min())).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["umf-cmgr", "umf-cmgr-noreg", "umf-reg+gff", "rfvif"])
+def test_pipelines_run_on_odd_sizes_and_colour(tiny_weights, name):
+    pipe = create_pipeline(name, weights_dir=tiny_weights)
+    ir = _texture(333, 517)
+    vis = np.stack([_texture(333, 517, 1)] * 3, axis=-1)
+    res = fuse_arrays(ir, vis, pipe)
+    assert res.fused.shape == (333, 517, 3) and res.aligned_ir.shape == (333, 517)
+    assert res.field.shape == (2, 333, 517)
+    assert np.isfinite(res.fused).all() and 0 <= res.fused.min() and res.fused.max() <= 1
+
+
+def test_pipeline_is_deterministic_on_cpu(tiny_weights):
+    pipe = create_pipeline("umf-cmgr", weights_dir=tiny_weights)
+    ir, vis = _texture(96, 120), _texture(96, 120, 2)
+    a, b = fuse_arrays(ir, vis, pipe), fuse_arrays(ir, vis, pipe)
+    assert np.array_equal(a.fused, b.fused) and np.array_equal(a.field, b.field)
+
+
+def test_missing_weights_error_names_file(tmp_path):
+    with pytest.raises(ValueError, match="mrrn_cpu.safetensors: weights file not found|cpstn_cpu"):
+        create_pipeline("umf-cmgr", weights_dir=tmp_path)
+
+
+class _Scrambler(torch.nn.Module):
+    """A 'network' that returns a large random field: registration must refuse it."""
+
+    def forward(self, fixed, moving):
+        g = torch.Generator().manual_seed(0)
+        return {"field": torch.randn(fixed.shape[0], 2, *fixed.shape[-2:], generator=g) * 6}
+
+
+class _Zero(torch.nn.Module):
+    def forward(self, fixed, moving):
+        return {"field": torch.zeros(fixed.shape[0], 2, *fixed.shape[-2:])}
+
+
+def test_global_stage_recovers_known_shift():
+    fixed = torch.from_numpy(_texture(120, 160))[None, None]
+    shift = torch.zeros(1, 2, 120, 160)
+    shift[:, 0], shift[:, 1] = 5.0, -3.0
+    moving = warp.warp(fixed, shift)  # moving[y, x] = fixed[y - 3, x + 5]
+    res = DeformableRegistrar(_Zero(), global_stage="ecc")(moving, fixed)
+    inner = res.field[0, :, 10:-10, 10:-10]
+    assert abs(inner[0].mean().item() + 5) < 1 and abs(inner[1].mean().item() - 3) < 1
+    d = res.diagnostics[0]
+    assert d["ncc_after"] > d["ncc_before"] and not d["suspect"]
+    assert {"ncc_before", "ncc_global", "ncc_after", "folding_fraction", "field_mean_px"} <= set(d)
+
+
+def test_suspect_fallback_to_global_field():
+    fixed = torch.from_numpy(_texture(96, 128))[None, None]
+    res = DeformableRegistrar(_Scrambler(), global_stage="phase")(fixed.clone(), fixed)
+    d = res.diagnostics[0]
+    assert d["suspect"] and "global" in d["fallback"]
+    assert res.field.abs().max().item() < 0.5  # the random field was rejected
+    assert torch.allclose(res.aligned, fixed, atol=1e-3)
+
+
+def test_suspect_fallback_to_identity_without_global():
+    fixed = torch.from_numpy(_texture(96, 128))[None, None]
+    res = DeformableRegistrar(_Scrambler(), global_stage=None)(fixed.clone(), fixed)
+    d = res.diagnostics[0]
+    assert d["suspect"] and d["fallback"]
+    assert res.field.abs().max().item() == 0.0
+
+
+@pytest.mark.skipif(not weights_available("cpstn", "mrrn"), reason="registration weights not shipped yet")
+def test_shipped_registration_recovers_shift_on_real_pair():
+    """Users never get 'registration does nothing': a (5, -3) px shift is recovered within 1 px."""
+    from alignfuse import io
+    from alignfuse.api import register_arrays
+
+    pair = io.load_pair(SAMPLES / "ir" / "FLIR_00211.jpg", SAMPLES / "vi" / "FLIR_00211.jpg")
+    h, w = pair.ir.shape
+    shift = torch.zeros(1, 2, h, w)
+    shift[:, 0], shift[:, 1] = 5.0, -3.0
+    moving = warp.warp(torch.from_numpy(pair.ir)[None, None], shift)[0, 0].numpy()
+    res = register_arrays(moving, pair.vis, create_pipeline("umf-reg+gff"))
+    inner = res.field[:, 20:-20, 20:-20]
+    assert abs(np.median(inner[0]) + 5) < 1 and abs(np.median(inner[1]) - 3) < 1
