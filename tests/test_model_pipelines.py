@@ -123,3 +123,18 @@ def test_shipped_registration_recovers_shift_on_real_pair():
     res = register_arrays(moving, pair.vis, create_pipeline("umf-reg+gff"))
     inner = res.field[:, 20:-20, 20:-20]
     assert abs(np.median(inner[0]) + 5) < 1 and abs(np.median(inner[1]) - 3) < 1
+
+
+def test_tiled_fusion_equals_untiled_for_local_network():
+    from alignfuse.model_pipelines import NetFuser
+    from alignfuse.models.difn import build_difn
+
+    torch.manual_seed(0)
+    net = build_difn("cpu")
+    ir = torch.rand(1, 1, 150, 230)
+    vis = torch.rand(1, 1, 150, 230)
+    whole = NetFuser(net, tile=4096)(ir, vis)
+    tiles = NetFuser(net, tile=64, overlap=16)(ir, vis)
+    assert torch.allclose(whole, tiles, atol=1e-5)
+    with pytest.raises(ValueError, match="overlap"):
+        NetFuser(net, tile=16, overlap=16)(ir, vis)

@@ -17,6 +17,7 @@ from . import checkpoints
 from .pipeline import Pipeline
 from .registry import register_pipeline
 from .stages import IdentityRegistrar, IdentityTranslator, luminance
+from .tiling import tiled
 
 # shipped weight names per network
 WEIGHT_NAMES = {"cpstn": "cpstn_cpu", "mrrn": "mrrn_cpu", "difn": "difn_cpu", "rfvif": "rfvif_cpu"}
@@ -38,17 +39,27 @@ def _desc(text: str, *nets: str) -> str:
 
 
 class NetFuser(nn.Module):
-    """Fuser stage around a (ir, vis) -> fused network; runs in eval mode without gradients."""
+    """Fuser stage around a (ir, vis) -> fused network; eval mode, no gradients, tiled on large images.
 
-    def __init__(self, net: nn.Module, output: str | None = None) -> None:
+    Args:
+        net: the network; ``output`` names the attribute of its result holding the fused image.
+        tile, overlap: images larger than ``tile`` px in a direction are fused in overlapping tiles
+            (:func:`alignfuse.tiling.tiled`), which bounds peak memory.
+    """
+
+    def __init__(self, net: nn.Module, output: str | None = None, tile: int = 1024, overlap: int = 32) -> None:
         super().__init__()
         self.net = net.eval()
         self.output = output
+        self.tile, self.overlap = tile, overlap
+
+    def _fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        out = self.net(ir, vis)
+        return getattr(out, self.output) if self.output else out
 
     @torch.no_grad()
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        out = self.net(ir, luminance(vis))
-        return getattr(out, self.output) if self.output else out
+        return tiled(self._fuse, ir, luminance(vis), self.tile, self.overlap)
 
 
 def load_cpstn(weights_dir: str | Path | None = None) -> nn.Module:

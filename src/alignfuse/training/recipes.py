@@ -36,7 +36,7 @@ class TrainArgs:
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "rfvif": {
         # shipped CPU run: width 16, 1 MSRB per part, 64 px crops, shifts in [-8, 8]^2
-        "cpu": {"net": "cpu", "steps": 12000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
+        "cpu": {"net": "cpu", "steps": 8000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
                 "features": "gradient", "checkpoint_every": 50, "log_every": 10},
         "paper": {"net": "paper", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3, "max_shift": 8,
                   "features": "auto", "checkpoint_every": 500, "log_every": 50},

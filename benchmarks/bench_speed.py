@@ -1,0 +1,105 @@
+"""Wall time of registration and full pipelines on one 640x480 pair, CPU configs vs paper-size configs.
+
+Usage::
+
+    python benchmarks/bench_speed.py [--repeat 3] [--threads 2] [--json out.json]
+
+Every network row is timed twice in the same run: with the CPU configuration we ship and with the
+paper-size configuration of the same code (random weights: speed does not depend on them), so the
+ratio is measured, not assumed. Model construction and loading are excluded; each timing is the
+median of ``--repeat`` runs after one warm-up. Rows:
+
+* ``register``: translator + registrar (UMF: CPSTN + global ECC + MRRN + warp at the working
+  resolution, field resized to full resolution) as ``Pipeline.register``;
+* ``pipeline``: the whole ``Pipeline.__call__`` (registration + fusion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignfuse.model_pipelines import REGISTER_LONG_SIDE, NetFuser
+from alignfuse.pipeline import Pipeline
+from alignfuse.registry import create_pipeline
+
+H, W = 480, 640
+SAMPLE = Path(__file__).resolve().parents[1] / "samples"
+
+
+def _pair() -> tuple[torch.Tensor, torch.Tensor]:
+    from alignfuse import io
+
+    pair = io.load_pair(SAMPLE / "ir" / "FLIR_00211.jpg", SAMPLE / "vi" / "FLIR_00211.jpg")
+    ir = torch.from_numpy(pair.ir)[None, None]
+    vis = torch.from_numpy(pair.vis).permute(2, 0, 1)[None]
+    resize = lambda t: torch.nn.functional.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)  # noqa: E731
+    return resize(ir).clamp(0, 1), resize(vis).clamp(0, 1)
+
+
+def _umf(config: str) -> Pipeline:
+    from alignfuse.models.cpstn import CPSTNTranslator
+    from alignfuse.models.difn import build_difn
+    from alignfuse.models.mrrn import build_mrrn
+    from alignfuse.registration import DeformableRegistrar
+
+    torch.manual_seed(0)
+    return Pipeline(CPSTNTranslator(config=config).eval(), DeformableRegistrar(build_mrrn(config).eval()),
+                    NetFuser(build_difn(config)), register_long_side=REGISTER_LONG_SIDE, name=f"umf-cmgr[{config}]")
+
+
+def _rfvif(config: str) -> Pipeline:
+    from alignfuse.models.rfvif import RFVIF
+
+    torch.manual_seed(0)
+    return Pipeline(fuser=NetFuser(RFVIF(config), output="fused"), name=f"rfvif[{config}]")
+
+
+def _time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json")
+    parser.add_argument("--skip-paper", action="store_true", help="only the CPU configurations")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ir, vis = _pair()
+    rows = []
+    pipes = [create_pipeline("ecc+gff"), create_pipeline("identity+average"), _umf("cpu"), _rfvif("cpu")]
+    if not args.skip_paper:
+        pipes += [_umf("paper"), _rfvif("paper")]
+    for pipe in pipes:
+        with torch.no_grad():
+            reg = _time(lambda: pipe.register(ir, vis), args.repeat)
+            full = _time(lambda: pipe(ir, vis), args.repeat)
+        rows.append({"pipeline": pipe.name, "register_s": reg, "pipeline_s": full})
+        print(f"{pipe.name:<24} register {reg:7.3f} s   pipeline {full:7.3f} s", flush=True)
+    by = {r["pipeline"]: r for r in rows}
+    for a, b in (("umf-cmgr[paper]", "umf-cmgr[cpu]"), ("rfvif[paper]", "rfvif[cpu]")):
+        if a in by and b in by:
+            print(f"speed-up {b} vs {a}: register x{by[a]['register_s'] / by[b]['register_s']:.1f}, "
+                  f"pipeline x{by[a]['pipeline_s'] / by[b]['pipeline_s']:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"size": [H, W], "threads": args.threads, "rows": rows,
+                                               "machine": platform.platform(), "torch": torch.__version__}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
