@@ -43,7 +43,7 @@ def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
     return ((img - img.min()) / (img.max() - img.min())).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["umf-cmgr", "umf-cmgr-noreg", "umf-reg+gff", "rfvif"])
+@pytest.mark.parametrize("name", ["umf-cmgr", "umf-cmgr-noreg", "umf-reg+gff", "umf-mrrn+gff", "rfvif"])
 def test_pipelines_run_on_odd_sizes_and_colour(tiny_weights, name):
     pipe = create_pipeline(name, weights_dir=tiny_weights)
     ir = _texture(333, 517)

@@ -133,3 +133,12 @@ def umf_reg_gff(weights_dir: str | Path | None = None, global_stage: str | None 
 def rfvif(weights_dir: str | Path | None = None) -> Pipeline:
     return Pipeline(IdentityTranslator(), IdentityRegistrar(), NetFuser(load_rfvif(weights_dir), output="fused"),
                     name="rfvif")
+
+
+@register_pipeline("umf-mrrn+gff", _desc("CPSTN + MRRN only (the paper's registration, no global stage), GFF fusion",
+                                          "cpstn", "mrrn"))
+def umf_mrrn_gff(weights_dir: str | Path | None = None,
+                 register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
+    pipe = umf_reg_gff(weights_dir, global_stage=None, register_long_side=register_long_side)
+    pipe.name = "umf-mrrn+gff"
+    return pipe

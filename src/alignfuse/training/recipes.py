@@ -57,9 +57,11 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # MRRN on (pseudo-IR from a trained CPSTN, IR distorted by the `umf` generator), unsupervised.
     # translator: a CPSTN export (safetensors) or "none" (cross-modal: VIS luminance as the reference).
     "mrrn": {
-        "cpu": {"net": "cpu", "steps": 4000, "batch": 8, "crop": 128, "lr": 1e-3, "similarity": "ncc",
-                "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "",
-                "checkpoint_every": 100, "log_every": 20},
+        # 192 px crops with the umf generator scaled x2 (alpha, translation): the official generator works
+        # in normalised units, so on a crop it would be ~2x weaker than on our ~384 px working images.
+        "cpu": {"net": "cpu", "steps": 3000, "batch": 6, "crop": 192, "lr": 1e-3, "similarity": "ncc",
+                "smooth": "l2", "lambda_smooth": 10.0, "preset": "custom:tfrac=0.02,elastic=1,alpha=2",
+                "translator": "", "checkpoint_every": 100, "log_every": 20},
         "paper": {"net": "paper", "steps": 9000, "batch": 16, "crop": 256, "lr": 1e-3, "similarity": "feature",
                   "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "",
                   "checkpoint_every": 500, "log_every": 50},
