@@ -343,3 +343,13 @@ def test_gff_keeps_both_salient_structures():
     assert gff["edge_corr_ir"] > 0.9 and gff["tex_corr_vis"] > 0.95
     assert gff["tex_keep"] > 0.9 > 0.6 > avg["tex_keep"]
     assert gff["edge_keep"] > avg["edge_keep"] + 0.1
+
+
+def test_phase_weak_peak_keeps_input():
+    rng = np.random.default_rng(5)
+    a = torch.from_numpy(rng.random((1, 1, 64, 64), dtype=np.float32))
+    b = torch.from_numpy(rng.random((1, 1, 64, 64), dtype=np.float32))  # unrelated noise: no real peak
+    res = PhaseCorrelationRegistrar(min_response=0.5)(a, b)
+    d = res.diagnostics[0]
+    assert d["suspect"] and "kept the input" in d["fallback"]
+    assert res.field.abs().max().item() == 0.0

@@ -156,3 +156,53 @@ def test_synth_is_deterministic_and_evaluate_reads_it(tmp_path, capsys):
     summary = json.loads((tmp_path / "e.json").read_text())["summary"]
     assert set(summary) == {"identity+average", "phase+average"}
     assert summary["identity+average"]["EPE_mean"]["mean"] > 0.5
+
+
+def test_evaluate_reports_stored_preset_and_rejects_a_different_one(tmp_path, capsys):
+    code, _, _ = run(capsys, "synth", "--data", str(SAMPLES), "--preset", "shift:5", "--seed", "3", "--limit", "1",
+                     "-o", str(tmp_path / "ts"))
+    assert code == 0
+    code, out, _ = run(capsys, "evaluate", "--data", str(tmp_path / "ts"), "--model", "identity+average", "-q",
+                       "--json", str(tmp_path / "e.json"))
+    assert code == 0 and "preset shift:5 | seed 3" in out
+    payload = json.loads((tmp_path / "e.json").read_text())
+    assert payload["preset"] == "shift:5" and payload["seed"] == 3
+    # identity on shift:5: EPE is exactly 5*sqrt(2) and the valid-region MSE is that of the raw shift
+    assert payload["summary"]["identity+average"]["EPE_mean"]["mean"] == pytest.approx(5 * 2**0.5, abs=1e-4)
+    code, _, err = run(capsys, "evaluate", "--data", str(tmp_path / "ts"), "--preset", "umf", "-q")
+    assert code == 2 and "shift:5" in err
+
+
+def test_synth_continues_past_a_bad_pair(tmp_path, capsys):
+    data = tmp_path / "d"
+    for name in ("a", "b"):
+        io.write_image(data / "ir" / f"{name}.png", _textured(48, 64))
+        io.write_image(data / "vi" / f"{name}.png", _textured(48, 64, 1))
+    (data / "ir" / "b.png").write_bytes(b"\x89PNG broken")
+    code, _, err = run(capsys, "synth", "--data", str(data), "--preset", "umf", "-o", str(tmp_path / "o"))
+    assert code == 1 and "b: " in err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert [p["name"] for p in manifest["pairs"]] == ["a"]
+
+
+def test_sixteen_bit_ir_and_rgba_visible(tmp_path, capsys):
+    ir16 = (_textured(60, 80) * 3000 + 7000).astype(np.uint16)  # narrow radiometric band
+    Image.fromarray(ir16).save(tmp_path / "ir.tif")
+    rgba = (np.stack([_textured(60, 80, s) for s in (1, 2, 3, 4)], -1) * 255).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "vi.png")
+    code, _, _ = run(capsys, "fuse", str(tmp_path / "ir.tif"), str(tmp_path / "vi.png"), "-o",
+                     str(tmp_path / "f.png"), "--model", "identity+average", "--aligned-ir", str(tmp_path / "a.png"))
+    assert code == 0
+    assert np.asarray(Image.open(tmp_path / "f.png")).shape == (60, 80, 3)
+    aligned = np.asarray(Image.open(tmp_path / "a.png"))
+    assert aligned.min() <= 5 and aligned.max() >= 250  # percentile policy stretched the narrow band
+
+
+def test_api_rejects_integer_arrays():
+    from alignfuse import fuse_arrays, load_pipeline
+
+    ir = (_textured(32, 32) * 255).astype(np.uint8)
+    with pytest.raises(ValueError, match="float array in \\[0, 1\\]"):
+        fuse_arrays(ir, ir, load_pipeline("identity+average"))
+    with pytest.raises(ValueError, match="must lie in"):
+        fuse_arrays(ir.astype(np.float32), ir.astype(np.float32), load_pipeline("identity+average"))

@@ -85,7 +85,9 @@ def test_parse_presets():
     assert synth.parse_preset("umf").elastic
     assert synth.parse_preset("shift:5").shift == 5
     assert synth.parse_preset("custom:rot=5,tx=3,elastic=0").rotation_deg == 5.0
-    for bad in ("shift:x", "nope", "custom:foo=1", "shift:-1"):
+    assert synth.parse_preset("custom:sigma=8").elastic  # an elastic parameter switches elastic on
+    for bad in ("shift:x", "nope", "custom:foo=1", "shift:-1", "custom:sigma=0", "custom:scale=1.0",
+                "custom:kernel=0", "custom:rot=-3"):
         with pytest.raises(ValueError):
             synth.parse_preset(bad)
 

@@ -60,6 +60,12 @@ def _tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
+    for name, a in (("ir", ir), ("vis", vis)):
+        if not np.issubdtype(np.asarray(a).dtype, np.floating):
+            raise ValueError(f"{name} must be a float array in [0, 1], got dtype {np.asarray(a).dtype} "
+                             "(divide 8-bit images by 255, or read files with alignfuse.io.read_image)")
+        if a.size and (not np.isfinite(a).all() or a.min() < -1e-6 or a.max() > 1 + 1e-6):
+            raise ValueError(f"{name} values must lie in [0, 1] (got {np.nanmin(a):.3g}..{np.nanmax(a):.3g})")
     if ir.ndim != 2:
         raise ValueError(f"ir must be (H, W), got shape {ir.shape}")
     if vis.ndim not in (2, 3) or (vis.ndim == 3 and vis.shape[2] != 3):

@@ -18,8 +18,9 @@ import numpy as np
 from . import io
 from .registry import DEFAULT_PIPELINE
 
-USER_ERRORS = (io.ImageReadError, io.PairingError, ValueError, KeyError, FileNotFoundError, IsADirectoryError,
-               PermissionError, ImportError)
+# ValueError/KeyError: what the library raises for bad options and inputs (bad preset, unknown
+# model, wrong weights). With --debug every error shows its traceback.
+USER_ERRORS = (io.ImageReadError, io.PairingError, ValueError, KeyError, OSError, ImportError)
 
 
 class UserError(Exception):
@@ -33,13 +34,18 @@ def _err(msg: str) -> None:
 def _message(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
-    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)) and exc.filename:
-        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc)
 
 
 def _ir_norm(args: argparse.Namespace) -> str:
     return getattr(args, "ir_norm", "percentile")
+
+
+def _print_notes(pair: io.Pair) -> None:
+    for note in pair.notes:
+        print(f"alignfuse: note: {pair.ir_path.name}: {note}", file=sys.stderr)
 
 
 def _warn_diagnostics(name: str, diagnostics: dict) -> None:
@@ -60,6 +66,8 @@ def _fuse_one(pipe, ir_path: Path, vis_path: Path, out: Path, args: argparse.Nam
     from .api import fuse_arrays
 
     pair = io.load_pair(ir_path, vis_path, resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
+    if not getattr(args, "_folder", False):
+        _print_notes(pair)
     result = fuse_arrays(pair.ir, pair.vis, pipe)
     if args.strict and result.diagnostics.get("suspect"):
         raise UserError(f"{ir_path}: registration is suspect and --strict was given "
@@ -94,12 +102,14 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 def _fuse_folder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.aligned_ir or args.field:
+        raise UserError("in folder mode use --save-aligned / --save-field (written under OUT/aligned_ir, OUT/field)")
+    args._folder = True
     names = io.read_split(Path(args.split)) if args.split else None
     pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
-    for msg in unpaired:
-        print(f"alignfuse: warning: {msg}", file=sys.stderr)
     if not pairs:
-        raise UserError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
+        raise UserError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}"
+                        + (f" ({len(unpaired)} unpaired files)" if unpaired else ""))
     out_dir = Path(args.output)
     pipe = _load_pipeline(args)
     failures: list[str] = []
@@ -113,15 +123,17 @@ def _fuse_folder(args: argparse.Namespace) -> int:
                 suspects.append(stem)
         except (UserError, *USER_ERRORS) as exc:
             failures.append(f"{stem}: {_message(exc)}")
+        except Exception as exc:  # noqa: BLE001 - one broken pair must not stop the batch
+            failures.append(f"{stem}: internal error ({type(exc).__name__}: {exc})")
     ok = len(pairs) - len(failures)
     print(f"fused {ok}/{len(pairs)} pairs with {pipe.name} -> {out_dir}")
     if suspects:
         print(f"alignfuse: warning: {len(suspects)} suspect registrations: {', '.join(suspects)}", file=sys.stderr)
     if failures or unpaired:
-        print(f"{len(failures)} failed, {len(unpaired)} unpaired:", file=sys.stderr)
+        print(f"alignfuse: {len(failures)} failed, {len(unpaired)} unpaired:", file=sys.stderr)
         for line in failures + unpaired:
             print(f"  {line}", file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if failures or unpaired else 0
 
 
 # ------------------------------------------------------------------------------------------ register
@@ -130,16 +142,16 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     pipe = _load_pipeline(args)
     pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
+    _print_notes(pair)
     result = register_arrays(pair.ir, pair.vis, pipe)
     if args.strict and result.diagnostics.get("suspect"):
         raise UserError(f"{args.ir}: registration is suspect and --strict was given")
     io.write_image(Path(args.output), result.aligned_ir, bit_depth=args.bit_depth)
-    if args.field:
-        io.write_field(Path(args.field), result.field)
+    field_path = io.write_field(Path(args.field), result.field) if args.field else None
     _warn_diagnostics(args.ir, result.diagnostics)
     mag = np.sqrt((result.field.astype(np.float64) ** 2).sum(0))
     print(f"registered {args.ir} onto {args.vis} with {pipe.name}: mean |field| {mag.mean():.2f} px, "
-          f"max {mag.max():.2f} px -> {args.output}" + (f", field -> {args.field}" if args.field else ""))
+          f"max {mag.max():.2f} px -> {args.output}" + (f", field -> {field_path}" if field_path else ""))
     if args.verbose:
         print(json.dumps(result.diagnostics, default=str))
     return 0
@@ -159,20 +171,24 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/)")
     pairs = pairs[: args.limit] if args.limit else pairs
     out = Path(args.output)
-    entries = []
+    entries, failures = [], []
     for stem, ir_path, vis_path in tqdm(pairs, desc=f"synth {spec.name}", unit="pair"):
-        pair = io.load_pair(ir_path, vis_path)
-        s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(args.seed, stem))
-        io.write_image(out / "ir_gt" / f"{stem}.png", s.ir_gt)
-        io.write_image(out / "ir_warp" / f"{stem}.png", s.ir_warp)
-        io.write_image(out / "vi" / f"{stem}.png", s.vis)
-        io.write_field(out / "field" / f"{stem}.npy", s.field)
-        io.write_field(out / "distortion" / f"{stem}.npy", s.distortion)
-        entries.append({"name": stem, "height": int(s.ir_gt.shape[0]), "width": int(s.ir_gt.shape[1]), **s.stats})
+        try:
+            pair = io.load_pair(ir_path, vis_path)
+            s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(args.seed, stem))
+            entries.append(synth.write_pair(out, stem, s))
+        except (UserError, *USER_ERRORS) as exc:
+            failures.append(f"{stem}: {_message(exc)}")
+    if not entries:
+        raise UserError(f"no pair could be synthesised: {failures[0] if failures else 'nothing to do'}")
     synth.write_manifest(out / "manifest.json", spec, args.seed, entries)
     mean = np.mean([e["mean_px"] for e in entries])
     print(f"wrote {len(entries)} misaligned pairs ({spec.name}, seed {args.seed}, mean |field| {mean:.2f} px) -> {out}")
-    return 0
+    if failures or unpaired:
+        print(f"alignfuse: {len(failures)} failed, {len(unpaired)} unpaired:", file=sys.stderr)
+        for line in failures + unpaired:
+            print(f"  {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -183,31 +199,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     models = [m for spec in args.model for m in spec.split(",") if m]
     results: dict[str, dict] = {}
     per_pair: dict[str, list] = {}
+    failed: dict[str, list] = {}
+    source = None
     for model in models:
         pipe = load_pipeline(model, device=args.device)
-        total, samples = iter_samples(Path(args.data), args.preset, args.seed,
-                                      Path(args.split) if args.split else None, args.limit)
-        rows = evaluate(pipe, samples, total=total, progress=not args.quiet)
-        results[model] = summarise(rows)
-        per_pair[model] = rows
+        source = iter_samples(Path(args.data), args.preset, args.seed, Path(args.split) if args.split else None,
+                              args.limit)
+        rows, failures = evaluate(pipe, source.samples, total=source.count, progress=not args.quiet)
+        if not rows:
+            raise UserError(f"{model}: no pair could be evaluated ({failures[0].name}: {failures[0].message})")
+        results[model], per_pair[model] = summarise(rows), rows
+        failed[model] = [f"{f.name}: {f.message}" for f in failures]
+    assert source is not None
     first = next(iter(results.values()))
     reg = [m for m in REGISTRATION_METRICS if m in first]
     fus = [m for m in first if m not in reg and m not in ("seconds", "suspect")]
-    title = f"{Path(args.data).name} | preset {args.preset} | seed {args.seed} | {len(next(iter(per_pair.values())))} pairs"
-    print(f"\n{title}\n\nRegistration (registered IR vs ground-truth IR; MI in nats; EPE in px):\n")
+    n = len(next(iter(per_pair.values())))
+    kind = "stored test set" if source.stored else "synthesised on the fly"
+    print(f"\n{Path(args.data).name} | preset {source.preset} | seed {source.seed} | {n} pairs ({kind})")
+    print("\nRegistration (registered IR vs ground-truth IR inside the valid region; MI in nats; EPE in px; "
+          "suspect = fraction of pairs flagged):\n")
     print(format_table(results, reg + ["seconds", "suspect"]))
     print("\nFusion (8-bit; VIS luminance, ground-truth IR, fused luminance; VIFB conventions):\n")
     print(format_table(results, fus))
+    for line in source.unpaired:
+        print(f"alignfuse: warning: {line}", file=sys.stderr)
+    for model, lines in failed.items():
+        for line in lines:
+            print(f"alignfuse: {model}: failed {line}", file=sys.stderr)
     if args.json:
-        payload = {"data": str(args.data), "split": args.split, "preset": args.preset, "seed": args.seed,
-                   "summary": results, "pairs": per_pair}
+        payload = {"data": str(args.data), "split": args.split, "preset": source.preset, "seed": source.seed,
+                   "summary": results, "pairs": per_pair, "failures": failed}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(payload, indent=1))
         tmp.replace(path)
         print(f"\nper-pair results -> {path}")
-    return 0
+    return 1 if any(failed.values()) else 0
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -216,7 +245,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     def load_255(path: str, kind: str) -> np.ndarray:
         # metrics use 0..255 values as in VIFB: 8-bit images exactly, 16-bit ones scaled (not rounded)
-        img = io.read_image(Path(path), kind=kind, norm="fixed")
+        img = io.read_image(Path(path), kind=kind, norm=args.ir_norm if kind == "ir" else "fixed")
         scaled = img.data.astype(np.float64) * 255
         return np.floor(scaled + 0.5) if img.bit_depth == 8 else scaled
 
@@ -279,7 +308,8 @@ def _common(p: argparse.ArgumentParser, pipeline: bool = True) -> None:
         p.add_argument("--model", default=DEFAULT_PIPELINE, help=f"pipeline name (default {DEFAULT_PIPELINE}; "
                        "see `alignfuse models`)")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--resize-ir", action="store_true", help="resample the IR onto the VIS grid when sizes differ")
+    p.add_argument("--resize-ir", action="store_true", help="resample the IR onto the VIS grid when sizes differ "
+                   "(fields then refer to the resampled IR)")
     p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
                    help="16-bit IR normalisation: 0.5/99.5 percentiles (default), min-max, or /65535")
     p.add_argument("--bit-depth", type=int, default=8, choices=[8, 16], help="bit depth of written images")
@@ -290,6 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignfuse", description="Fuse misaligned infrared and visible images.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kw):  # every subcommand also accepts --debug
+        p = _add(name, **kw)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks for internal errors")
+        return p
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("fuse", help="register and fuse one pair or two folders")
     p.add_argument("ir", nargs="?", help="infrared image (moving)")
@@ -327,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="misalign, run pipelines, print registration and fusion tables")
     p.add_argument("--data", required=True, help="folder with ir/ and vi/, or a folder written by `synth`")
     p.add_argument("--split", help="file of names to use")
-    p.add_argument("--preset", default="umf")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", help="misalignment preset (default umf; a stored test set uses its own)")
+    p.add_argument("--seed", type=int, help="seed (default 0; a stored test set uses its own)")
     p.add_argument("--model", action="append", default=None,
                    help="pipeline(s) to evaluate; repeat or comma-separate (default %s)" % DEFAULT_PIPELINE)
     p.add_argument("--device", default="cpu")
@@ -342,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vis", required=True)
     p.add_argument("--fused", required=True)
     p.add_argument("--names", help="comma-separated subset of metric names")
+    p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
+                   help="16-bit IR normalisation, as in `fuse` (8-bit images are used as they are)")
     p.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
     p.set_defaults(func=cmd_metrics)
 
@@ -373,6 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UserError, *USER_ERRORS) as exc:
+        if args.debug:
+            raise
         _err(_message(exc))
         return 2
     except KeyboardInterrupt:

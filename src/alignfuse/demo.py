@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from .evaluation import EvalSample, evaluate, format_table, summarise
+    from .evaluation import EvalSample, evaluate_sample, format_table, summarise
 
     out = Path(args.out)
     samples = Path(args.samples)
@@ -70,26 +70,27 @@ def main(argv: list[str] | None = None) -> int:
     pipe = load_pipeline(args.model)
     identity = load_pipeline("identity+average")
     print(f"demo: {len(pairs)} sample pairs, preset {spec.name}, pipeline {pipe.name}")
-    eval_samples, grid_rows = [], []
+    rows: dict[str, list[dict]] = {identity.name: [], pipe.name: []}
+    grid_rows, entries = [], []
     t0 = time.perf_counter()
     for stem, ir_path, vis_path in pairs:
         pair = io.load_pair(ir_path, vis_path)
         s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(args.seed, stem))
-        io.write_image(out / "misaligned" / "ir_gt" / f"{stem}.png", s.ir_gt)
-        io.write_image(out / "misaligned" / "ir_warp" / f"{stem}.png", s.ir_warp)
-        io.write_image(out / "misaligned" / "vi" / f"{stem}.png", s.vis)
-        io.write_field(out / "misaligned" / "field" / f"{stem}.npy", s.field)
-        result = fuse_arrays(s.ir_warp, s.vis, pipe)
+        entries.append(synth.write_pair(out / "misaligned", stem, s))
+        sample = EvalSample(stem, s.ir_gt, s.ir_warp, s.vis, s.field, s.valid)
+        row, result = evaluate_sample(pipe, sample)
+        rows[pipe.name].append({"name": stem, **row})
+        rows[identity.name].append({"name": stem, **evaluate_sample(identity, sample)[0]})
         io.write_image(out / "fused" / f"{stem}.png", result.fused)
         io.write_image(out / "aligned_ir" / f"{stem}.png", result.aligned_ir)
         io.write_field(out / "field" / f"{stem}.npy", result.field)
         if result.diagnostics.get("suspect"):
             print(f"  warning: {stem}: suspect registration ({result.diagnostics.get('fallback', '')})")
         grid_rows.append((stem, [s.vis, s.ir_warp, result.aligned_ir, result.fused]))
-        eval_samples.append(EvalSample(stem, s.ir_gt, s.ir_warp, s.vis, s.field, s.valid))
-    print(f"  registered and fused in {time.perf_counter() - t0:.1f} s")
+    synth.write_manifest(out / "misaligned" / "manifest.json", spec, args.seed, entries)
+    print(f"  registered, fused and scored in {time.perf_counter() - t0:.1f} s")
     _grid(grid_rows, out / "grid.png")
-    results = {p.name: summarise(evaluate(p, iter(eval_samples), progress=False)) for p in (identity, pipe)}
+    results = {name: summarise(r) for name, r in rows.items()}
     reg = format_table(results, ["EPE_mean", "EPE_p95", "NCC", "MSE", "MI"])
     fus = format_table(results, ["Qabf", "SSIM_mean", "CC_mean", "VIFF", "Mutinf", "Entropy"])
     report = (f"# alignfuse demo ({spec.name}, seed {args.seed}, {len(pairs)} pairs)\n\n"

@@ -23,10 +23,10 @@ from typing import Iterator
 import numpy as np
 
 from . import io, synth
-from .api import fuse_arrays
+from .api import FuseResult, fuse_arrays
 from .pipeline import Pipeline
 
-__all__ = ["EvalSample", "iter_samples", "evaluate", "summarise", "format_table", "DEFAULT_FUSION_METRICS"]
+__all__ = ["EvalSample", "EvalFailure", "SampleSource", "iter_samples", "read_manifest", "evaluate", "summarise", "format_table", "DEFAULT_FUSION_METRICS"]
 
 # Reported by default: the RFVIF eight, the UMF-CMGR three (CC, VIFF, SSIM mean) and Qabf/PSNR.
 DEFAULT_FUSION_METRICS = (
@@ -48,8 +48,20 @@ class EvalSample:
     valid: np.ndarray
 
 
+def read_manifest(root: Path) -> dict:
+    """``root/manifest.json`` of a test set written by ``alignfuse synth`` (clear error if malformed)."""
+    path = root / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest.get("pairs"), list) or "preset" not in manifest or "seed" not in manifest:
+            raise ValueError("missing 'pairs', 'preset' or 'seed'")
+    except (json.JSONDecodeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a valid alignfuse test-set manifest ({exc})") from None
+    return manifest
+
+
 def _stored_testset(root: Path, names: list[str] | None) -> Iterator[EvalSample]:
-    manifest = json.loads((root / "manifest.json").read_text())
+    manifest = read_manifest(root)
     for entry in manifest["pairs"]:
         name = entry["name"]
         if names is not None and name not in names:
@@ -62,34 +74,65 @@ def _stored_testset(root: Path, names: list[str] | None) -> Iterator[EvalSample]
         yield EvalSample(name, ir_gt, ir_warp, vis, field, valid)
 
 
+@dataclass
+class SampleSource:
+    """Where samples come from: count, iterator, the preset and seed that made them, skipped names."""
+
+    count: int
+    samples: Iterator[EvalSample]
+    preset: str
+    seed: int
+    stored: bool
+    unpaired: list[str]
+
+
 def iter_samples(
-    data: Path, preset: str, seed: int, split: Path | None = None, limit: int | None = None
-) -> tuple[int, Iterator[EvalSample]]:
-    """(count, iterator of samples) for a dataset folder (ir/, vi/) or a stored synth test set."""
+    data: Path, preset: str | None = None, seed: int | None = None, split: Path | None = None,
+    limit: int | None = None,
+) -> SampleSource:
+    """Samples of a dataset folder (ir/, vi/; misaligned on the fly with ``preset``/``seed``, default
+    umf/0) or of a stored test set (its manifest's preset and seed; a different explicit one is an error)."""
     names = io.read_split(split) if split else None
     if (data / "manifest.json").exists():
-        entries = json.loads((data / "manifest.json").read_text())["pairs"]
+        manifest = read_manifest(data)
+        for given, stored, what in ((preset, manifest["preset"], "preset"), (seed, manifest["seed"], "seed")):
+            if given is not None and given != stored:
+                raise ValueError(f"{data} was synthesised with {what} {stored!r}; drop --{what} or pass {stored!r}")
+        entries = manifest["pairs"]
         count = sum(1 for e in entries if names is None or e["name"] in names)
+        if count == 0:
+            raise ValueError(f"{data}: no pairs of the test set are listed in {split}")
         count = min(count, limit) if limit else count
         it = _stored_testset(data, names)
-        return count, (s for i, s in zip(range(count), it))
+        return SampleSource(count, (s for _, s in zip(range(count), it)), manifest["preset"], int(manifest["seed"]),
+                            True, [])
+    preset = "umf" if preset is None else preset
+    seed = 0 if seed is None else seed
+    spec = synth.parse_preset(preset)
     pairs, unpaired = io.pair_folders(data / "ir", data / "vi", names=names)
-    if names is not None:
-        missing = sorted(set(names) - {stem for stem, _, _ in pairs})
-        if missing:
-            raise ValueError(f"{split}: {len(missing)} names have no ir/vi pair in {data}, e.g. {missing[0]}")
     if not pairs:
         raise ValueError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/ with matching names)")
     pairs = pairs[:limit] if limit else pairs
-    spec = synth.parse_preset(preset)
 
     def generate() -> Iterator[EvalSample]:
         for stem, ir_path, vis_path in pairs:
-            pair = io.load_pair(ir_path, vis_path)
-            s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(seed, stem))
+            try:
+                pair = io.load_pair(ir_path, vis_path)
+                s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(seed, stem))
+            except ValueError as exc:  # unreadable pair: reported by evaluate(), the rest goes on
+                yield EvalFailure(stem, str(exc))
+                continue
             yield EvalSample(stem, s.ir_gt, s.ir_warp, s.vis, s.field, s.valid)
 
-    return len(pairs), generate()
+    return SampleSource(len(pairs), generate(), preset, seed, False, unpaired)
+
+
+@dataclass
+class EvalFailure:
+    """A pair that could not be read or scored."""
+
+    name: str
+    message: str
 
 
 def _as_u8(image: np.ndarray) -> np.ndarray:
@@ -98,37 +141,49 @@ def _as_u8(image: np.ndarray) -> np.ndarray:
 
 def evaluate_sample(
     pipeline: Pipeline, sample: EvalSample, fusion_metrics: tuple[str, ...] = DEFAULT_FUSION_METRICS
-) -> dict[str, float]:
-    """Run the pipeline on one sample and score it. Returns {metric: value, 'seconds': runtime}."""
+) -> tuple[dict[str, float], FuseResult]:
+    """Run the pipeline on one sample and score it -> ({metric: value, 'seconds', 'suspect'}, result).
+
+    MSE, NCC and MI are computed inside the valid region (pixels whose ground-truth correspondence
+    lies in the misaligned image), like the EPE: outside it no registration can be right.
+    """
     from .metrics import compute_fusion_metrics, compute_registration_metrics
 
     t0 = time.perf_counter()
     result = fuse_arrays(sample.ir_warp, sample.vis, pipeline)
     seconds = time.perf_counter() - t0
-    row = compute_registration_metrics(result.aligned_ir, sample.ir_gt, result.field, sample.field, sample.valid)
+    v = sample.valid if sample.valid.sum() > 1 else np.ones_like(sample.valid)
+    row = compute_registration_metrics(result.aligned_ir[v][None], sample.ir_gt[v][None])  # (1, N) valid pixels
+    epe = compute_registration_metrics(result.aligned_ir, sample.ir_gt, result.field, sample.field, v)
+    row["EPE_mean"], row["EPE_p95"] = epe["EPE_mean"], epe["EPE_p95"]
     vis_y = io.rgb_to_ycbcr(sample.vis)[0] if sample.vis.ndim == 3 else sample.vis
     row.update(compute_fusion_metrics(_as_u8(vis_y), _as_u8(sample.ir_gt), _as_u8(result.fused_y),
                                       names=list(fusion_metrics)))
     row["seconds"] = seconds
     row["suspect"] = float(bool(result.diagnostics.get("suspect", False)))
-    return {k: float(v) for k, v in row.items()}
+    return {k: float(v) for k, v in row.items()}, result
 
 
 def evaluate(
     pipeline: Pipeline,
-    samples: Iterator[EvalSample],
+    samples: Iterator[EvalSample | EvalFailure],
     total: int | None = None,
     fusion_metrics: tuple[str, ...] = DEFAULT_FUSION_METRICS,
     progress: bool = True,
-) -> list[dict]:
-    """Score every sample; returns one dict per pair (with its 'name')."""
+) -> tuple[list[dict], list[EvalFailure]]:
+    """Score every sample -> (one dict per pair with its 'name', failures). A failing pair does not stop the run."""
     from tqdm import tqdm
 
-    rows = []
+    rows, failures = [], []
     for sample in tqdm(samples, total=total, desc=pipeline.name, unit="pair", disable=not progress, leave=False):
-        row = {"name": sample.name, **evaluate_sample(pipeline, sample, fusion_metrics)}
-        rows.append(row)
-    return rows
+        if isinstance(sample, EvalFailure):
+            failures.append(sample)
+            continue
+        try:
+            rows.append({"name": sample.name, **evaluate_sample(pipeline, sample, fusion_metrics)[0]})
+        except Exception as exc:  # noqa: BLE001 - one broken pair must not lose the others' results
+            failures.append(EvalFailure(sample.name, f"{type(exc).__name__}: {exc}"))
+    return rows, failures
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:

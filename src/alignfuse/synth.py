@@ -20,7 +20,9 @@ Presets (``parse_preset``):
 * ``large``: rotation +-10 deg, translation +-25 px, scale 0.9-1.1 (about the centre), then the
   ``umf`` elastic noise.
 * ``none``: aligned (zero field).
-* free parameters: ``custom:rot=5,tx=10,ty=10,scale=0.05,tfrac=0,elastic=1,sigma=16,alpha=1``.
+* free parameters: ``custom:rot=5,tx=10,tfrac=0,scale=0.05,elastic=1,sigma=16,kernel=101,alpha=1``
+  (``tx`` is the maximum translation in px along each axis; ``tfrac`` the same as a fraction of the
+  size; any elastic parameter switches the elastic noise on).
 
 Randomness: each pair draws from ``numpy.random.default_rng([seed, crc32(name)])``, so a pair's
 misalignment depends on the seed and its name only (not on order or the other pairs), and the same
@@ -110,9 +112,28 @@ def parse_preset(text: str) -> SynthSpec:
                 )
             except ValueError:
                 raise ValueError(f"bad preset {text!r}: {key} needs a number, got {value!r}") from None
-        return SynthSpec(text, **kwargs)  # type: ignore[arg-type]
+        if {"elastic_sigma", "elastic_kernel", "elastic_alpha"} & set(kwargs) and "elastic" not in kwargs:
+            kwargs["elastic"] = True
+        spec = SynthSpec(text, **kwargs)  # type: ignore[arg-type]
+        _validate(spec)
+        return spec
     known = ", ".join([*PRESETS, "shift:N", "custom:rot=..,tx=..,scale=..,elastic=0|1"])
     raise ValueError(f"unknown preset {text!r}; known: {known}")
+
+
+def _validate(spec: SynthSpec) -> None:
+    checks = [
+        (spec.rotation_deg >= 0 and math.isfinite(spec.rotation_deg), "rot must be >= 0 (degrees)"),
+        (spec.translation_px >= 0 and math.isfinite(spec.translation_px), "tx must be >= 0 (px)"),
+        (0 <= spec.translation_frac < 0.5, "tfrac must be in [0, 0.5)"),
+        (0 <= spec.scale_delta < 1, "scale must be in [0, 1) (scale range is 1 +- scale)"),
+        (spec.elastic_sigma > 0 and math.isfinite(spec.elastic_sigma), "sigma must be > 0"),
+        (spec.elastic_kernel >= 1, "kernel must be >= 1"),
+        (math.isfinite(spec.elastic_alpha), "alpha must be finite"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"bad preset {spec.name!r}: {message}")
 
 
 def pair_rng(seed: int, name: str) -> np.random.Generator:
@@ -226,6 +247,21 @@ def synthesise_pair(
     valid = _valid_mask(field)
     return SynthPair(ir.astype(np.float32), ir_warp, vis.astype(np.float32), field, distortion.astype(np.float32),
                      valid, _stats(field, valid, residual))
+
+
+def write_pair(out: Path, name: str, pair: SynthPair) -> dict:
+    """Write one pair of a test set (ir_gt/, ir_warp/, vi/ as 8-bit PNG; field/, distortion/ as .npy).
+
+    Returns its manifest entry (name, size and field magnitude statistics).
+    """
+    from . import io
+
+    io.write_image(out / "ir_gt" / f"{name}.png", pair.ir_gt)
+    io.write_image(out / "ir_warp" / f"{name}.png", pair.ir_warp)
+    io.write_image(out / "vi" / f"{name}.png", pair.vis)
+    io.write_field(out / "field" / f"{name}.npy", pair.field)
+    io.write_field(out / "distortion" / f"{name}.npy", pair.distortion)
+    return {"name": name, "height": int(pair.ir_gt.shape[0]), "width": int(pair.ir_gt.shape[1]), **pair.stats}
 
 
 def write_manifest(path: Path, spec: SynthSpec, seed: int, entries: list[dict]) -> None:

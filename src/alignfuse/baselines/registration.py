@@ -197,9 +197,14 @@ class PhaseCorrelationRegistrar:
         fields, diags = [], []
         for i in range(b):
             dx, dy, resp = self.estimate(_np(moving[i, 0]), _np(fixed[i, 0]))
-            f = torch.empty(2, h, w, dtype=torch.float32)
-            f[0] = dx
-            f[1] = dy
+            suspect = bool(resp < self.min_response)
+            fallback = None
+            if suspect:  # a weak peak is as likely wrong as right: do nothing rather than guess
+                fallback = f"weak phase-correlation peak ({resp:.3f} < {self.min_response}); kept the input"
+            f = torch.zeros(2, h, w, dtype=torch.float32)
+            if not suspect:
+                f[0] = dx
+                f[1] = dy
             fields.append(f)
             diags.append(
                 {
@@ -207,7 +212,8 @@ class PhaseCorrelationRegistrar:
                     "shift": (dx, dy),
                     "response": resp,
                     "confidence": resp,
-                    "suspect": bool(resp < self.min_response),
+                    "suspect": suspect,
+                    "fallback": fallback,
                 }
             )
         return _finish(moving, fields, diags)
@@ -367,7 +373,8 @@ class ECCRegistrar:
 
         fallback = None
         if finest_failed:
-            fallback = f"ECC did not converge ({failures[-1]}); fell back to the {init_name} initialisation"
+            # the full OpenCV message stays in diagnostics["level_failures"]
+            fallback = f"ECC did not converge; fell back to the {init_name} estimate"
         elif not self._sane(cur, w_init, h, w):
             fallback = (
                 f"ECC gave a degenerate or implausibly large warp; fell back to the {init_name} initialisation"
