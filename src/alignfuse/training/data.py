@@ -59,6 +59,15 @@ def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
 
 
+def pick_image(bank: PairBank, rng: np.random.Generator, size: int, margin: int = 0) -> int:
+    """Index of a random image large enough for a ``size`` crop with ``margin``; images too small are skipped."""
+    need = size + 2 * margin
+    fits = [i for i, ir in enumerate(bank.ir) if min(ir.shape) >= need]
+    if not fits:
+        raise ValueError(f"no training image is at least {need}x{need} px (crop {size} + margin {margin})")
+    return fits[int(rng.integers(len(fits)))]
+
+
 def _crop_box(rng: np.random.Generator, h: int, w: int, size: int, margin: int = 0) -> tuple[int, int]:
     if h < size + 2 * margin or w < size + 2 * margin:
         raise ValueError(f"image {w}x{h} too small for {size}px crops with a {margin}px margin")
@@ -72,7 +81,7 @@ def paired_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: int
     """Same crop and flip of aligned VIS and IR ("paired mode"). -> vis (B,3|1,s,s), ir (B,1,s,s)."""
     vis, ir = [], []
     for _ in range(batch):
-        i = int(rng.integers(len(bank)))
+        i = pick_image(bank, rng, size)
         y, x = _crop_box(rng, *bank.ir[i].shape, size)
         v = (bank.vis[i] if colour else bank.vis_y[i])[y:y + size, x:x + size]
         r = bank.ir[i][y:y + size, x:x + size]
@@ -93,7 +102,7 @@ def shifted_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: in
     """
     vis, ir, gt, shifts = [], [], [], []
     for _ in range(batch):
-        i = int(rng.integers(len(bank)))
+        i = pick_image(bank, rng, size, margin=max_shift)
         y, x = _crop_box(rng, *bank.ir[i].shape, size, margin=max_shift)
         if rng.random() < p_zero:
             dy = dx = 0
@@ -123,7 +132,7 @@ def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size:
     ref = reference if reference is not None else bank.vis_y
     fixed, moving, gt, fields = [], [], [], []
     for _ in range(batch):
-        i = int(rng.integers(len(bank)))
+        i = pick_image(bank, rng, size)
         y, x = _crop_box(rng, *bank.ir[i].shape, size)
         r = bank.ir[i][y:y + size, x:x + size]
         f = ref[i][y:y + size, x:x + size]

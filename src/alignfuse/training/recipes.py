@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from .. import checkpoints
-from .data import load_bank, shifted_crops
+from .data import load_bank, pick_image, shifted_crops
 from .loop import LoopConfig, TrainLoop, setup_distributed
 
 __all__ = ["RECIPES", "TrainArgs", "run_recipe"]
@@ -276,7 +276,7 @@ def _difn(args: TrainArgs, cfg: dict[str, Any]):
     def step(rng, _step: int) -> dict[str, float]:
         crops = []
         for _ in range(cfg["batch"]):
-            i = int(rng.integers(len(bank)))
+            i = pick_image(bank, rng, cfg["crop"])
             h, w = bank.ir[i].shape
             y, x = int(rng.integers(h - cfg["crop"] + 1)), int(rng.integers(w - cfg["crop"] + 1))
             sl = (slice(y, y + cfg["crop"]), slice(x, x + cfg["crop"]))
