@@ -36,13 +36,8 @@ TINY = replace(RFVIF_CONFIGS["cpu"], width=8, num_res_blocks=2)
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # tiny tensors gain nothing from intra-op threads, and one thread avoids oversubscribing a shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seed():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _pair(b: int = 2, h: int = 32, w: int = 40) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,13 +34,6 @@ from alignfuse.models.vgg import GradientPyramidFeatures, VGGFeatures
 from alignfuse.warp import warp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads are >10x slower here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -23,13 +23,6 @@ from alignfuse.warp import warp
 ODD_SIZES = [(37, 53), (33, 51)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads are >10x slower here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def n_params(m: torch.nn.Module) -> int:

@@ -29,13 +29,6 @@ _WIDTHS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads are >10x slower here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def fake_torchvision_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
