@@ -72,7 +72,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # DIFN on aligned training pairs (the ground-truth IR; the official code leaves `ir_reg` unstated),
     # saliency weights from the full aligned images as in data/get_svs_map.py.
     "difn": {
-        "cpu": {"net": "cpu", "steps": 3000, "batch": 8, "crop": 128, "lr": 1e-3, "loss": "paper",
+        "cpu": {"net": "cpu", "steps": 2000, "batch": 4, "crop": 128, "lr": 1e-3, "loss": "paper",
                 "checkpoint_every": 100, "log_every": 20},
         "paper": {"net": "paper", "steps": 4400, "batch": 8, "crop": 256, "lr": 1e-3, "loss": "official",
                   "checkpoint_every": 500, "log_every": 50},
