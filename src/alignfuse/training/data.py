@@ -122,11 +122,13 @@ def shifted_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: in
 
 
 def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: int, preset: str = "umf",
-                     reference: list[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+                     reference: list[np.ndarray] | None = None, mono_fraction: float = 0.0) -> dict[str, torch.Tensor]:
     """Registration samples: same crop of (reference, IR), then the IR crop is distorted by ``preset``.
 
     ``reference`` defaults to the VIS luminance (cross-modal); pass the pseudo-IR images to train
-    MRRN the UMF way. Returns fixed (B,1,s,s), moving (distorted IR), ir_gt, field_gt (B,2,s,s).
+    MRRN the UMF way. With probability ``mono_fraction`` a sample's reference is the aligned IR itself
+    (mono-modal self-supervision, not in the paper). Returns fixed (B,1,s,s), moving (distorted IR),
+    ir_gt, field_gt (B,2,s,s).
     """
     spec = synth.parse_preset(preset)
     ref = reference if reference is not None else bank.vis_y
@@ -135,7 +137,7 @@ def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size:
         i = pick_image(bank, rng, size)
         y, x = _crop_box(rng, *bank.ir[i].shape, size)
         r = bank.ir[i][y:y + size, x:x + size]
-        f = ref[i][y:y + size, x:x + size]
+        f = (bank.ir if rng.random() < mono_fraction else ref)[i][y:y + size, x:x + size]
         if rng.random() < 0.5:
             r, f = np.ascontiguousarray(r[:, ::-1]), np.ascontiguousarray(f[:, ::-1])
         s = synth.synthesise_pair(np.ascontiguousarray(r), f, spec, rng, inverse_iterations=20)
