@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -413,6 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.model = [DEFAULT_PIPELINE]
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into `head` & co.: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UserError, *USER_ERRORS) as exc:
         if args.debug:
             raise

@@ -99,6 +99,12 @@ def load_rfvif(weights_dir: str | Path | None = None) -> nn.Module:
     return net.eval()
 
 
+# learned fusers usable in the registrar+fuser grid (e.g. `eccgrad+difn`), when their weights ship
+LEARNED_FUSERS = {
+    "difn": lambda: NetFuser(load_difn()),
+}
+
+
 def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None):
     from .registration import DeformableRegistrar
 

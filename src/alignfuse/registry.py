@@ -47,13 +47,23 @@ def _load_model_pipelines() -> None:
     from . import model_pipelines  # noqa: F401  (registers on import)
 
 
-def _classical(name: str, **kwargs) -> Pipeline:
-    from .baselines import FUSERS, REGISTRARS
+def _grid_fusers() -> dict[str, Callable]:
+    """Classical fusers plus the learned ones whose weights ship."""
+    from .baselines import FUSERS
+    from .model_pipelines import LEARNED_FUSERS, WEIGHT_NAMES, weights_available
 
+    learned = {k: v for k, v in LEARNED_FUSERS.items() if k in WEIGHT_NAMES and weights_available(k)}
+    return {**FUSERS, **learned}
+
+
+def _classical(name: str, **kwargs) -> Pipeline:
+    from .baselines import REGISTRARS
+
+    fusers = _grid_fusers()
     reg_name, _, fuse_name = name.partition("+")
-    if reg_name not in REGISTRARS or fuse_name not in FUSERS:
+    if reg_name not in REGISTRARS or fuse_name not in fusers:
         raise KeyError(name)
-    return Pipeline(registrar=REGISTRARS[reg_name](), fuser=FUSERS[fuse_name](), name=name, **kwargs)
+    return Pipeline(registrar=REGISTRARS[reg_name](), fuser=fusers[fuse_name](), name=name, **kwargs)
 
 
 def create_pipeline(name: str = DEFAULT_PIPELINE, **kwargs) -> Pipeline:
@@ -77,6 +87,7 @@ def list_pipelines(classical: bool = True) -> dict[str, str]:
         from .baselines import FUSERS, REGISTRARS
 
         for r in REGISTRARS:
-            for f in FUSERS:
-                out.setdefault(f"{r}+{f}", f"classical: {r} registration, {f} fusion")
+            for f in _grid_fusers():
+                kind = "classical" if f in FUSERS else "classical registration + learned fusion"
+                out.setdefault(f"{r}+{f}", f"{kind}: {r} registration, {f} fusion")
     return out
