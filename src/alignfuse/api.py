@@ -34,8 +34,19 @@ def resolve_device(device: str | None) -> torch.device:
     return dev
 
 
-def load_pipeline(name: str = DEFAULT_PIPELINE, device: str | None = "cpu", **kwargs: Any) -> Pipeline:
-    """Build a registered pipeline (see ``alignfuse models``) on ``device``."""
+def load_pipeline(name: str = DEFAULT_PIPELINE, device: str | None = "cpu", weights_dir: str | None = None,
+                  **kwargs: Any) -> Pipeline:
+    """Build a registered pipeline (see ``alignfuse models``) on ``device``.
+
+    ``weights_dir``: read network weights (``NAME.safetensors`` + ``NAME.json``, e.g. copied from a
+    training run's ``export.*``) from this folder instead of the shipped ones; ignored by classical
+    pipelines.
+    """
+    if weights_dir is not None:
+        from .registry import is_network_pipeline
+
+        if is_network_pipeline(name):
+            kwargs["weights_dir"] = weights_dir
     pipe = create_pipeline(name, **kwargs)
     pipe.device = resolve_device(device)  # type: ignore[attr-defined]
     return pipe.to(pipe.device)  # type: ignore[attr-defined]

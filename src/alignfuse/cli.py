@@ -58,7 +58,7 @@ def _warn_diagnostics(name: str, diagnostics: dict) -> None:
 def _load_pipeline(args: argparse.Namespace):
     from .api import load_pipeline
 
-    return load_pipeline(args.model, device=args.device)
+    return load_pipeline(args.model, device=args.device, weights_dir=args.weights_dir)
 
 
 # ---------------------------------------------------------------------------------------------- fuse
@@ -203,7 +203,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     failed: dict[str, list] = {}
     source = None
     for model in models:
-        pipe = load_pipeline(model, device=args.device)
+        pipe = load_pipeline(model, device=args.device, weights_dir=args.weights_dir)
         source = iter_samples(Path(args.data), args.preset, args.seed, Path(args.split) if args.split else None,
                               args.limit)
         rows, failures = evaluate(pipe, source.samples, total=source.count, progress=not args.quiet)
@@ -309,6 +309,7 @@ def _common(p: argparse.ArgumentParser, pipeline: bool = True) -> None:
         p.add_argument("--model", default=DEFAULT_PIPELINE, help=f"pipeline name (default {DEFAULT_PIPELINE}; "
                        "see `alignfuse models`)")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+        p.add_argument("--weights-dir", help="folder of NAME.safetensors + NAME.json to use instead of the shipped weights")
     p.add_argument("--resize-ir", action="store_true", help="resample the IR onto the VIS grid when sizes differ "
                    "(fields then refer to the resampled IR)")
     p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
@@ -372,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=None,
                    help="pipeline(s) to evaluate; repeat or comma-separate (default %s)" % DEFAULT_PIPELINE)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--weights-dir", help="folder of NAME.safetensors + NAME.json to use instead of the shipped weights")
     p.add_argument("--limit", type=int, help="first N pairs only")
     p.add_argument("--json", help="write the summary and per-pair values here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

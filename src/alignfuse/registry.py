@@ -79,6 +79,12 @@ def create_pipeline(name: str = DEFAULT_PIPELINE, **kwargs) -> Pipeline:
     raise KeyError(f"unknown model {name!r}; known: {', '.join(list_pipelines())} (run `alignfuse models`)")
 
 
+def is_network_pipeline(name: str) -> bool:
+    """True for registered (weight-loading) pipelines, False for registrar+fuser combinations."""
+    _load_model_pipelines()
+    return name in _REGISTRY
+
+
 def list_pipelines(classical: bool = True) -> dict[str, str]:
     """{name: description} of registered pipelines, then the classical registrar+fuser grid."""
     _load_model_pipelines()
