@@ -206,3 +206,13 @@ def test_api_rejects_integer_arrays():
         fuse_arrays(ir, ir, load_pipeline("identity+average"))
     with pytest.raises(ValueError, match="must lie in"):
         fuse_arrays(ir.astype(np.float32), ir.astype(np.float32), load_pipeline("identity+average"))
+
+
+def test_evaluate_stored_set_survives_a_damaged_file(tmp_path, capsys):
+    code, _, _ = run(capsys, "synth", "--data", str(SAMPLES), "--preset", "shift:3", "--limit", "2",
+                     "-o", str(tmp_path / "ts"))
+    assert code == 0
+    victim = sorted((tmp_path / "ts" / "ir_warp").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    code, out, err = run(capsys, "evaluate", "--data", str(tmp_path / "ts"), "--model", "identity+average", "-q")
+    assert code == 1 and "1 pairs" in out and victim.stem in err

@@ -60,18 +60,21 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
-def _stored_testset(root: Path, names: list[str] | None) -> Iterator[EvalSample]:
+def _stored_testset(root: Path, names: list[str] | None) -> Iterator[EvalSample | EvalFailure]:
     manifest = read_manifest(root)
     for entry in manifest["pairs"]:
         name = entry["name"]
         if names is not None and name not in names:
             continue
-        ir_gt = io.read_image(root / "ir_gt" / f"{name}.png", kind="ir").data
-        ir_warp = io.read_image(root / "ir_warp" / f"{name}.png", kind="ir").data
-        vis = io.read_image(root / "vi" / f"{name}.png", kind="vis").data
-        field = io.read_field(root / "field" / f"{name}.npy")
-        valid = synth._valid_mask(field)
-        yield EvalSample(name, ir_gt, ir_warp, vis, field, valid)
+        try:
+            ir_gt = io.read_image(root / "ir_gt" / f"{name}.png", kind="ir").data
+            ir_warp = io.read_image(root / "ir_warp" / f"{name}.png", kind="ir").data
+            vis = io.read_image(root / "vi" / f"{name}.png", kind="vis").data
+            field = io.read_field(root / "field" / f"{name}.npy", shape=ir_gt.shape)
+        except ValueError as exc:  # a damaged file: reported by evaluate(), the rest goes on
+            yield EvalFailure(name, str(exc))
+            continue
+        yield EvalSample(name, ir_gt, ir_warp, vis, field, synth.valid_mask(field))
 
 
 @dataclass

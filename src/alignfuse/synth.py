@@ -209,7 +209,8 @@ def _stats(field: np.ndarray, valid: np.ndarray, residual: float) -> dict[str, f
     }
 
 
-def _valid_mask(field: np.ndarray) -> np.ndarray:
+def valid_mask(field: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where the registration field samples inside the misaligned image."""
     h, w = field.shape[1:]
     ys, xs = np.mgrid[0:h, 0:w]
     x, y = xs + field[0], ys + field[1]
@@ -233,7 +234,7 @@ def synthesise_pair(
         hh, ww = ir_gt.shape
         field = np.full((2, hh, ww), -float(s), dtype=np.float32)
         distortion = -field
-        valid = _valid_mask(field)
+        valid = valid_mask(field)
         return SynthPair(ir_gt.copy(), ir_warp.copy(), vis_c.copy(), field, distortion, valid, _stats(field, valid, 0.0))
 
     distortion = sample_distortion(spec, h, w, rng)
@@ -244,7 +245,7 @@ def synthesise_pair(
     # residual of the inverse: D(p + G(p)) + G(p) should vanish
     residual = (warp_ops.warp(d, g) + g).pow(2).sum(1).sqrt().mean().item()
     field = g[0].numpy().astype(np.float32)
-    valid = _valid_mask(field)
+    valid = valid_mask(field)
     return SynthPair(ir.astype(np.float32), ir_warp, vis.astype(np.float32), field, distortion.astype(np.float32),
                      valid, _stats(field, valid, residual))
 
