@@ -64,12 +64,6 @@ class FuseResult:
     diagnostics: dict[str, Any] = dc_field(default_factory=dict)
 
 
-def _tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
-    return t.to(device)
-
-
 def _check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
     for name, a in (("ir", ir), ("vis", vis)):
         if not np.issubdtype(np.asarray(a).dtype, np.floating):
@@ -90,7 +84,7 @@ def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = Non
     _check_pair(ir, vis)
     pipeline = pipeline or load_pipeline()
     device = getattr(pipeline, "device", torch.device("cpu"))
-    out = pipeline(_tensor(ir, device), _tensor(vis, device))
+    out = pipeline(io.to_tensor(ir, device), io.to_tensor(vis, device))
     fused_y = out.fused[0, 0].float().cpu().numpy()
     if vis.ndim == 3:
         _, cb, cr = io.rgb_to_ycbcr(vis)
@@ -113,7 +107,7 @@ def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None =
     pipeline = pipeline or load_pipeline()
     device = getattr(pipeline, "device", torch.device("cpu"))
     with torch.no_grad():
-        reg, reference = pipeline.register(_tensor(ir, device), _tensor(vis, device))
+        reg, reference = pipeline.register(io.to_tensor(ir, device), io.to_tensor(vis, device))
     aligned = reg.aligned[0, 0].float().cpu().numpy()
     return FuseResult(aligned, aligned, aligned, reg.field[0].float().cpu().numpy(),
                       reference[0, 0].float().cpu().numpy(), reg.diagnostics[0] if reg.diagnostics else {})
