@@ -79,15 +79,21 @@ def test_pst_loss_with_substitute():
     y = smooth_image(32, 32) * 2 - 1
     assert pst(y, y) == 0
     x = (y.clone() * 0.3).requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=0.05)
-    first = float(pst(x, y).detach())
+    first, last = _optimise(pst, x, y, lr=0.05, steps=10)
     assert first > 0
-    for _ in range(10):
-        loss = pst(x, y)
+    assert last < first
+
+
+def _optimise(loss_fn, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> tuple[float, float]:
+    """Adam on the pixels of ``x`` towards ``y``; returns the loss before and after."""
+    opt = torch.optim.Adam([x], lr=lr)
+    first = float(loss_fn(x, y).detach())
+    for _ in range(steps):
+        loss = loss_fn(x, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(pst(x, y).detach()) < first
+    return first, float(loss_fn(x, y).detach())
 
 
 def test_pst_loss_with_vgg_layers():
@@ -114,15 +120,8 @@ def test_edge_loss():
     assert float(edge(x, x)) == pytest.approx(1e-3)  # the Charbonnier floor eps
     y = torch.rand(1, 1, 32, 32, generator=gen(2))
     assert float(edge(x, y)) > 0.01
-    p = x.clone().requires_grad_(True)
-    opt = torch.optim.Adam([p], lr=0.02)
-    first = float(edge(p, y).detach())
-    for _ in range(15):
-        loss = edge(p, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert float(edge(p, y).detach()) < first
+    first, last = _optimise(edge, x.clone().requires_grad_(True), y, lr=0.02, steps=15)
+    assert last < first
 
 
 def test_cross_regularisation():

@@ -201,17 +201,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results: dict[str, dict] = {}
     per_pair: dict[str, list] = {}
     failed: dict[str, list] = {}
-    source = None
-    for model in models:
-        pipe = load_pipeline(model, device=args.device, weights_dir=args.weights_dir)
-        source = iter_samples(Path(args.data), args.preset, args.seed, Path(args.split) if args.split else None,
-                              args.limit)
-        rows, failures = evaluate(pipe, source.samples, total=source.count, progress=not args.quiet)
+    pipes = {model: load_pipeline(model, device=args.device, weights_dir=args.weights_dir) for model in models}
+    source = iter_samples(Path(args.data), args.preset, args.seed, Path(args.split) if args.split else None,
+                          args.limit)
+    # read and misalign each pair once; every model sees the same samples
+    samples = list(source.samples) if len(models) > 1 else None
+    for model, pipe in pipes.items():
+        rows, failures = evaluate(pipe, iter(samples) if samples is not None else source.samples,
+                                  total=source.count, progress=not args.quiet)
         if not rows:
             raise UserError(f"{model}: no pair could be evaluated ({failures[0].name}: {failures[0].message})")
         results[model], per_pair[model] = summarise(rows), rows
         failed[model] = [f"{f.name}: {f.message}" for f in failures]
-    assert source is not None
     first = next(iter(results.values()))
     reg = [m for m in REGISTRATION_METRICS if m in first]
     fus = [m for m in first if m not in reg and m not in ("seconds", "suspect")]
