@@ -44,15 +44,17 @@ def _pair() -> tuple[torch.Tensor, torch.Tensor]:
     return resize(ir).clamp(0, 1), resize(vis).clamp(0, 1)
 
 
-def _umf(config: str) -> Pipeline:
+def _umf(config: str, mrrn: str | None = None, difn: str | None = None, label: str | None = None) -> Pipeline:
+    """UMF-CMGR with CPSTN config ``config`` and MRRN/DIFN configs (default: the same name)."""
     from alignfuse.models.cpstn import CPSTNTranslator
     from alignfuse.models.difn import build_difn
     from alignfuse.models.mrrn import build_mrrn
     from alignfuse.registration import DeformableRegistrar
 
     torch.manual_seed(0)
-    return Pipeline(CPSTNTranslator(config=config).eval(), DeformableRegistrar(build_mrrn(config).eval()),
-                    NetFuser(build_difn(config)), register_long_side=REGISTER_LONG_SIDE, name=f"umf-cmgr[{config}]")
+    return Pipeline(CPSTNTranslator(config=config).eval(), DeformableRegistrar(build_mrrn(mrrn or config).eval()),
+                    NetFuser(build_difn(difn or config)), register_long_side=REGISTER_LONG_SIDE,
+                    name=f"umf-cmgr[{label or config}]")
 
 
 def _rfvif(config: str) -> Pipeline:
@@ -82,7 +84,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ir, vis = _pair()
     rows = []
-    pipes = [create_pipeline("ecc+gff"), create_pipeline("identity+average"), _umf("cpu"), _rfvif("cpu")]
+    # `fast`: the shipped speed configurations (DIFN nfeats 8; RFVIF without full-resolution MSRBs)
+    pipes = [create_pipeline("ecc+gff"), create_pipeline("identity+average"), _umf("cpu"),
+             _umf("cpu", difn="fast", label="fast"), _rfvif("cpu"), _rfvif("fast")]
     if not args.skip_paper:
         pipes += [_umf("paper"), _rfvif("paper")]
     for pipe in pipes:
@@ -92,7 +96,8 @@ def main() -> None:
         rows.append({"pipeline": pipe.name, "register_s": reg, "pipeline_s": full})
         print(f"{pipe.name:<24} register {reg:7.3f} s   pipeline {full:7.3f} s", flush=True)
     by = {r["pipeline"]: r for r in rows}
-    for a, b in (("umf-cmgr[paper]", "umf-cmgr[cpu]"), ("rfvif[paper]", "rfvif[cpu]")):
+    for a, b in (("umf-cmgr[paper]", "umf-cmgr[cpu]"), ("umf-cmgr[paper]", "umf-cmgr[fast]"),
+                 ("rfvif[paper]", "rfvif[cpu]"), ("rfvif[paper]", "rfvif[fast]")):
         if a in by and b in by:
             print(f"speed-up {b} vs {a}: register x{by[a]['register_s'] / by[b]['register_s']:.1f}, "
                   f"pipeline x{by[a]['pipeline_s'] / by[b]['pipeline_s']:.1f}")

@@ -2,12 +2,12 @@
 
 Usage::
 
-    python benchmarks/mrrn_crop_epe.py WEIGHTS_DIR [--data ../shared/data/roadscene]
+    python benchmarks/mrrn_crop_epe.py WEIGHTS_DIR [--data ../shared/data/roadscene] [--translator CPSTN]
 
 WEIGHTS_DIR holds ``mrrn_cpu.safetensors`` + ``.json`` (e.g. a training run's export, renamed).
 Twenty 160 px crops x 4 per seed, 5 seeds, IR distorted by the MRRN training generator
-(``custom:tfrac=0.02,elastic=1,alpha=2``); the reference is the aligned IR itself (mono) or the visible
-luminance (cross-modal). Prints the mean EPE of no registration and of the network.
+(``custom:tfrac=0.02,elastic=1,alpha=2``); the reference is the aligned IR itself (mono), the visible
+luminance (cross-modal) or, with ``--translator`` (a CPSTN export), the pseudo-IR (the UMF way). Prints the mean EPE of no registration and of the network.
 """
 
 from __future__ import annotations
@@ -28,14 +28,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights_dir")
     parser.add_argument("--data", default="../shared/data/roadscene")
+    parser.add_argument("--translator", help="CPSTN export (safetensors) for a pseudo-IR reference row")
     args = parser.parse_args()
     data = Path(args.data)
     bank = load_bank(data, data / "test.txt", limit=20)
     net = load_mrrn(args.weights_dir)
-    for mono, label in ((1.0, "mono-modal (IR reference)"), (0.0, "cross-modal (VIS reference)")):
+    rows = [(1.0, None, "mono-modal (IR reference)"), (0.0, None, "cross-modal (VIS reference)")]
+    if args.translator:
+        from alignfuse.training.recipes import _pseudo_ir_bank
+
+        rows.append((0.0, _pseudo_ir_bank(bank, args.translator, torch.device("cpu")), "pseudo-IR reference"))
+    for mono, reference, label in rows:
         before, after = [], []
         for seed in range(5):
-            b = misaligned_crops(bank, np.random.default_rng([9, seed]), 4, 160, PRESET, None, mono)
+            b = misaligned_crops(bank, np.random.default_rng([9, seed]), 4, 160, PRESET, reference, mono)
             with torch.no_grad():
                 field = net(b["fixed"], b["moving"])["field"]
             before.append(b["field_gt"].pow(2).sum(1).sqrt().mean().item())

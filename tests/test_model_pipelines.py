@@ -43,7 +43,8 @@ def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
     return ((img - img.min()) / (img.max() - img.min())).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["umf-cmgr", "umf-cmgr-noreg", "umf-reg+gff", "umf-mrrn+gff", "rfvif"])
+@pytest.mark.parametrize("name", ["umf-cmgr", "umf-cmgr-noreg", "umf-reg+gff", "umf-mrrn+gff", "umf-nocpstn+gff",
+                                  "umf-nocpstn+difn", "rfvif"])
 def test_pipelines_run_on_odd_sizes_and_colour(tiny_weights, name):
     pipe = create_pipeline(name, weights_dir=tiny_weights)
     ir = _texture(333, 517)
@@ -52,6 +53,21 @@ def test_pipelines_run_on_odd_sizes_and_colour(tiny_weights, name):
     assert res.fused.shape == (333, 517, 3) and res.aligned_ir.shape == (333, 517)
     assert res.field.shape == (2, 333, 517)
     assert np.isfinite(res.fused).all() and 0 <= res.fused.min() and res.fused.max() <= 1
+
+
+def test_unet_registrar_weights_load_in_the_umf_pipeline(tiny_weights, tmp_path):
+    from alignfuse.models.mrrn import UNetRegistrar
+
+    run_recipe(TrainArgs("mrrn", SAMPLES, None, "tiny", tmp_path / "u",
+                         overrides={"steps": 1, "translator": "none", "arch": "unet"}, progress=False))
+    folder = tmp_path / "w"
+    shutil.copytree(tiny_weights, folder)
+    for ext in (".safetensors", ".json"):
+        shutil.copy(tmp_path / "u" / f"export{ext}", folder / f"{WEIGHT_NAMES['mrrn']}{ext}")
+    pipe = create_pipeline("umf-mrrn+gff", weights_dir=folder)
+    assert isinstance(pipe.registrar.net, UNetRegistrar)
+    res = fuse_arrays(_texture(70, 90), _texture(70, 90, 3), pipe)
+    assert res.field.shape == (2, 70, 90) and np.isfinite(res.fused).all()
 
 
 def test_pipeline_is_deterministic_on_cpu(tiny_weights):

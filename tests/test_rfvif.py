@@ -326,3 +326,34 @@ def test_fuser_stage_wrapper():
     net.eval()
     with torch.no_grad():
         assert_close(out, net.fuse(ir, gray.detach()))
+
+
+def test_joint_gradient_term_is_optional_and_prefers_sharp_output():
+    import torch.nn.functional as F
+
+    from alignfuse.losses.rfvif import RFVIFLoss
+
+    torch.manual_seed(0)
+    vis, ir = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    sharp = 0.5 * (vis + ir)
+    blurred = F.avg_pool2d(F.pad(sharp, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    paper = RFVIFLoss()
+    _, terms = paper(sharp, [], vis, ir)
+    assert terms["grad"] == 0.0
+    with_grad = RFVIFLoss(grad_weight=10.0)
+    total_sharp, t_sharp = with_grad(sharp, [], vis, ir)
+    _, t_blur = with_grad(blurred, [], vis, ir)
+    assert t_blur["grad"] > t_sharp["grad"] > 0
+    assert float(total_sharp) == pytest.approx(t_sharp["pixel"] + 10.0 * t_sharp["grad"], rel=1e-5)
+    with pytest.raises(ValueError, match="grad_weight"):
+        RFVIFLoss(grad_weight=-1)
+
+
+def test_fast_config_drops_only_full_resolution_msrbs():
+    fast, cpu = RFVIF_CONFIGS["fast"], RFVIF_CONFIGS["cpu"]
+    assert fast.msrb_blocks == (0, 1, 1) and replace(fast, msrb_blocks=cpu.msrb_blocks) == cpu
+    _, macs_fast = count_params_and_macs(RFVIF("fast"), (96, 128))
+    _, macs_cpu = count_params_and_macs(RFVIF("cpu"), (96, 128))
+    assert macs_fast < 0.5 * macs_cpu
+    out = RFVIF("fast").eval()(torch.rand(1, 1, 33, 51), torch.rand(1, 1, 33, 51))
+    assert out.fused.shape == (1, 1, 33, 51)

@@ -89,3 +89,36 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
+def test_rfvif_variant_overrides_and_rejects_unknown_keys():
+    from alignfuse.training.recipes import rfvif_variant
+
+    cfg = rfvif_variant("fast", "use_dkg=false, num_fab=1, msrb_blocks=1/0/2, lfr_temperature=0.5")
+    assert (cfg.use_dkg, cfg.num_fab, cfg.msrb_blocks, cfg.lfr_temperature) == (False, 1, (1, 0, 2), 0.5)
+    assert cfg.width == 16 and cfg.use_lfr_ir  # untouched fields keep the base config
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        rfvif_variant("fast", "use_dkgg=false")
+    with pytest.raises(ValueError, match="true/false"):
+        rfvif_variant("fast", "use_dkg=maybe")
+
+
+def test_rfvif_ablation_run_exports_its_variant(tmp_path):
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "r",
+                         overrides={"steps": 1, "variant": "use_lfr_vis=false,use_lfr_ir=false"}, progress=False))
+    _, meta = checkpoints.load_weights(tmp_path / "r" / "export", architecture="rfvif")
+    assert meta["config"]["use_lfr_vis"] is False and meta["config"]["use_lfr_ir"] is False
+
+
+def test_mrrn_flow_supervision_logs_epe_and_unet_arch_exports(tmp_path):
+    run_recipe(TrainArgs("mrrn", SAMPLES, None, "tiny", tmp_path / "m", overrides={
+        "steps": 2, "translator": "none", "target": "ir_gt", "flow_weight": 1.0}, progress=False))
+    rows = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    assert all(r["epe"] > 0 and r["total"] >= r["sim_fwd"] for r in rows)
+    run_recipe(TrainArgs("mrrn", SAMPLES, None, "tiny", tmp_path / "u", overrides={
+        "steps": 1, "translator": "none", "arch": "unet"}, progress=False))
+    _, meta = checkpoints.load_weights(tmp_path / "u" / "export", architecture="unet")
+    assert meta["training"]["arch"] == "unet"
+    with pytest.raises(ValueError, match="target"):
+        run_recipe(TrainArgs("mrrn", SAMPLES, None, "tiny", tmp_path / "x",
+                             overrides={"translator": "none", "target": "gt"}, progress=False))

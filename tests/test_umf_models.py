@@ -211,3 +211,24 @@ def test_cpu_determinism():
     for a, b in zip(run(3), run(3)):
         assert torch.equal(a, b)
     assert not torch.equal(run(3)[1], run(4)[1])
+
+
+def test_correlation_volume_peaks_at_the_true_offset():
+    from alignfuse.models.mrrn import correlation_volume
+
+    torch.manual_seed(0)
+    f = torch.randn(1, 4, 12, 12)
+    m = torch.roll(f, shifts=(1, -2), dims=(2, 3))  # m[y + 1, x - 2] = f[y, x]
+    vol = correlation_volume(f, m, radius=3)
+    assert vol.shape == (1, 49, 12, 12)
+    assert int(vol[0, :, 6, 6].argmax()) == (1 + 3) * 7 + (-2 + 3)
+    assert float(vol[0, :, 6, 6].max()) == pytest.approx(1.0, abs=1e-5)  # normalised features
+
+
+def test_corr_cost_mrrn_runs_on_odd_sizes_and_rejects_unknown_cost():
+    net = build_mrrn("cpu-corr")
+    out = net(torch.rand(1, 1, 57, 83), torch.rand(1, 1, 57, 83))
+    assert out["field"].shape == (1, 2, 57, 83)
+    assert net.config["cost"] == "corr" and net.conv2_0.__class__.__name__ == "_ConvBlock"
+    with pytest.raises(ValueError, match="cost"):
+        build_mrrn("tiny", cost="ncc")

@@ -73,10 +73,15 @@ def load_cpstn(weights_dir: str | Path | None = None) -> nn.Module:
 
 
 def load_mrrn(weights_dir: str | Path | None = None) -> nn.Module:
-    from .models.mrrn import MRRN
+    """The registration network: an MRRN, or the U-Net registrar when the sidecar says ``unet``."""
+    from .models.mrrn import MRRN, UNetRegistrar
 
-    state, meta = checkpoints.load_weights(_path("mrrn", weights_dir), architecture="mrrn")
-    net = MRRN(**{k: tuple(v) for k, v in meta["config"].items()})
+    state, meta = checkpoints.load_weights(_path("mrrn", weights_dir))
+    arch = meta.get("architecture")
+    if arch not in ("mrrn", "unet"):
+        raise checkpoints.WeightsError(f"{_path('mrrn', weights_dir)}: holds a {arch!r} model, expected 'mrrn' or 'unet'")
+    cls = MRRN if arch == "mrrn" else UNetRegistrar
+    net = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
     net.load_state_dict(state)
     return net.eval()
 
@@ -148,3 +153,22 @@ def umf_mrrn_gff(weights_dir: str | Path | None = None,
     pipe = umf_reg_gff(weights_dir, global_stage=None, register_long_side=register_long_side)
     pipe.name = "umf-mrrn+gff"
     return pipe
+
+
+@register_pipeline("umf-nocpstn+gff", _desc("UMF-CMGR ablation: registration network on the raw VIS luminance "
+                                             "(no CPSTN; needs a registrar trained cross-modally), GFF fusion",
+                                             "mrrn"))
+def umf_nocpstn_gff(weights_dir: str | Path | None = None,
+                    register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
+    from .baselines import FUSERS
+
+    return Pipeline(IdentityTranslator(), _umf_registrar(None, weights_dir), FUSERS["gff"](),
+                    register_long_side=register_long_side, name="umf-nocpstn+gff")
+
+
+@register_pipeline("umf-nocpstn+difn", _desc("UMF-CMGR ablation (Table 4 'MRRN + DIFN'): no CPSTN, registration "
+                                              "on the raw VIS luminance, DIFN fusion", "mrrn", "difn"))
+def umf_nocpstn_difn(weights_dir: str | Path | None = None,
+                     register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
+    return Pipeline(IdentityTranslator(), _umf_registrar(None, weights_dir), NetFuser(load_difn(weights_dir)),
+                    register_long_side=register_long_side, name="umf-nocpstn+difn")

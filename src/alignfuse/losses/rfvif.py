@@ -10,6 +10,12 @@
 * ``l_align = sum_l L1(down_l(ir_gt), aligned_l)`` over the three aligned-IR heads, where ``down_l`` is an
   antialiased bilinear downsampling of the GT-aligned IR to the head's size (mean-L1 per level [INFER]).
 
+Not in the paper: ``grad_weight * l_grad`` with ``l_grad`` the joint-gradient term of the UMF-CMGR fusion
+loss (L1 between |Laplacian F| and max(|Laplacian VIS|, |Laplacian IR_gt|)). Default 0 (paper). It exists
+because without ImageNet VGG weights the perceptual term is computed on a fixed gradient pyramid whose
+magnitude is ~10x below the pixel L1, so the pixel term (which alone yields the source average) dominates
+and the output loses contrast and edges; the CPU recipe turns it on and the model card says so.
+
 ``ir_gt`` is the IR crop that is aligned with ``vis`` (the "re-cropped patch" of the paper), not the
 misaligned network input. Images are (B, 1, H, W) in [0, 1].
 """
@@ -22,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alignfuse.losses.fusion import joint_gradient_loss
 from alignfuse.models.rfvif import PAD_MULTIPLE, pad_to_multiple
 
 __all__ = ["pixel_loss", "perceptual_loss", "alignment_targets", "alignment_loss", "RFVIFLoss"]
@@ -98,9 +105,10 @@ class RFVIFLoss(nn.Module):
         feature_extractor: Phi, a callable (B, 1, H, W) -> (B, C', h, w) (e.g. frozen VGG16 relu2_2 that does
             its own grey->RGB and ImageNet normalisation); None skips the perceptual term. If it is an
             ``nn.Module`` it becomes a submodule (moves with ``.to()``); it is not frozen here.
+        grad_weight: weight of the joint-gradient term (not in the paper; 0 = paper).
 
     ``forward(fused, aligned_ir, vis, ir_gt)`` returns ``(total, terms)`` where ``terms`` holds the floats
-    ``pixel``, ``perceptual``, ``align`` (unweighted) and ``total``.
+    ``pixel``, ``perceptual``, ``align``, ``grad`` (unweighted) and ``total``.
     """
 
     def __init__(
@@ -109,6 +117,7 @@ class RFVIFLoss(nn.Module):
         beta: float = 0.6,
         lam: float = 0.3,
         feature_extractor: FeatureExtractor | None = None,
+        grad_weight: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (("alpha", alpha), ("beta", beta)):
@@ -116,6 +125,9 @@ class RFVIFLoss(nn.Module):
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
+        if grad_weight < 0:
+            raise ValueError(f"grad_weight must be >= 0, got {grad_weight}")
+        self.grad_weight = grad_weight
         self.alpha = alpha
         self.beta = beta
         self.lam = lam
@@ -138,10 +150,13 @@ class RFVIFLoss(nn.Module):
             l_per = fused.new_zeros(())
         l_align = alignment_loss(aligned_ir, ir_gt)
         total = l_pixel + l_per + self.lam * l_align
+        l_grad = joint_gradient_loss(fused, ir_gt, vis) if self.grad_weight > 0 else fused.new_zeros(())
+        total = total + self.grad_weight * l_grad
         terms = {
             "pixel": float(l_pixel.detach()),
             "perceptual": float(l_per.detach()),
             "align": float(l_align.detach()),
+            "grad": float(l_grad.detach()),
             "total": float(total.detach()),
         }
         return total, terms

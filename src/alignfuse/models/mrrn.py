@@ -38,6 +38,7 @@ __all__ = [
     "MRRN",
     "UNetRegistrar",
     "match_cost",
+    "correlation_volume",
     "resize_transform",
     "build_mrrn",
     "build_unet_registrar",
@@ -50,6 +51,10 @@ MRRN_CONFIGS: dict[str, dict[str, tuple[int, ...]]] = {
     # The MRRN is already cheap (1.8 GMACs @256^2): spec §5 shrinks crops/batch, not widths.
     "cpu": {"enc": (16, 32), "coarse": (48, 32, 16), "refine": (48, 48, 32)},
     "tiny": {"enc": (4, 8), "coarse": (8, 8, 4), "refine": (8, 8, 8)},  # tests / smoke runs
+    # not in the paper: the official net with a radius-3 correlation volume instead of the 1-channel
+    # L1 match cost (trained here because the official cost learned nothing cross-modally on CPU)
+    "cpu-corr": {"enc": (16, 32), "coarse": (48, 32, 16), "refine": (48, 48, 32), "cost": "corr",
+                 "corr_radius": 3},
 }
 
 # VoxelMorph default U-Net features: encoder, decoder (with skips), full-resolution tail.
@@ -68,6 +73,21 @@ def _yx_to_xy(flow: torch.Tensor) -> torch.Tensor:
 def match_cost(feat_fixed: torch.Tensor, feat_moving: torch.Tensor) -> torch.Tensor:
     """Per-pixel L1 feature distance: (B, C, H, W) x 2 -> (B, 1, H, W) (the official ``MatchCost``)."""
     return (feat_fixed - feat_moving).abs().sum(dim=1, keepdim=True)
+
+
+def correlation_volume(feat_fixed: torch.Tensor, feat_moving: torch.Tensor, radius: int) -> torch.Tensor:
+    """Local correlation (PWC-Net style): (B, C, H, W) x 2 -> (B, (2r+1)^2, H, W).
+
+    Channel ``(j + r) * (2r + 1) + (i + r)`` holds ``mean_c f[c, y, x] * m[c, y + j, x + i]`` of the
+    channel-normalised features (zero padding outside), so the network sees *where* the moving
+    features match, not only *how far* they are from the fixed ones at the same pixel.
+    """
+    f = F.normalize(feat_fixed, dim=1)
+    m = F.pad(F.normalize(feat_moving, dim=1), (radius,) * 4)
+    h, w = f.shape[-2:]
+    size = 2 * radius + 1
+    out = [(f * m[..., j:j + h, i:i + w]).sum(1, keepdim=True) for j in range(size) for i in range(size)]
+    return torch.cat(out, dim=1)
 
 
 def resize_transform(x: torch.Tensor, scale_values: bool = True) -> torch.Tensor:
@@ -132,6 +152,10 @@ class MRRN(nn.Module):
         refine: widths of the dilated refine estimator M_R (dilations 1, 2, 4); official (48, 48, 32).
         upfeat_quirk: True (faithful) multiplies the up-sampled 16-channel decoder features by 2
             like the flows, as the official ``ResizeTransform`` does; False only up-samples them.
+        cost: ``"l1"`` (official: single-channel per-pixel L1 feature distance, which tells the
+            estimators how badly a pixel matches but not in which direction the match lies) or
+            ``"corr"`` (not in the paper: a local correlation volume of radius ``corr_radius`` at both
+            levels, which makes the capture range explicit).
         in_channels: image channels (1 in UMF-CMGR).
 
     Forward: ``forward(fixed, moving)`` with fixed = pseudo-IR (on the VIS grid) and moving = the
@@ -155,8 +179,14 @@ class MRRN(nn.Module):
         refine: Sequence[int] = (48, 48, 32),
         upfeat_quirk: bool = True,
         in_channels: int = 1,
+        cost: str = "l1",
+        corr_radius: int = 3,
     ) -> None:
         super().__init__()
+        if cost not in ("l1", "corr"):
+            raise ValueError(f"cost must be 'l1' or 'corr', got {cost!r}")
+        if corr_radius < 1:
+            raise ValueError(f"corr_radius must be >= 1, got {corr_radius}")
         c1, c2 = enc
         a, b, c = coarse
         r0, r1, r2 = refine
@@ -165,7 +195,11 @@ class MRRN(nn.Module):
             "coarse": tuple(coarse),
             "refine": tuple(refine),
             "upfeat_quirk": upfeat_quirk,
+            "cost": cost,
+            "corr_radius": corr_radius,
         }
+        self.cost, self.corr_radius = cost, corr_radius
+        n_cost = 1 if cost == "l1" else (2 * corr_radius + 1) ** 2
         self.in_channels = in_channels
         self.upfeat_quirk = upfeat_quirk
         # Shared extractor: enc[0:3] -> level 1 (1/2), enc[3:6] -> level 2 (1/4).
@@ -180,7 +214,7 @@ class MRRN(nn.Module):
             ]
         )
         # Scale 2 (1/4): coarse on cat(match cost, fixed features), refine on the flow only (Eq. 2).
-        self.conv2_0 = _ConvBlock(1 + c2, a)
+        self.conv2_0 = _ConvBlock(n_cost + c2, a)
         self.conv2_1 = _ConvBlock(a, b)
         self.conv2_2 = _ConvBlock(b, c)
         self.predict_flow2a = _flow_head(c)
@@ -189,7 +223,7 @@ class MRRN(nn.Module):
         self.dc_conv2_2 = _dilated(r1, r2, 4)
         self.predict_flow2b = _flow_head(r2)
         # Scale 1 (1/2): cat(match cost, fixed features, up-sampled flow, up-sampled features).
-        self.conv1_0 = _ConvBlock(1 + c1 + 2 + c, a)
+        self.conv1_0 = _ConvBlock(n_cost + c1 + 2 + c, a)
         self.conv1_1 = _ConvBlock(a, b)
         self.conv1_2 = _ConvBlock(b, c)
         self.predict_flow1a = _flow_head(c)
@@ -197,6 +231,11 @@ class MRRN(nn.Module):
         self.dc_conv1_1 = _dilated(r0, r1, 2)
         self.dc_conv1_2 = _dilated(r1, r2, 4)
         self.predict_flow1b = _flow_head(r2)
+
+    def _cost(self, feat_fixed: torch.Tensor, feat_moving: torch.Tensor) -> torch.Tensor:
+        if self.cost == "l1":
+            return match_cost(feat_fixed, feat_moving)
+        return correlation_volume(feat_fixed, feat_moving, self.corr_radius)
 
     def _extract(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         l1 = self.enc[2](self.enc[1](self.enc[0](x)))
@@ -210,7 +249,7 @@ class MRRN(nn.Module):
         c21, c22 = self._extract(_pad_bottom_right(fixed, 4))  # official "tgt"
 
         # Scale 2 (1/4). Flows here are (y, x) pixels of this level (official order).
-        x = torch.cat([match_cost(c22, c12), c22], dim=1)
+        x = torch.cat([self._cost(c22, c12), c22], dim=1)
         x = self.conv2_2(self.conv2_1(self.conv2_0(x)))
         flow2 = self.predict_flow2a(x)
         upfeat2 = resize_transform(x, scale_values=self.upfeat_quirk)
@@ -220,7 +259,7 @@ class MRRN(nn.Module):
         c11_warped = warp(c11, _yx_to_xy(up2))
 
         # Scale 1 (1/2): coarse is a residual on the up-sampled flow.
-        x = torch.cat([match_cost(c21, c11_warped), c21, up2, upfeat2], dim=1)
+        x = torch.cat([self._cost(c21, c11_warped), c21, up2, upfeat2], dim=1)
         x = self.conv1_2(self.conv1_1(self.conv1_0(x)))
         flow1 = self.predict_flow1a(x) + up2
         r = self.dc_conv1_2(self.dc_conv1_1(self.dc_conv1_0(flow1)))

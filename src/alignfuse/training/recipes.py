@@ -35,13 +35,16 @@ class TrainArgs:
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "rfvif": {
-        # shipped CPU run: width 16, 1 MSRB per part, 64 px crops, shifts in [-8, 8]^2
-        "cpu": {"net": "cpu", "steps": 8000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
-                "features": "gradient", "checkpoint_every": 50, "log_every": 10},
-        "paper": {"net": "paper", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3, "max_shift": 8,
-                  "features": "auto", "checkpoint_every": 500, "log_every": 50},
-        "tiny": {"net": "cpu", "steps": 4, "batch": 2, "crop": 32, "lr": 1e-3, "max_shift": 4,
-                 "features": "gradient", "checkpoint_every": 2, "log_every": 1},
+        # shipped CPU run: the `fast` net (width 16, MSRBs 0/1/1: none at full resolution, which is what
+        # makes 640x480 inference fit 0.5 s), 64 px crops, shifts in [-8, 8]^2, gradient-pyramid
+        # perceptual substitute plus the joint-gradient term (grad_weight; see losses/rfvif.py).
+        # `variant`: comma-separated RFVIFConfig overrides for ablations, e.g. "use_dkg=false,num_fab=1".
+        "cpu": {"net": "fast", "variant": "", "steps": 8000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
+                "features": "gradient", "grad_weight": 10.0, "checkpoint_every": 50, "log_every": 10},
+        "paper": {"net": "paper", "variant": "", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3,
+                  "max_shift": 8, "features": "auto", "grad_weight": 0.0, "checkpoint_every": 500, "log_every": 50},
+        "tiny": {"net": "cpu", "variant": "", "steps": 4, "batch": 2, "crop": 32, "lr": 1e-3, "max_shift": 4,
+                 "features": "gradient", "grad_weight": 10.0, "checkpoint_every": 2, "log_every": 1},
     },
     # CPSTN in paired mode (same crop and flip of the aligned VIS/IR; spec pitfall 5). Official: batch 1,
     # lr 2e-4, Adam(0.5, 0.999), linear decay over the second half. `paired_l1` (default 0 = paper) adds
@@ -64,13 +67,16 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # at 3.7 px over 940 steps); mixing in mono-modal pairs gives the network a usable signal.
         "cpu": {"net": "cpu", "steps": 2000, "batch": 4, "crop": 160, "lr": 1e-3, "similarity": "ncc",
                 "smooth": "l2", "lambda_smooth": 10.0, "preset": "custom:tfrac=0.02,elastic=1,alpha=2",
-                "translator": "", "mono_fraction": 0.5, "checkpoint_every": 100, "log_every": 20},
+                "translator": "", "mono_fraction": 0.5, "target": "reference", "flow_weight": 0.0,
+                "arch": "mrrn", "init": "", "checkpoint_every": 100, "log_every": 20},
         "paper": {"net": "paper", "steps": 9000, "batch": 16, "crop": 256, "lr": 1e-3, "similarity": "feature",
                   "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "",
-                  "mono_fraction": 0.0, "checkpoint_every": 500, "log_every": 50},
+                  "mono_fraction": 0.0, "target": "reference", "flow_weight": 0.0,
+                  "arch": "mrrn", "init": "", "checkpoint_every": 500, "log_every": 50},
         "tiny": {"net": "tiny", "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "similarity": "ncc",
                  "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "none",
-                 "mono_fraction": 0.5, "checkpoint_every": 1, "log_every": 1},
+                 "mono_fraction": 0.5, "target": "reference", "flow_weight": 0.0,
+                 "arch": "mrrn", "init": "", "checkpoint_every": 1, "log_every": 1},
     },
     # DIFN on aligned training pairs (the ground-truth IR; the official code leaves `ir_reg` unstated),
     # saliency weights from the full aligned images as in data/get_svs_map.py.
@@ -99,17 +105,47 @@ def _merged(args: TrainArgs) -> dict[str, Any]:
     return cfg
 
 
+def rfvif_variant(name: str, variant: str = ""):
+    """The RFVIF config ``name`` with ``variant`` ("key=value,...") overrides, e.g. "use_dkg=false,num_fab=1"."""
+    from dataclasses import replace
+
+    from ..models.rfvif import RFVIFConfig, _resolve_config
+
+    base = _resolve_config(name)
+    overrides: dict[str, Any] = {}
+    known = {f for f in RFVIFConfig.__dataclass_fields__}
+    for item in filter(None, (p.strip() for p in variant.split(","))):
+        key, sep, text = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"rfvif variant: expected KEY=VALUE with KEY in {sorted(known)}, got {item!r}")
+        current = getattr(base, key)
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"rfvif variant: {key} expects true/false, got {text!r}")
+            overrides[key] = text.lower() in ("true", "1")
+        elif isinstance(current, tuple):
+            overrides[key] = tuple(int(v) for v in text.split("/"))
+        elif current is None or isinstance(current, float):
+            overrides[key] = None if text.lower() == "none" else float(text)
+        elif isinstance(current, int):
+            overrides[key] = int(text)
+        else:
+            overrides[key] = text
+    return replace(base, **overrides)
+
+
 def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
     from ..losses.rfvif import RFVIFLoss
-    from ..models.rfvif import RFVIF, RFVIF_CONFIGS
+    from ..models.rfvif import RFVIF
     from ..models.vgg import build_feature_extractor
 
     dist = setup_distributed(args.device)
     torch.manual_seed(int(cfg.get("seed", 0)))
-    net = RFVIF(cfg["net"]).to(dist.device)
+    net_config = rfvif_variant(cfg["net"], cfg.get("variant", ""))
+    net = RFVIF(net_config).to(dist.device)
     extractor = build_feature_extractor(cfg["features"], layers=("relu2_2",), arch="vgg16",
                                         normalize_imagenet=True).to(dist.device)
-    loss_fn = RFVIFLoss(feature_extractor=lambda x: extractor(x)["relu2_2"])
+    loss_fn = RFVIFLoss(feature_extractor=lambda x: extractor(x)["relu2_2"], grad_weight=float(cfg.get("grad_weight", 0)))
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bank = load_bank(args.data, args.split)
@@ -130,8 +166,7 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
                "split": str(args.split)}
 
     def export(loop: TrainLoop) -> None:
-        checkpoints.save_weights(net, args.out / "export", "rfvif", RFVIF_CONFIGS[cfg["net"]].to_dict()
-                                 if isinstance(cfg["net"], str) else cfg["net"],
+        checkpoints.save_weights(net, args.out / "export", "rfvif", net_config.to_dict(),
                                  training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
 
     return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
@@ -214,13 +249,26 @@ def _pseudo_ir_bank(bank, translator_path: str, device: torch.device) -> list:
 
 def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
     from ..losses.registration import RegistrationLoss
-    from ..models.mrrn import MRRN_CONFIGS, build_mrrn
+    from ..models.mrrn import MRRN_CONFIGS, UNET_CONFIGS, build_mrrn, build_unet_registrar
     from ..models.vgg import build_feature_extractor
+    from ..warp import warp
     from .data import misaligned_crops
 
+    if cfg.get("target", "reference") not in ("reference", "ir_gt"):
+        raise ValueError(f"mrrn: target must be 'reference' or 'ir_gt', got {cfg['target']!r}")
     dist = setup_distributed(args.device)
     torch.manual_seed(int(cfg.get("seed", 0)))
-    net = build_mrrn(cfg["net"]).to(dist.device)
+    # arch "unet": the VoxelMorph-style U-Net registrar of the paper's Table 1 comparison, same loss and data
+    arch = cfg.get("arch", "mrrn")
+    if arch not in ("mrrn", "unet"):
+        raise ValueError(f"mrrn: arch must be 'mrrn' or 'unet', got {arch!r}")
+    tables, build = (MRRN_CONFIGS, build_mrrn) if arch == "mrrn" else (UNET_CONFIGS, build_unet_registrar)
+    net = build(cfg["net"])
+    if cfg.get("init"):
+        # warm start (curriculum): e.g. a mono-modal run's export, then fine-tune on pseudo-IR references
+        state, meta = checkpoints.load_weights(Path(cfg["init"]), architecture=arch)
+        net.load_state_dict(state)
+    net = net.to(dist.device)
     extractor = None
     if cfg["similarity"] == "feature":
         extractor = build_feature_extractor("auto", layers=("relu4_1",), arch="vgg19").to(dist.device)
@@ -237,12 +285,22 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
         b = misaligned_crops(bank, rng, cfg["batch"], cfg["crop"], cfg["preset"], reference, cfg["mono_fraction"])
         fixed, moving = b["fixed"].to(dist.device), b["moving"].to(dist.device)
         out = model(fixed, moving)
-        total, terms = loss_fn(fixed, moving, out)
+        if cfg.get("target", "reference") == "ir_gt":
+            # synthesis-supervised similarity: compare with the aligned IR the distortion was made from
+            ir_gt = b["ir_gt"].to(dist.device)
+            total, terms = loss_fn(ir_gt, moving, {**out, "fixed_warped_back": warp(ir_gt, -out["field"])})
+        else:
+            total, terms = loss_fn(fixed, moving, out)
+        field_gt = b["field_gt"].to(dist.device)
+        epe = (out["field"] - field_gt).pow(2).sum(1).add(1e-6).sqrt().mean()
+        flow_weight = float(cfg.get("flow_weight", 0.0))
+        if flow_weight > 0:
+            total = total + flow_weight * epe
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        with torch.no_grad():
-            terms["epe"] = float((out["field"].cpu() - b["field_gt"]).pow(2).sum(1).sqrt().mean())
+        terms["epe"] = float(epe.detach())
+        terms["total"] = float(total.detach())
         return terms
 
     loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg.get("seed", 0)), checkpoint_every=cfg["checkpoint_every"],
@@ -251,8 +309,8 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
                "data": str(args.data), "split": str(args.split)}
 
     def export(loop: TrainLoop) -> None:
-        net_cfg = MRRN_CONFIGS[cfg["net"]] if isinstance(cfg["net"], str) else cfg["net"]
-        checkpoints.save_weights(net, args.out / "export", "mrrn", {k: list(v) for k, v in net_cfg.items()},
+        net_cfg = tables[cfg["net"]] if isinstance(cfg["net"], str) else cfg["net"]
+        checkpoints.save_weights(net, args.out / "export", arch, {k: list(v) if isinstance(v, tuple) else v for k, v in net_cfg.items()},
                                  training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
 
     return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
