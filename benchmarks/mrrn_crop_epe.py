@@ -35,9 +35,9 @@ def main() -> None:
     net = load_mrrn(args.weights_dir)
     rows = [(1.0, None, "mono-modal (IR reference)"), (0.0, None, "cross-modal (VIS reference)")]
     if args.translator:
-        from alignfuse.training.recipes import _pseudo_ir_bank
+        from alignfuse.training.recipes import pseudo_ir_bank
 
-        rows.append((0.0, _pseudo_ir_bank(bank, args.translator, torch.device("cpu")), "pseudo-IR reference"))
+        rows.append((0.0, pseudo_ir_bank(bank, args.translator, torch.device("cpu")), "pseudo-IR reference"))
     for mono, reference, label in rows:
         before, after = [], []
         for seed in range(5):

@@ -14,7 +14,8 @@ Not in the paper: ``grad_weight * l_grad`` with ``l_grad`` the joint-gradient te
 loss (L1 between |Laplacian F| and max(|Laplacian VIS|, |Laplacian IR_gt|)). Default 0 (paper). It exists
 because without ImageNet VGG weights the perceptual term is computed on a fixed gradient pyramid whose
 magnitude is ~10x below the pixel L1, so the pixel term (which alone yields the source average) dominates
-and the output loses contrast and edges; the CPU recipe turns it on and the model card says so.
+and the output loses contrast and edges. Off in every shipped recipe: one 8000-step CPU run with weight 10
+did not raise Qabf or SD (docs/RESULTS.md §7.1).
 
 ``ir_gt`` is the IR crop that is aligned with ``vis`` (the "re-cropped patch" of the paper), not the
 misaligned network input. Images are (B, 1, H, W) in [0, 1].

@@ -28,7 +28,7 @@ __all__ = ["DIFN_CONFIGS", "RDB", "FuseModule", "PaperFuseModule", "DIFN", "buil
 DIFN_CONFIGS: dict[str, dict[str, Any]] = {
     "paper": {"nfeats": 64},  # official FusionNet(64): 0.629 M params
     "cpu": {"nfeats": 16},  # spec §5: ~1.2 s/iter at batch 8 @128^2 on 2 cores
-    # all DIFN layers run at full resolution, so cost ~ nfeats^2: 8 is what fits the 0.5 s pipeline target
+    # all DIFN layers run at full resolution, so cost ~ nfeats^2; meant for the 0.5 s pipeline target (not trained yet)
     "fast": {"nfeats": 8},
 }
 

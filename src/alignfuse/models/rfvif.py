@@ -147,7 +147,7 @@ RFVIF_CONFIGS: dict[str, RFVIFConfig] = {
     # spec section 5: ~0.7 M params, ~10.5 GMACs @256^2, trainable on 2 CPU cores at 64^2 crops
     "cpu": replace(RFVIFConfig(), width=16, msrb_blocks=(1, 1, 1)),
     # no MSRB at full resolution: the two full-resolution MSRBs are 27.4 of the `cpu` config's 49.1 GMACs at
-    # 640x480 (count_params_and_macs); `fast` is 21.7 GMACs. Shipped since the second CPU run (0.5 s target).
+    # 640x480 (count_params_and_macs); `fast` is 21.7 GMACs (for the 0.5 s target; trained once, not shipped: docs/RESULTS.md §7.1).
     "fast": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1)),
 }
 

@@ -230,7 +230,7 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
     return {"nets": nets}, {"g": opt_g, "d": opt_d}, step, loop_cfg, run_cfg, dist, export
 
 
-def _pseudo_ir_bank(bank, translator_path: str, device: torch.device) -> list:
+def pseudo_ir_bank(bank, translator_path: str, device: torch.device) -> list:
     """Pseudo-IR for every training image with a trained CPSTN (the official offline stage 2)."""
     from ..models.cpstn import CPSTNTranslator, ResnetGenerator
 
@@ -279,7 +279,7 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
     bank = load_bank(args.data, args.split)
     if cfg["translator"] in ("", None):
         raise ValueError("mrrn: set translator=PATH of a CPSTN export (or translator=none for cross-modal)")
-    reference = None if cfg["translator"] == "none" else _pseudo_ir_bank(bank, cfg["translator"], dist.device)
+    reference = None if cfg["translator"] == "none" else pseudo_ir_bank(bank, cfg["translator"], dist.device)
 
     def step(rng, _step: int) -> dict[str, float]:
         b = misaligned_crops(bank, rng, cfg["batch"], cfg["crop"], cfg["preset"], reference, cfg["mono_fraction"])
