@@ -2,12 +2,14 @@
 
 Usage::
 
-    python benchmarks/merge_eval.py [--drop MODEL ...] [--wins MODEL --against M1,M2] A.json B.json ...
+    python benchmarks/merge_eval.py [--drop MODEL ...] [--wins MODEL --against M1,M2] [--json OUT.json] A.json B.json ...
 
 Rows come from every file in order; a model that appears in several files keeps its first occurrence
 (so list the newest file first and use ``--drop`` for stale rows). All files must hold the same preset
 and data. ``--wins`` prints, for MODEL against each model of ``--against``, how many of the RFVIF
 paper's eight metrics (CE, MI, Qabf, Qcb, Qcv, SD, SSIM, EN; CE and Qcv lower-is-better) it beats.
+``--json`` writes the merged summaries in the `evaluate --json` layout (without per-pair values), which
+`plot_shift.py` reads.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--drop", nargs="*", default=[])
     ap.add_argument("--wins")
     ap.add_argument("--against", default="")
+    ap.add_argument("--json", type=Path, help="write the merged summaries here")
     args = ap.parse_args()
     merged: dict[str, dict] = {}
     key = None
@@ -53,6 +56,10 @@ def main() -> None:
                 merged[model] = summary
     print(f"{key[0]}, preset {key[1]}, seed {key[2]}\n")
     print(format_table(merged, COLUMNS))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"data": data["data"], "preset": key[1], "seed": key[2], "summary": merged},
+                                        indent=1))
     if args.wins:
         print()
         for other in filter(None, args.against.split(",")):

@@ -544,3 +544,14 @@ REGISTRARS: dict[str, Callable[[], Any]] = {
     "eccgrad": functools.partial(ECCRegistrar, use_gradients=True),
     "elastix": ElastixRegistrar,
 }
+
+
+def _mind(**kwargs):
+    from .dense import MINDRegistrar  # noqa: PLC0415  (kornia-based; keeps this module numpy/OpenCV only)
+
+    return MINDRegistrar(**kwargs)
+
+
+# phase correlation + affine + smooth deformable field on MIND descriptors (baselines/dense.py)
+REGISTRARS["mind"] = _mind
+REGISTRARS["mindaffine"] = functools.partial(_mind, deformable=False)

@@ -10,6 +10,8 @@ fixed_warped_back = warp(fixed, -field); lambda_rev = 0.2, lambda_smooth = 10 (p
   Without VGG weights the gradient-pyramid substitute is used (see ``models/vgg.py``).
   ``'l1'``: pixel L1 (only logged in the official code; the offline default in spec §5).
   ``'ncc'``: 1 - mean local squared NCC (VoxelMorph, 9x9 window).
+  ``'mind'``: L1 between MIND descriptors (``losses/mind.py``; not in the paper): modality independent,
+  so it trains the network cross-modally (VIS reference) without a translator.
 * Smoothness: **the code uses squared differences (``smooth='l2'``, default); the paper's Eq. 14
   says ||grad phi||_1 (``smooth='l1'``)**. Both: (mean(d_x^2) + mean(d_y^2)) / 2 (or |.|) on the
   full-resolution field in pixels.
@@ -23,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alignfuse.losses.mind import mind_distance
 from alignfuse.models.vgg import GradientPyramidFeatures, VGGFeatures, build_feature_extractor
 
 __all__ = ["smoothness", "local_ncc_loss", "feature_l1", "RegistrationLoss"]
@@ -85,7 +88,7 @@ class RegistrationLoss(nn.Module):
         lambda_rev: weight of the backward term (0.2).
         lambda_smooth: weight of the smoothness term (10).
         smooth: ``'l2'`` (code, default) or ``'l1'`` (paper Eq. 14).
-        similarity: ``'feature'`` | ``'l1'`` | ``'ncc'``.
+        similarity: ``'feature'`` | ``'l1'`` | ``'ncc'`` | ``'mind'``.
         ncc_window: window of the ``'ncc'`` similarity.
 
     Forward:
@@ -105,8 +108,8 @@ class RegistrationLoss(nn.Module):
         ncc_window: int = 9,
     ) -> None:
         super().__init__()
-        if similarity not in ("feature", "l1", "ncc"):
-            raise ValueError(f"similarity must be 'feature', 'l1' or 'ncc', got {similarity!r}")
+        if similarity not in ("feature", "l1", "ncc", "mind"):
+            raise ValueError(f"similarity must be 'feature', 'l1', 'ncc' or 'mind', got {similarity!r}")
         if smooth not in ("l1", "l2"):
             raise ValueError(f"smooth must be 'l1' or 'l2', got {smooth!r}")
         if similarity == "feature" and feature_extractor is None:
@@ -122,6 +125,8 @@ class RegistrationLoss(nn.Module):
             return feature_l1(self.features, x, y)
         if self.similarity == "l1":
             return F.l1_loss(x, y)
+        if self.similarity == "mind":
+            return mind_distance(x, y)
         return local_ncc_loss(x, y, self.ncc_window)
 
     def forward(

@@ -87,6 +87,10 @@ class RFVIFConfig:
         use_pffm: pyramid fusion; off = transposed convs up to H/2 + concat + conv1x1 (ablation "w/o PFFM").
         use_lfr_vis: LFR visible (texture) branch (ablation "w/o upper branch").
         use_lfr_ir: LFR infrared (artifact suppression) branch (ablation "w/o lower branch").
+        vis_skip: [EXTENSION, not in the paper] feed the full-resolution visible head features to the
+            reconstruction convs beside the nearest-upsampled H/2 features. In the paper's design every path to
+            the output passes through H/2, so a narrow network cannot return full-resolution edges; the visible
+            image is the reference frame, so this skip adds no misaligned content (docs/RESULTS.md §8).
     """
 
     width: int = 64
@@ -105,6 +109,7 @@ class RFVIFConfig:
     use_pffm: bool = True
     use_lfr_vis: bool = True
     use_lfr_ir: bool = True
+    vis_skip: bool = False
 
     def __post_init__(self) -> None:
         # accept lists (e.g. from JSON) but store tuples so the config stays hashable
@@ -149,6 +154,8 @@ RFVIF_CONFIGS: dict[str, RFVIFConfig] = {
     # no MSRB at full resolution: the two full-resolution MSRBs are 27.4 of the `cpu` config's 49.1 GMACs at
     # 640x480 (count_params_and_macs); `fast` is 21.7 GMACs (for the 0.5 s target; trained once, not shipped: docs/RESULTS.md §7.1).
     "fast": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1)),
+    # `fast` + the full-resolution visible skip into the reconstruction (RFVIFConfig.vis_skip).
+    "fast-skip": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1), vis_skip=True),
 }
 
 
@@ -667,7 +674,7 @@ class RFVIF(nn.Module):
         self.res_blocks = nn.Sequential(*(_ResBlock(c) for _ in range(cfg.num_res_blocks)))
         half = max(c // 2, 1)
         self.recon = nn.Sequential(
-            _conv(c, c, 3), nn.ReLU(inplace=True), _conv(c, half, 3), nn.ReLU(inplace=True), _conv(half, 1, 3)
+            _conv(2 * c if cfg.vis_skip else c, c, 3), nn.ReLU(inplace=True), _conv(c, half, 3), nn.ReLU(inplace=True), _conv(half, 1, 3)
         )
 
     @staticmethod
@@ -689,6 +696,7 @@ class RFVIF(nn.Module):
         # CMFEM [INFER: part l+1 consumes the modulated features of level l]
         f_vi = F.relu(self.head_vi(vis_p))
         f_ir = F.relu(self.head_ir(ir_p))
+        f_vi_full = f_vi
         cm_vi, cm_ir = [], []
         for level in range(3):
             f_vi, f_ir = self.cm[level](self.msrb_vi[level](f_vi), self.msrb_ir[level](f_ir))
@@ -712,6 +720,8 @@ class RFVIF(nn.Module):
         # PFFM -> residual blocks -> N(x2) -> reconstruction
         feat = self.res_blocks(self.pffm(*refined))
         feat = _upsample_nearest(feat, vis_p.shape[-2:])
+        if cfg.vis_skip:
+            feat = torch.cat([feat, f_vi_full], dim=1)
         out = self.recon(feat)
         if cfg.output_activation == "sigmoid":
             out = torch.sigmoid(out)
