@@ -84,9 +84,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ir, vis = _pair()
     rows = []
-    # `fast`: the shipped speed configurations (DIFN nfeats 8; RFVIF without full-resolution MSRBs)
-    pipes = [create_pipeline("ecc+gff"), create_pipeline("identity+average"), _umf("cpu"),
-             _umf("cpu", difn="fast", label="fast"), _rfvif("cpu"), _rfvif("fast")]
+    # `fast`: speed configurations (DIFN nfeats 8; RFVIF without full-resolution MSRBs); `fast-skip` is
+    # `fast` + the full-resolution visible skip (the RFVIF configuration shipped since session 3)
+    pipes = [create_pipeline("ecc+gff"), create_pipeline("identity+average"), create_pipeline("mind+gff"),
+             _umf("cpu"), _umf("cpu", difn="fast", label="fast"), _rfvif("cpu"), _rfvif("fast"),
+             _rfvif("fast-skip")]
     if not args.skip_paper:
         pipes += [_umf("paper"), _rfvif("paper")]
     for pipe in pipes:
@@ -97,7 +99,8 @@ def main() -> None:
         print(f"{pipe.name:<24} register {reg:7.3f} s   pipeline {full:7.3f} s", flush=True)
     by = {r["pipeline"]: r for r in rows}
     for a, b in (("umf-cmgr[paper]", "umf-cmgr[cpu]"), ("umf-cmgr[paper]", "umf-cmgr[fast]"),
-                 ("rfvif[paper]", "rfvif[cpu]"), ("rfvif[paper]", "rfvif[fast]")):
+                 ("rfvif[paper]", "rfvif[cpu]"), ("rfvif[paper]", "rfvif[fast]"),
+                 ("rfvif[paper]", "rfvif[fast-skip]")):
         if a in by and b in by:
             print(f"speed-up {b} vs {a}: register x{by[a]['register_s'] / by[b]['register_s']:.1f}, "
                   f"pipeline x{by[a]['pipeline_s'] / by[b]['pipeline_s']:.1f}")

@@ -125,6 +125,22 @@ def test_suspect_fallback_to_identity_without_global():
     assert res.field.abs().max().item() == 0.0
 
 
+def test_cross_modal_global_stage_and_mind_criterion():
+    """Visible-like reference with inverted contrast: the MIND global stage recovers the shift and the MIND
+    criterion accepts it (its similarity rises), reported under mind_* keys."""
+    fixed = torch.from_numpy(_texture(120, 160))[None, None]
+    shift = torch.zeros(1, 2, 120, 160)
+    shift[:, 0], shift[:, 1] = 4.0, -2.0
+    moving = 1.0 - warp.warp(fixed, shift)  # IR-like: contrast inverted
+    res = DeformableRegistrar(_Zero(), global_stage="mind", criterion="mind")(moving, fixed)
+    inner = res.field[0, :, 10:-10, 10:-10]
+    assert abs(inner[0].mean().item() + 4) < 1 and abs(inner[1].mean().item() - 2) < 1
+    d = res.diagnostics[0]
+    assert d["mind_after"] > d["mind_before"] and not d["suspect"] and "ncc_after" not in d
+    with pytest.raises(ValueError, match="criterion"):
+        DeformableRegistrar(_Zero(), criterion="mse")
+
+
 @pytest.mark.skipif(not weights_available("cpstn", "mrrn"), reason="registration weights not shipped yet")
 def test_shipped_registration_recovers_shift_on_real_pair():
     """Users never get 'registration does nothing': a (5, -3) px shift is recovered within 1 px."""

@@ -110,10 +110,11 @@ LEARNED_FUSERS = {
 }
 
 
-def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None):
+def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None, criterion: str = "ncc"):
+    """criterion 'ncc' for a pseudo-IR reference; 'mind' when the reference is the visible luminance."""
     from .registration import DeformableRegistrar
 
-    return DeformableRegistrar(load_mrrn(weights_dir), global_stage=global_stage)
+    return DeformableRegistrar(load_mrrn(weights_dir), global_stage=global_stage, criterion=criterion)
 
 
 @register_pipeline("umf-cmgr", _desc("UMF-CMGR: CPSTN pseudo-IR + global ECC + MRRN registration + DIFN fusion",
@@ -162,7 +163,7 @@ def umf_nocpstn_gff(weights_dir: str | Path | None = None,
                     register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
     from .baselines import FUSERS
 
-    return Pipeline(IdentityTranslator(), _umf_registrar(None, weights_dir), FUSERS["gff"](),
+    return Pipeline(IdentityTranslator(), _umf_registrar(None, weights_dir, "mind"), FUSERS["gff"](),
                     register_long_side=register_long_side, name="umf-nocpstn+gff")
 
 
@@ -170,5 +171,5 @@ def umf_nocpstn_gff(weights_dir: str | Path | None = None,
                                               "on the raw VIS luminance, DIFN fusion", "mrrn", "difn"))
 def umf_nocpstn_difn(weights_dir: str | Path | None = None,
                      register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
-    return Pipeline(IdentityTranslator(), _umf_registrar(None, weights_dir), NetFuser(load_difn(weights_dir)),
+    return Pipeline(IdentityTranslator(), _umf_registrar(None, weights_dir, "mind"), NetFuser(load_difn(weights_dir)),
                     register_long_side=register_long_side, name="umf-nocpstn+difn")

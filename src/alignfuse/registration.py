@@ -9,11 +9,13 @@ CPSTN, or the visible luminance for the cross-modal baselines):
 2. **local**: the network (MRRN or the U-Net) predicts a residual field on the globally aligned IR.
 3. The two fields are composed into one (``warp.compose``).
 
-Diagnostics per pair: global Pearson NCC of reference vs IR before, after the global stage and
-after the full registration; folded-pixel fraction (Jacobian <= 0); field magnitude. When the full
-result is worse than the global-only result (NCC lower by more than ``tolerance``), the global
-field is used instead; when that is worse than doing nothing, the identity is used. Either way the
-pair is flagged ``suspect`` and ``fallback`` says what happened.
+Diagnostics per pair: the similarity of reference vs IR before, after the global stage and after
+the full registration (``criterion='ncc'``: global Pearson NCC, right for a pseudo-IR reference;
+``'mind'``: 1 - MIND descriptor distance, right for a visible reference where contrasts invert);
+folded-pixel fraction (Jacobian <= 0); field magnitude. When the full result is worse than the
+global-only result (similarity lower by more than ``tolerance``), the global field is used instead;
+when that is worse than doing nothing, the identity is used. Either way the pair is flagged
+``suspect`` and ``fallback`` says what happened.
 """
 
 from __future__ import annotations
@@ -51,22 +53,40 @@ class DeformableRegistrar(nn.Module):
     Args:
         net: a module with ``forward(fixed, moving) -> {"field": (B, 2, H, W), ...}`` (MRRN, U-Net).
         global_stage: ``"ecc"`` (affine ECC initialised by phase correlation), ``"phase"``
-            (translation) or ``None`` (network only, as in the paper).
-        tolerance: NCC drop that counts as "worse" for the fallback.
+            (translation), ``"mind"`` (best of identity / phase / ECC by MIND distance, ``baselines/dense.py``)
+            or ``None`` (network only, as in the paper).
+        tolerance: similarity drop that counts as "worse" for the fallback.
+        criterion: ``"ncc"`` (Pearson; diagnostics ``ncc_*``) or ``"mind"`` (1 - MIND distance; ``mind_*``).
     """
 
-    def __init__(self, net: nn.Module, global_stage: str | None = "ecc", tolerance: float = 0.005) -> None:
+    def __init__(self, net: nn.Module, global_stage: str | None = "ecc", tolerance: float = 0.005,
+                 criterion: str = "ncc") -> None:
         super().__init__()
-        if global_stage not in (None, "ecc", "phase"):
-            raise ValueError(f"global_stage must be 'ecc', 'phase' or None, got {global_stage!r}")
+        if global_stage not in (None, "ecc", "phase", "mind"):
+            raise ValueError(f"global_stage must be 'ecc', 'phase', 'mind' or None, got {global_stage!r}")
+        if criterion not in ("ncc", "mind"):
+            raise ValueError(f"criterion must be 'ncc' or 'mind', got {criterion!r}")
         self.net = net
         self.global_stage = global_stage
         self.tolerance = tolerance
+        self.criterion = criterion
         self._global = None
-        if global_stage is not None:
+        if global_stage == "mind":
+            from .baselines.dense import MINDRegistrar
+
+            self._global = MINDRegistrar(deformable=False)
+        elif global_stage is not None:
             from .baselines.registration import ECCRegistrar, PhaseCorrelationRegistrar
 
             self._global = ECCRegistrar(use_gradients=True) if global_stage == "ecc" else PhaseCorrelationRegistrar()
+
+    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-item similarity (B,) of two (B, 1, H, W) images under ``criterion``; higher is better."""
+        if self.criterion == "ncc":
+            return pearson(a, b)
+        from .losses.mind import mind_descriptors
+
+        return 1.0 - (mind_descriptors(a) - mind_descriptors(b)).abs().mean(dim=(1, 2, 3))
 
     @torch.no_grad()
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
@@ -83,32 +103,33 @@ class DeformableRegistrar(nn.Module):
         field = warp_ops.compose(field_g, local)
         aligned = warp_ops.warp(moving, field)
 
-        ncc_before = pearson(moving, fixed)
-        ncc_global = pearson(moved, fixed)
-        ncc_after = pearson(aligned, fixed)
+        k = self.criterion
+        sim_before = self.similarity(moving, fixed)
+        sim_global = self.similarity(moved, fixed)
+        sim_after = self.similarity(aligned, fixed)
         folding = warp_ops.folding_fraction(field)
         diagnostics: list[dict[str, Any]] = []
         for i in range(b):
             d: dict[str, Any] = {
                 "method": f"{self.global_stage or 'none'}+{type(self.net).__name__.lower()}",
-                "ncc_before": float(ncc_before[i]),
-                "ncc_global": float(ncc_global[i]),
-                "ncc_after": float(ncc_after[i]),
+                f"{k}_before": float(sim_before[i]),
+                f"{k}_global": float(sim_global[i]),
+                f"{k}_after": float(sim_after[i]),
                 "folding_fraction": float(folding[i]),
                 "suspect": False,
                 "fallback": None,
             }
-            if float(ncc_after[i]) < float(ncc_global[i]) - self.tolerance:
+            if float(sim_after[i]) < float(sim_global[i]) - self.tolerance:
                 field[i], aligned[i] = field_g[i], moved[i]
                 d.update(suspect=True, fallback="deformable stage lowered the similarity; kept the global field")
-                d["ncc_after"] = d["ncc_global"]
-            if d["ncc_after"] < float(ncc_before[i]) - self.tolerance:
+                d[f"{k}_after"] = d[f"{k}_global"]
+            if d[f"{k}_after"] < float(sim_before[i]) - self.tolerance:
                 field[i], aligned[i] = zero[i], moving[i]
                 d.update(suspect=True, fallback="registration lowered the similarity; kept the input (identity)")
-                d["ncc_after"] = d["ncc_before"]
+                d[f"{k}_after"] = d[f"{k}_before"]
             mag = field[i].pow(2).sum(0).sqrt()
             d["field_mean_px"] = float(mag.mean())
             d["field_max_px"] = float(mag.max())
-            d["confidence"] = d["ncc_after"]
+            d["confidence"] = d[f"{k}_after"]
             diagnostics.append(d)
         return RegistrationResult(aligned, field, diagnostics)
