@@ -35,11 +35,12 @@ class TrainArgs:
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "rfvif": {
-        # shipped CPU run (rfvif_cpu): width 16, 1 MSRB per part, 64 px crops, shifts in [-8, 8]^2, paper loss
-        # with the gradient-pyramid perceptual substitute. Tried in session 2 and not shipped (RESULTS §7):
-        # `--set net=fast --set grad_weight=10` (no full-resolution MSRBs + joint-gradient term).
+        # shipped CPU run (rfvif_cpu, session 3): the `fast-skip` net (no full-resolution MSRBs + the
+        # full-resolution visible skip, RFVIFConfig.vis_skip), 64 px crops, shifts in [-8, 8]^2, paper loss
+        # with the gradient-pyramid perceptual substitute. Earlier shipped weights: `--set net=cpu`. Tried and
+        # not shipped (docs/RESULTS.md §7.1): `--set net=fast --set grad_weight=10`.
         # `variant`: comma-separated RFVIFConfig overrides for ablations, e.g. "use_dkg=false,num_fab=1".
-        "cpu": {"net": "cpu", "variant": "", "steps": 8000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
+        "cpu": {"net": "fast-skip", "variant": "", "steps": 8000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
                 "features": "gradient", "grad_weight": 0.0, "checkpoint_every": 50, "log_every": 10},
         "paper": {"net": "paper", "variant": "", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3,
                   "max_shift": 8, "features": "auto", "grad_weight": 0.0, "checkpoint_every": 500, "log_every": 50},
