@@ -23,6 +23,7 @@ from alignfuse.evaluation import format_table
 RFVIF_METRICS = ("Cross_entropy", "Mutinf", "Qabf", "Qcb", "Qcv", "Variance", "Ssim", "Entropy")
 LOWER_IS_BETTER = {"Cross_entropy", "Qcv", "MSE", "EPE_mean", "EPE_p95"}
 COLUMNS = [*RFVIF_METRICS, "CC_mean", "SSIM_mean", "VIFF", "seconds"]
+REG_COLUMNS = ["MSE", "NCC", "MI", "EPE_mean", "EPE_p95", "seconds", "suspect"]
 
 
 def wins(summary: dict, model: str, other: str, metrics=RFVIF_METRICS) -> list[str]:
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--wins")
     ap.add_argument("--against", default="")
     ap.add_argument("--json", type=Path, help="write the merged summaries here")
+    ap.add_argument("--registration", action="store_true", help="also print the registration table")
     args = ap.parse_args()
     merged: dict[str, dict] = {}
     key = None
@@ -55,6 +57,9 @@ def main() -> None:
             if model not in merged and model not in args.drop:
                 merged[model] = summary
     print(f"{key[0]}, preset {key[1]}, seed {key[2]}\n")
+    if args.registration:
+        print(format_table(merged, REG_COLUMNS))
+        print()
     print(format_table(merged, COLUMNS))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -154,7 +154,7 @@ class MINDRegistrar:
                     m[:2, :2], m[:2, 2] = lin, centre - lin @ centre  # sampling map p -> lin (p - c) + c
                     warped = cv2.warpAffine(mv, m[:2], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                             borderMode=cv2.BORDER_REPLICATE)
-                    dx, dy, _ = phase_correlation(warped, fx, upsample=4, use_gradients=True)
+                    dx, dy, _ = phase_correlation(warped, fx, upsample=1, use_gradients=True)  # centroid only: dense refines
                     m[:2, 2] += lin @ np.array([dx, dy])  # fixed(p) ~ warped(p + d) = moving(m (p + d))
                     cands[f"rot{angle:+g}_scale{scale:g}"] = m
             keys = list(cands)
