@@ -4,7 +4,7 @@ MIND (modality independent neighbourhood descriptor, Heinrich et al., MedIA 2012
 pixel by how similar its patch is to the patches of its neighbours. The description depends on
 local structure, not on intensity, so an IR image and a visible image of the same scene have
 similar descriptors even where their contrasts are inverted. Registering them is then an ordinary
-least-squares problem that Adam solves per pair:
+L1 fitting problem that Adam solves per pair:
 
 1. **global**: of the starts -- identity, the gradient-ECC affine, and a grid of rotations x scales
    each completed by phase correlation on gradient magnitudes (which catches shifts of tens of
@@ -29,11 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from .. import warp as _warp
 from ..losses.mind import mind_descriptors
 from ..stages import RegistrationResult
 
 __all__ = ["mind_descriptors", "MINDRegistrar"]
+
 
 def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(img.shape[-2:]) == tuple(size):
@@ -70,7 +72,8 @@ class MINDRegistrar:
             0.02 was the best of 0-0.08 on 40 RoadScene *training* pairs under `umf` (global-only EPE 3.38 px,
             identity 4.15, 0.08: 4.04) and equal-best under `large` (4.0 px vs 24.9).
 
-    diagnostics: ``method``, ``mind_before`` / ``mind_global`` / ``mind_after`` (mean descriptor distance at
+    diagnostics: ``method``, ``global_init`` (the chosen start) and ``global_gain`` (its relative distance gain
+    over the identity), ``mind_before`` / ``mind_global`` / ``mind_after`` (mean descriptor distance at
     the working resolution), ``ncc_before`` / ``ncc_after`` (global Pearson of gradient magnitudes),
     ``folding_fraction``, ``field_mean_px``, ``field_max_px``, ``suspect``, ``fallback``.
     """
@@ -119,13 +122,14 @@ class MINDRegistrar:
         return (desc_f - warped).abs().mean(dim=(1, 2, 3))
 
     def _initial_theta(self, moving: torch.Tensor, fixed: torch.Tensor,
-                       ecc_matrices: list[torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
+                       ecc_matrices: list[torch.Tensor]) -> tuple[torch.Tensor, list[str], list[float]]:
         """The global start, per pair: the candidate with the lowest MIND distance at half the working size.
 
         Candidates: identity; the gradient-ECC affine (``ecc_matrices``: per pair, the 3x3 sampling matrix
         in working pixels); and, for every rotation in ``search_angles`` x scale in ``search_scales`` about
         the image centre, that similarity transform plus the phase-correlation translation (gradient
-        magnitudes) that best completes it. Returns theta (B, 2, 3) and the chosen candidate's name per pair.
+        magnitudes) that best completes it. Returns theta (B, 2, 3) and, per pair, the chosen candidate's name
+        and its relative distance gain over the identity.
         """
         import cv2
 
@@ -158,7 +162,8 @@ class MINDRegistrar:
                     m[:2, 2] += lin @ np.array([dx, dy])  # fixed(p) ~ warped(p + d) = moving(m (p + d))
                     cands[f"rot{angle:+g}_scale{scale:g}"] = m
             keys = list(cands)
-            theta = torch.tensor(np.stack([(norm @ cands[k] @ norm_inv)[:2] for k in keys]), dtype=moving.dtype)
+            theta = torch.tensor(np.stack([(norm @ cands[k] @ norm_inv)[:2] for k in keys]), dtype=moving.dtype,
+                                 device=moving.device)
             grid = F.affine_grid(theta, [len(keys), 1, *size], align_corners=False)
             dist = self._distance(desc_f[i : i + 1].expand(len(keys), -1, -1, -1),
                                   desc_m[i : i + 1].expand(len(keys), -1, -1, -1), grid)
@@ -168,8 +173,7 @@ class MINDRegistrar:
             thetas.append(theta[best])
             names.append(keys[best])
             gains.append(1.0 - float(dist[best]) / max(float(dist[0]), 1e-12))
-        self._last_gains = gains
-        return torch.stack(thetas).to(moving.device), names
+        return torch.stack(thetas).to(moving.device), names, gains
 
     def _affine(self, moving: torch.Tensor, fixed: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """Refine theta on two levels (1/4, 1/2 of the working size) by Adam on the MIND distance."""
@@ -226,7 +230,7 @@ class MINDRegistrar:
             for i in range(b)
         ]
         with torch.enable_grad():
-            start, start_names = self._initial_theta(mov, fix, ecc_matrices)
+            start, start_names, start_gains = self._initial_theta(mov, fix, ecc_matrices)
             theta = self._affine(mov, fix, start)
         desc_m, desc_f = self._describe(mov), self._describe(fix)
         ident = F.affine_grid(_identity_theta(b, mov.device, mov.dtype), [b, 1, *size], align_corners=False)
@@ -254,7 +258,7 @@ class MINDRegistrar:
             d: dict[str, Any] = {
                 "method": "mind" if self.deformable else "mind-affine",
                 "global_init": start_names[i],
-                "global_gain": self._last_gains[i],
+                "global_gain": start_gains[i],
                 "mind_before": float(d_before[i]),
                 "mind_global": float(d_global[i]),
                 "mind_after": float(d_after[i]),
