@@ -84,9 +84,9 @@ class DeformableRegistrar(nn.Module):
         """Per-item similarity (B,) of two (B, 1, H, W) images under ``criterion``; higher is better."""
         if self.criterion == "ncc":
             return pearson(a, b)
-        from .losses.mind import mind_descriptors
+        from .losses.mind import mind_distance
 
-        return 1.0 - (mind_descriptors(a) - mind_descriptors(b)).abs().mean(dim=(1, 2, 3))
+        return 1.0 - mind_distance(a, b, per_item=True)
 
     @torch.no_grad()
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:

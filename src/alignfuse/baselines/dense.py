@@ -43,6 +43,11 @@ def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+def _px_to_norm(size: tuple[int, int], ref: torch.Tensor) -> torch.Tensor:
+    """(1, 2, 1, 1) factors turning (dx, dy) in working pixels into grid_sample units (align_corners=False)."""
+    return torch.tensor([2.0 / size[1], 2.0 / size[0]], device=ref.device, dtype=ref.dtype).view(1, 2, 1, 1)
+
+
 def _identity_theta(b: int, device, dtype) -> torch.Tensor:
     return torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device, dtype=dtype).repeat(b, 1, 1)
 
@@ -196,7 +201,7 @@ class MINDRegistrar:
         b, _, h, w = desc_f.shape
         gh, gw = max(h // self.spacing, 2), max(w // self.spacing, 2)
         ctrl = torch.zeros(b, 2, gh, gw, device=desc_f.device, dtype=desc_f.dtype, requires_grad=True)
-        to_norm = torch.tensor([2.0 / w, 2.0 / h], device=desc_f.device, dtype=desc_f.dtype).view(1, 2, 1, 1)
+        to_norm = _px_to_norm((h, w), desc_f)
         opt = torch.optim.Adam([ctrl], lr=self.lr)
         for _ in range(self.dense_iters):
             opt.zero_grad()
@@ -240,8 +245,7 @@ class MINDRegistrar:
                 disp = self._dense(desc_m, desc_f, grid_g)
         else:
             disp = torch.zeros(b, 2, *size, device=mov.device, dtype=mov.dtype)
-        to_norm = torch.tensor([2.0 / size[1], 2.0 / size[0]], device=mov.device, dtype=mov.dtype).view(1, 2, 1, 1)
-        grid_full = grid_g + (disp * to_norm).permute(0, 2, 3, 1)
+        grid_full = grid_g + (disp * _px_to_norm(size, mov)).permute(0, 2, 3, 1)
         # an image without structure (constant, or nearly) gives no evidence for any field
         flat = (mov.flatten(1).std(1) < 1e-3) | (fix.flatten(1).std(1) < 1e-3)
         with torch.no_grad():
@@ -250,9 +254,8 @@ class MINDRegistrar:
             d_after = self._distance(desc_f, desc_m, grid_full)
 
         # normalised sampling grid -> pixel field at the working size (align_corners=False convention)
-        scale_px = torch.tensor([size[1] / 2.0, size[0] / 2.0], device=mov.device, dtype=mov.dtype).view(1, 2, 1, 1)
-        field_g = (grid_g - ident).permute(0, 3, 1, 2) * scale_px
-        field_full = (grid_full - ident).permute(0, 3, 1, 2) * scale_px
+        field_g = (grid_g - ident).permute(0, 3, 1, 2) / _px_to_norm(size, mov)
+        field_full = (grid_full - ident).permute(0, 3, 1, 2) / _px_to_norm(size, mov)
         fields, diags = [], []
         for i in range(b):
             d: dict[str, Any] = {

@@ -49,8 +49,9 @@ def mind_descriptors(img: torch.Tensor, radius: int = 2, sigma: float = 1.0) -> 
     return mind / mind.amax(1, keepdim=True)
 
 
-
-
-def mind_distance(x: torch.Tensor, y: torch.Tensor, radius: int = 2, sigma: float = 1.0) -> torch.Tensor:
-    """Mean absolute difference of the MIND descriptors of two (B, 1, H, W) images: scalar, 0 when equal."""
-    return (mind_descriptors(x, radius, sigma) - mind_descriptors(y, radius, sigma)).abs().mean()
+def mind_distance(x: torch.Tensor, y: torch.Tensor, radius: int = 2, sigma: float = 1.0,
+                  per_item: bool = False) -> torch.Tensor:
+    """Mean absolute difference of the MIND descriptors of two (B, 1, H, W) images, 0 when equal:
+    a scalar, or (B,) with ``per_item``."""
+    diff = (mind_descriptors(x, radius, sigma) - mind_descriptors(y, radius, sigma)).abs()
+    return diff.mean(dim=(1, 2, 3)) if per_item else diff.mean()

@@ -674,7 +674,8 @@ class RFVIF(nn.Module):
         self.res_blocks = nn.Sequential(*(_ResBlock(c) for _ in range(cfg.num_res_blocks)))
         half = max(c // 2, 1)
         self.recon = nn.Sequential(
-            _conv(2 * c if cfg.vis_skip else c, c, 3), nn.ReLU(inplace=True), _conv(c, half, 3), nn.ReLU(inplace=True), _conv(half, 1, 3)
+            _conv(2 * c if cfg.vis_skip else c, c, 3), nn.ReLU(inplace=True),
+            _conv(c, half, 3), nn.ReLU(inplace=True), _conv(half, 1, 3)
         )
 
     @staticmethod
