@@ -349,6 +349,24 @@ def test_joint_gradient_term_is_optional_and_prefers_sharp_output():
         RFVIFLoss(grad_weight=-1)
 
 
+def test_teacher_term_pulls_towards_the_teacher_and_needs_one():
+    from alignfuse.losses.rfvif import RFVIFLoss
+
+    torch.manual_seed(0)
+    vis, ir = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    teacher = torch.maximum(vis, ir)
+    loss = RFVIFLoss(teacher_weight=2.0)
+    total_at, t_at = loss(teacher, [], vis, ir, teacher)
+    _, t_avg = loss(0.5 * (vis + ir), [], vis, ir, teacher)
+    assert t_at["teacher"] == 0.0 and t_avg["teacher"] > 0.1
+    assert float(total_at) == pytest.approx(t_at["pixel"], rel=1e-5)
+    assert RFVIFLoss()(vis, [], vis, ir)[1]["teacher"] == 0.0  # paper loss: no teacher
+    with pytest.raises(ValueError, match="teacher fusion"):
+        loss(vis, [], vis, ir)
+    with pytest.raises(ValueError, match="teacher_weight"):
+        RFVIFLoss(teacher_weight=-1)
+
+
 def test_fast_config_drops_only_full_resolution_msrbs():
     fast, cpu = RFVIF_CONFIGS["fast"], RFVIF_CONFIGS["cpu"]
     assert fast.msrb_blocks == (0, 1, 1) and replace(fast, msrb_blocks=cpu.msrb_blocks) == cpu

@@ -122,3 +122,33 @@ def test_mrrn_flow_supervision_logs_epe_and_unet_arch_exports(tmp_path):
     with pytest.raises(ValueError, match="target"):
         run_recipe(TrainArgs("mrrn", SAMPLES, None, "tiny", tmp_path / "x",
                              overrides={"translator": "none", "target": "gt"}, progress=False))
+
+
+def test_shifted_crops_teacher_follows_the_visible_crop_and_flip():
+    import numpy as np
+
+    from alignfuse.training.data import load_bank, shifted_crops
+
+    bank = load_bank(SAMPLES)
+    teacher = [v.copy() for v in bank.vis_y]  # a teacher equal to the VIS must crop exactly like the VIS
+    for seed in range(4):
+        b = shifted_crops(bank, np.random.default_rng(seed), 3, 32, 4, teacher=teacher)
+        assert b.teacher is not None and torch.equal(b.teacher, b.vis)
+    assert shifted_crops(bank, np.random.default_rng(0), 2, 32, 4).teacher is None
+    with pytest.raises(ValueError, match="teacher has"):
+        shifted_crops(bank, np.random.default_rng(0), 2, 32, 4, teacher=teacher[:1])
+
+
+def test_rfvif_teacher_and_warm_start(tmp_path):
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "a", overrides={"steps": 1}, progress=False))
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "b", overrides={
+        "steps": 2, "teacher": "identity+average", "teacher_weight": 1.0, "init": str(tmp_path / "a" / "export")},
+        progress=False))
+    rows = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert all(r["teacher"] > 0 for r in rows)
+    with pytest.raises(ValueError, match="teacher=PIPELINE"):
+        run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "c",
+                             overrides={"teacher_weight": 1.0}, progress=False))
+    with pytest.raises(ValueError, match="holds config"):
+        run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "d",
+                             overrides={"net": "fast", "init": str(tmp_path / "a" / "export")}, progress=False))

@@ -232,3 +232,29 @@ def test_corr_cost_mrrn_runs_on_odd_sizes_and_rejects_unknown_cost():
     assert net.config["cost"] == "corr" and net.conv2_0.__class__.__name__ == "_ConvBlock"
     with pytest.raises(ValueError, match="cost"):
         build_mrrn("tiny", cost="ncc")
+
+
+def test_mind_input_mrrn_is_blind_to_contrast_inversion_of_the_reference():
+    # inputs="mind": the extractor sees MIND descriptors, so an inverted (or re-gained) reference image
+    # gives exactly the same field; an intensity-input MRRN does not have that property.
+    torch.manual_seed(0)
+    net = build_mrrn("tiny", inputs="mind", cost="corr", corr_radius=2)
+    for p in net.parameters():  # non-trivial heads so the field depends on the inputs
+        torch.nn.init.normal_(p, std=0.2)
+    fixed = gaussian_blur2d(torch.rand(1, 1, 37, 53), (5, 5), (1.5, 1.5))
+    moving = torch.roll(fixed, 2, dims=3)
+    with torch.no_grad():
+        out = net(fixed, moving)["field"]
+        inverted = net(0.2 + 0.5 * (1 - fixed), moving)["field"]
+    assert out.shape == (1, 2, 37, 53) and float(out.abs().max()) > 1e-3
+    torch.testing.assert_close(inverted, out, atol=1e-4, rtol=1e-4)
+    plain = build_mrrn("tiny", cost="corr", corr_radius=2)
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    with torch.no_grad():
+        assert float((plain(1 - fixed, moving)["field"] - plain(fixed, moving)["field"]).abs().max()) > 1e-3
+    assert build_mrrn("cpu-mind").config["inputs"] == "mind"
+    with pytest.raises(ValueError, match="inputs"):
+        build_mrrn("tiny", inputs="vgg")
+    with pytest.raises(ValueError, match="1-channel"):
+        build_mrrn("tiny", inputs="mind", in_channels=3)

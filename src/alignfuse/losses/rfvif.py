@@ -17,6 +17,12 @@ magnitude is ~10x below the pixel L1, so the pixel term (which alone yields the 
 and the output loses contrast and edges. Off in every shipped recipe: one 8000-step CPU run with weight 10
 did not raise Qabf or SD (docs/RESULTS.md §7.1).
 
+Not in the paper either: ``teacher_weight * L1(f, teacher)`` where ``teacher`` is a fusion of the *aligned*
+pair by another method (the shipped CPU recipe uses guided-filtering fusion of the VIS and the GT-aligned IR).
+The paper's pixel term is flat for any value between the two sources (alpha = 0.5) and its VGG term, which
+would decide where in that range the output lies, is not available here; the teacher supplies that
+decision. Default 0 (paper).
+
 ``ir_gt`` is the IR crop that is aligned with ``vis`` (the "re-cropped patch" of the paper), not the
 misaligned network input. Images are (B, 1, H, W) in [0, 1].
 """
@@ -107,9 +113,11 @@ class RFVIFLoss(nn.Module):
             its own grey->RGB and ImageNet normalisation); None skips the perceptual term. If it is an
             ``nn.Module`` it becomes a submodule (moves with ``.to()``); it is not frozen here.
         grad_weight: weight of the joint-gradient term (not in the paper; 0 = paper).
+        teacher_weight: weight of the L1 term against a teacher fusion (not in the paper; 0 = paper).
 
-    ``forward(fused, aligned_ir, vis, ir_gt)`` returns ``(total, terms)`` where ``terms`` holds the floats
-    ``pixel``, ``perceptual``, ``align``, ``grad`` (unweighted) and ``total``.
+    ``forward(fused, aligned_ir, vis, ir_gt, teacher=None)`` returns ``(total, terms)`` where ``terms``
+    holds the floats ``pixel``, ``perceptual``, ``align``, ``grad``, ``teacher`` (unweighted) and ``total``.
+    ``teacher`` (B, 1, H, W) is required when ``teacher_weight > 0``.
     """
 
     def __init__(
@@ -119,6 +127,7 @@ class RFVIFLoss(nn.Module):
         lam: float = 0.3,
         feature_extractor: FeatureExtractor | None = None,
         grad_weight: float = 0.0,
+        teacher_weight: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (("alpha", alpha), ("beta", beta)):
@@ -126,9 +135,11 @@ class RFVIFLoss(nn.Module):
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
-        if grad_weight < 0:
-            raise ValueError(f"grad_weight must be >= 0, got {grad_weight}")
+        for name, value in (("grad_weight", grad_weight), ("teacher_weight", teacher_weight)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         self.grad_weight = grad_weight
+        self.teacher_weight = teacher_weight
         self.alpha = alpha
         self.beta = beta
         self.lam = lam
@@ -140,6 +151,7 @@ class RFVIFLoss(nn.Module):
         aligned_ir: Sequence[torch.Tensor],
         vis: torch.Tensor,
         ir_gt: torch.Tensor,
+        teacher: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         _check_image("fused", fused)
         _check_image("vis", vis, fused)
@@ -153,11 +165,20 @@ class RFVIFLoss(nn.Module):
         total = l_pixel + l_per + self.lam * l_align
         l_grad = joint_gradient_loss(fused, ir_gt, vis) if self.grad_weight > 0 else fused.new_zeros(())
         total = total + self.grad_weight * l_grad
+        if self.teacher_weight > 0:
+            if teacher is None:
+                raise ValueError("teacher_weight > 0 needs the teacher fusion (B, 1, H, W)")
+            _check_image("teacher", teacher, fused)
+            l_teacher = F.l1_loss(fused, teacher)
+            total = total + self.teacher_weight * l_teacher
+        else:
+            l_teacher = fused.new_zeros(())
         terms = {
             "pixel": float(l_pixel.detach()),
             "perceptual": float(l_per.detach()),
             "align": float(l_align.detach()),
             "grad": float(l_grad.detach()),
+            "teacher": float(l_teacher.detach()),
             "total": float(total.detach()),
         }
         return total, terms

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alignfuse.losses.mind import mind_descriptors
 from alignfuse.stages import RegistrationResult
 from alignfuse.warp import warp
 
@@ -45,6 +46,8 @@ __all__ = [
     "convert_official_mrrn_state_dict",
 ]
 
+MIND_CHANNELS = 8  # descriptors per pixel of losses.mind.mind_descriptors
+
 # enc: extractor widths at 1/2 and 1/4; coarse: M_C widths; refine: M_R (dilated) widths.
 MRRN_CONFIGS: dict[str, dict[str, tuple[int, ...]]] = {
     "paper": {"enc": (16, 32), "coarse": (48, 32, 16), "refine": (48, 48, 32)},  # official, 0.171 M
@@ -55,6 +58,10 @@ MRRN_CONFIGS: dict[str, dict[str, tuple[int, ...]]] = {
     # L1 match cost (trained here because the official cost learned nothing cross-modally on CPU)
     "cpu-corr": {"enc": (16, 32), "coarse": (48, 32, 16), "refine": (48, 48, 32), "cost": "corr",
                  "corr_radius": 3},
+    # not in the paper: the extractor sees MIND descriptors (modality-independent, losses/mind.py) instead
+    # of intensities, so the cross-modal matching problem the network must learn becomes near mono-modal
+    "cpu-mind": {"enc": (16, 32), "coarse": (48, 32, 16), "refine": (48, 48, 32), "cost": "corr",
+                 "corr_radius": 3, "inputs": "mind"},
 }
 
 # VoxelMorph default U-Net features: encoder, decoder (with skips), full-resolution tail.
@@ -157,6 +164,9 @@ class MRRN(nn.Module):
             ``"corr"`` (not in the paper: a local correlation volume of radius ``corr_radius`` at both
             levels, which makes the capture range explicit).
         in_channels: image channels (1 in UMF-CMGR).
+        inputs: ``"image"`` (official: the extractor sees intensities) or ``"mind"`` (not in the paper:
+            it sees the 8 MIND descriptors of each 1-channel image, which are invariant to gain, offset
+            and contrast inversion, so IR and VIS look alike; the warp still moves the image itself).
 
     Forward: ``forward(fixed, moving)`` with fixed = pseudo-IR (on the VIS grid) and moving = the
     distorted real IR, both (B, C, H, W), any H, W >= 2.
@@ -181,8 +191,13 @@ class MRRN(nn.Module):
         in_channels: int = 1,
         cost: str = "l1",
         corr_radius: int = 3,
+        inputs: str = "image",
     ) -> None:
         super().__init__()
+        if inputs not in ("image", "mind"):
+            raise ValueError(f"inputs must be 'image' or 'mind', got {inputs!r}")
+        if inputs == "mind" and in_channels != 1:
+            raise ValueError(f"inputs='mind' needs 1-channel images, got in_channels={in_channels}")
         if cost not in ("l1", "corr"):
             raise ValueError(f"cost must be 'l1' or 'corr', got {cost!r}")
         if corr_radius < 1:
@@ -197,7 +212,9 @@ class MRRN(nn.Module):
             "upfeat_quirk": upfeat_quirk,
             "cost": cost,
             "corr_radius": corr_radius,
+            "inputs": inputs,
         }
+        self.inputs = inputs
         self.cost, self.corr_radius = cost, corr_radius
         n_cost = 1 if cost == "l1" else (2 * corr_radius + 1) ** 2
         self.in_channels = in_channels
@@ -205,7 +222,7 @@ class MRRN(nn.Module):
         # Shared extractor: enc[0:3] -> level 1 (1/2), enc[3:6] -> level 2 (1/4).
         self.enc = nn.ModuleList(
             [
-                _ConvBlock(in_channels, c1, 2),
+                _ConvBlock(MIND_CHANNELS if inputs == "mind" else in_channels, c1, 2),
                 _ConvBlock(c1, c1),
                 _ConvBlock(c1, c1),
                 _ConvBlock(c1, c2, 2),
@@ -238,6 +255,8 @@ class MRRN(nn.Module):
         return correlation_volume(feat_fixed, feat_moving, self.corr_radius)
 
     def _extract(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.inputs == "mind":
+            x = mind_descriptors(x)
         l1 = self.enc[2](self.enc[1](self.enc[0](x)))
         l2 = self.enc[5](self.enc[4](self.enc[3](l1)))
         return l1, l2

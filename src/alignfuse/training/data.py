@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from .. import io, synth
 
-__all__ = ["PairBank", "load_bank", "paired_crops", "shifted_crops", "misaligned_crops"]
+__all__ = ["PairBank", "ShiftedBatch", "load_bank", "paired_crops", "shifted_crops", "misaligned_crops"]
 
 
 @dataclass
@@ -92,15 +93,28 @@ def paired_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: int
     return _stack(vis), _stack(ir)
 
 
+class ShiftedBatch(NamedTuple):
+    """RFVIF training batch: vis, ir (shifted), gt (IR at the VIS position) (B,1,s,s); shifts (B,2) as
+    (dx, dy); teacher (B,1,s,s) crops of the teacher images at the VIS position, or None."""
+
+    vis: torch.Tensor
+    ir: torch.Tensor
+    gt: torch.Tensor
+    shifts: torch.Tensor
+    teacher: torch.Tensor | None
+
+
 def shifted_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: int, max_shift: int = 8,
-                  p_zero: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  p_zero: float = 0.1, teacher: list[np.ndarray] | None = None) -> ShiftedBatch:
     """RFVIF samples (spec §4.6): VIS crop at p, IR crop at p + (dy, dx), GT = IR crop at p.
 
     (dy, dx) are independent uniform integers in [-max_shift, max_shift]; with probability ``p_zero``
-    both are 0 so the aligned case is learned. Returns vis_y, ir_shifted, ir_gt (B,1,s,s) and the
-    shifts (B, 2) as (dx, dy).
+    both are 0 so the aligned case is learned. ``teacher``: optional (h, w) images on the VIS grid of
+    each bank pair (e.g. a fusion of the aligned pair), cropped and flipped like the VIS.
     """
-    vis, ir, gt, shifts = [], [], [], []
+    if teacher is not None and len(teacher) != len(bank):
+        raise ValueError(f"teacher has {len(teacher)} images for {len(bank)} pairs")
+    vis, ir, gt, shifts, taught = [], [], [], [], []
     for _ in range(batch):
         i = pick_image(bank, rng, size, margin=max_shift)
         y, x = _crop_box(rng, *bank.ir[i].shape, size, margin=max_shift)
@@ -111,14 +125,18 @@ def shifted_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: in
         v = bank.vis_y[i][y:y + size, x:x + size]
         g = bank.ir[i][y:y + size, x:x + size]
         s = bank.ir[i][y + dy:y + dy + size, x + dx:x + dx + size]
+        t = teacher[i][y:y + size, x:x + size] if teacher is not None else None
         if rng.random() < 0.5:
             v, g, s = v[:, ::-1], g[:, ::-1], s[:, ::-1]
+            t = t[:, ::-1] if t is not None else None
             dx = -dx
         vis.append(v)
         gt.append(g)
         ir.append(s)
+        taught.append(t)
         shifts.append((dx, dy))
-    return _stack(vis), _stack(ir), _stack(gt), torch.tensor(shifts, dtype=torch.float32)
+    return ShiftedBatch(_stack(vis), _stack(ir), _stack(gt), torch.tensor(shifts, dtype=torch.float32),
+                        _stack(taught) if teacher is not None else None)
 
 
 def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: int, preset: str = "umf",

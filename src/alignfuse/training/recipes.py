@@ -40,12 +40,17 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # with the gradient-pyramid perceptual substitute. Earlier shipped weights: `--set net=cpu`. Tried and
         # not shipped (docs/RESULTS.md §7.1): `--set net=fast --set grad_weight=10`.
         # `variant`: comma-separated RFVIFConfig overrides for ablations, e.g. "use_dkg=false,num_fab=1".
+        # teacher: a pipeline name (e.g. "identity+gff") whose fusion of each *aligned* training pair is an
+        # extra L1 target with weight teacher_weight (RFVIFLoss); "" = paper loss. init: warm-start export.
         "cpu": {"net": "fast-skip", "variant": "", "steps": 8000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
-                "features": "gradient", "grad_weight": 0.0, "checkpoint_every": 50, "log_every": 10},
+                "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0, "init": "",
+                "checkpoint_every": 50, "log_every": 10},
         "paper": {"net": "paper", "variant": "", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3,
-                  "max_shift": 8, "features": "auto", "grad_weight": 0.0, "checkpoint_every": 500, "log_every": 50},
+                  "max_shift": 8, "features": "auto", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
+                  "init": "", "checkpoint_every": 500, "log_every": 50},
         "tiny": {"net": "cpu", "variant": "", "steps": 4, "batch": 2, "crop": 32, "lr": 1e-3, "max_shift": 4,
-                 "features": "gradient", "grad_weight": 10.0, "checkpoint_every": 2, "log_every": 1},
+                 "features": "gradient", "grad_weight": 10.0, "teacher": "", "teacher_weight": 0.0, "init": "",
+                 "checkpoint_every": 2, "log_every": 1},
     },
     # CPSTN in paired mode (same crop and flip of the aligned VIS/IR; spec pitfall 5). Official: batch 1,
     # lr 2e-4, Adam(0.5, 0.999), linear decay over the second half. `paired_l1` (default 0 = paper) adds
@@ -143,19 +148,32 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
     dist = setup_distributed(args.device)
     torch.manual_seed(int(cfg.get("seed", 0)))
     net_config = rfvif_variant(cfg["net"], cfg.get("variant", ""))
-    net = RFVIF(net_config).to(dist.device)
+    net = RFVIF(net_config)
+    if cfg.get("init"):
+        state, meta = checkpoints.load_weights(Path(cfg["init"]), architecture="rfvif")
+        if meta["config"] != net_config.to_dict():
+            raise ValueError(f"rfvif: init {cfg['init']} holds config {meta['config']}, this run builds "
+                             f"{net_config.to_dict()}")
+        net.load_state_dict(state)
+    net = net.to(dist.device)
     extractor = build_feature_extractor(cfg["features"], layers=("relu2_2",), arch="vgg16",
                                         normalize_imagenet=True).to(dist.device)
-    loss_fn = RFVIFLoss(feature_extractor=lambda x: extractor(x)["relu2_2"], grad_weight=float(cfg.get("grad_weight", 0)))
+    teacher_weight = float(cfg.get("teacher_weight", 0))
+    if teacher_weight > 0 and not cfg.get("teacher"):
+        raise ValueError("rfvif: teacher_weight > 0 needs teacher=PIPELINE (e.g. identity+gff)")
+    loss_fn = RFVIFLoss(feature_extractor=lambda x: extractor(x)["relu2_2"], grad_weight=float(cfg.get("grad_weight", 0)),
+                        teacher_weight=teacher_weight)
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bank = load_bank(args.data, args.split)
+    teacher = teacher_bank(bank, cfg["teacher"], dist.device) if teacher_weight > 0 else None
 
     def step(rng, _step: int) -> dict[str, float]:
-        vis, ir, gt, _ = shifted_crops(bank, rng, cfg["batch"], cfg["crop"], cfg["max_shift"])
-        vis, ir, gt = vis.to(dist.device), ir.to(dist.device), gt.to(dist.device)
+        b = shifted_crops(bank, rng, cfg["batch"], cfg["crop"], cfg["max_shift"], teacher=teacher)
+        vis, ir, gt = b.vis.to(dist.device), b.ir.to(dist.device), b.gt.to(dist.device)
         out = model(ir, vis)
-        total, terms = loss_fn(out.fused, out.aligned_ir, vis, gt)
+        taught = b.teacher.to(dist.device) if b.teacher is not None else None
+        total, terms = loss_fn(out.fused, out.aligned_ir, vis, gt, taught)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -229,6 +247,15 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
                                  training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
 
     return {"nets": nets}, {"g": opt_g, "d": opt_d}, step, loop_cfg, run_cfg, dist, export
+
+
+def teacher_bank(bank, pipeline_name: str, device: torch.device) -> list:
+    """Fusion (Y, (h, w) float32) of every *aligned* training pair by the registered pipeline ``pipeline_name``."""
+    from ..api import fuse_arrays, load_pipeline
+
+    pipe = load_pipeline(pipeline_name, device=str(device))
+    with torch.no_grad():
+        return [fuse_arrays(ir, vis, pipe).fused_y.astype("float32") for ir, vis in zip(bank.ir, bank.vis)]
 
 
 def pseudo_ir_bank(bank, translator_path: str, device: torch.device) -> list:
