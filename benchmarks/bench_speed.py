@@ -12,6 +12,10 @@ median of ``--repeat`` runs after one warm-up. Rows:
 * ``register``: translator + registrar (UMF: CPSTN + global ECC + MRRN + warp at the working
   resolution, field resized to full resolution) as ``Pipeline.register``;
 * ``pipeline``: the whole ``Pipeline.__call__`` (registration + fusion).
+
+``mrrn+difn[...]``: the shipped registration (no CPSTN; MIND global stage, MRRN with MIND inputs run from
+the global and the identity start) with DIFN ``cpu`` (nfeats 16), ``fast`` (nfeats 8) or ``paper`` (64);
+``[ecc,fast]`` uses the gradient-ECC global stage instead.
 """
 
 from __future__ import annotations
@@ -57,6 +61,20 @@ def _umf(config: str, mrrn: str | None = None, difn: str | None = None, label: s
                     name=f"umf-cmgr[{label or config}]")
 
 
+def _mrrn(mrrn: str, difn: str, global_stage: str = "mind", label: str | None = None) -> Pipeline:
+    """``mrrn+difn``: no translator, global stage + MRRN from both starts (global_margin 0) + DIFN."""
+    from alignfuse.model_pipelines import GLOBAL_MARGIN
+    from alignfuse.models.difn import build_difn
+    from alignfuse.models.mrrn import build_mrrn
+    from alignfuse.registration import DeformableRegistrar
+
+    torch.manual_seed(0)
+    registrar = DeformableRegistrar(build_mrrn(mrrn, inputs="mind").eval(), global_stage=global_stage,
+                                    criterion="mind", global_margin=GLOBAL_MARGIN)
+    return Pipeline(registrar=registrar, fuser=NetFuser(build_difn(difn)), register_long_side=REGISTER_LONG_SIDE,
+                    name=f"mrrn+difn[{label or difn}]")
+
+
 def _rfvif(config: str) -> Pipeline:
     from alignfuse.models.rfvif import RFVIF
 
@@ -87,10 +105,11 @@ def main() -> None:
     # `fast`: speed configurations (DIFN nfeats 8; RFVIF without full-resolution MSRBs); `fast-skip` is
     # `fast` + the full-resolution visible skip (the RFVIF configuration shipped since session 3)
     pipes = [create_pipeline("ecc+gff"), create_pipeline("identity+average"), create_pipeline("mind+gff"),
-             _umf("cpu"), _umf("cpu", difn="fast", label="fast"), _rfvif("cpu"), _rfvif("fast"),
-             _rfvif("fast-skip")]
+             _umf("cpu"), _umf("cpu", difn="fast", label="fast"), _mrrn("cpu-mind", "cpu"),
+             _mrrn("cpu-mind", "fast", label="fast"), _mrrn("cpu-mind", "fast", "ecc", label="ecc,fast"),
+             _rfvif("cpu"), _rfvif("fast"), _rfvif("fast-skip")]
     if not args.skip_paper:
-        pipes += [_umf("paper"), _rfvif("paper")]
+        pipes += [_umf("paper"), _mrrn("paper", "paper"), _rfvif("paper")]
     for pipe in pipes:
         with torch.no_grad():
             reg = _time(lambda: pipe.register(ir, vis), args.repeat)
@@ -99,6 +118,7 @@ def main() -> None:
         print(f"{pipe.name:<24} register {reg:7.3f} s   pipeline {full:7.3f} s", flush=True)
     by = {r["pipeline"]: r for r in rows}
     for a, b in (("umf-cmgr[paper]", "umf-cmgr[cpu]"), ("umf-cmgr[paper]", "umf-cmgr[fast]"),
+                 ("mrrn+difn[paper]", "mrrn+difn[cpu]"), ("mrrn+difn[paper]", "mrrn+difn[fast]"),
                  ("rfvif[paper]", "rfvif[cpu]"), ("rfvif[paper]", "rfvif[fast]"),
                  ("rfvif[paper]", "rfvif[fast-skip]")):
         if a in by and b in by:

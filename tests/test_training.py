@@ -152,3 +152,15 @@ def test_rfvif_teacher_and_warm_start(tmp_path):
     with pytest.raises(ValueError, match="holds config"):
         run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "d",
                              overrides={"net": "fast", "init": str(tmp_path / "a" / "export")}, progress=False))
+
+
+def test_misaligned_crops_zero_fraction_leaves_pairs_aligned():
+    import numpy as np
+
+    from alignfuse.training.data import load_bank, misaligned_crops
+
+    bank = load_bank(SAMPLES)
+    b = misaligned_crops(bank, np.random.default_rng(0), 3, 48, "umf", zero_fraction=1.0)
+    assert torch.equal(b["moving"], b["ir_gt"]) and float(b["field_gt"].abs().max()) == 0.0
+    d = misaligned_crops(bank, np.random.default_rng(0), 3, 48, "umf")
+    assert float(d["field_gt"].abs().max()) > 0.1 and not torch.equal(d["moving"], d["ir_gt"])

@@ -258,3 +258,14 @@ def test_mind_input_mrrn_is_blind_to_contrast_inversion_of_the_reference():
         build_mrrn("tiny", inputs="vgg")
     with pytest.raises(ValueError, match="1-channel"):
         build_mrrn("tiny", inputs="mind", in_channels=3)
+
+
+def test_mind_input_unet_registrar_runs_and_round_trips_its_config():
+    net = build_unet_registrar("cpu-mind")
+    assert net.config["inputs"] == "mind" and net.encoder[0][0].in_channels == 16
+    with torch.no_grad():
+        out = net(torch.rand(1, 1, 37, 53), torch.rand(1, 1, 37, 53))
+    assert out["field"].shape == (1, 2, 37, 53)
+    assert build_unet_registrar(net.config).config == net.config
+    with pytest.raises(ValueError, match="inputs"):
+        build_unet_registrar("tiny", inputs="rgb")

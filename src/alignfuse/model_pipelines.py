@@ -22,6 +22,7 @@ from .tiling import tiled
 # shipped weight names per network
 WEIGHT_NAMES = {"cpstn": "cpstn_cpu", "mrrn": "mrrn_cpu", "difn": "difn_cpu", "rfvif": "rfvif_cpu"}
 REGISTER_LONG_SIDE = 384  # UMF registration working resolution (long side, px)
+GLOBAL_MARGIN = 0.0  # mrrn+*: keep the global start only if it ends with a higher MIND similarity
 
 
 def _path(net: str, weights_dir: str | Path | None) -> Path:
@@ -112,11 +113,13 @@ LEARNED_FUSERS = {
 }
 
 
-def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None, criterion: str = "ncc"):
+def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None, criterion: str = "ncc",
+                   global_margin: float | None = None):
     """criterion 'ncc' for a pseudo-IR reference; 'mind' when the reference is the visible luminance."""
     from .registration import DeformableRegistrar
 
-    return DeformableRegistrar(load_mrrn(weights_dir), global_stage=global_stage, criterion=criterion)
+    return DeformableRegistrar(load_mrrn(weights_dir), global_stage=global_stage, criterion=criterion,
+                               global_margin=global_margin)
 
 
 @register_pipeline("umf-cmgr", _desc("UMF-CMGR: CPSTN pseudo-IR + global ECC + MRRN registration + DIFN fusion",
@@ -165,13 +168,40 @@ def umf_nocpstn_gff(weights_dir: str | Path | None = None,
                     register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
     from .baselines import FUSERS
 
-    return Pipeline(IdentityTranslator(), _umf_registrar(None, weights_dir, "mind"), FUSERS["gff"](),
-                    register_long_side=register_long_side, name="umf-nocpstn+gff")
+    return _vis_reference_pipeline(FUSERS["gff"](), "umf-nocpstn+gff", weights_dir, None, register_long_side)
 
 
 @register_pipeline("umf-nocpstn+difn", _desc("UMF-CMGR ablation (Table 4 'MRRN + DIFN'): no CPSTN, registration "
                                               "on the raw VIS luminance, DIFN fusion", "mrrn", "difn"))
 def umf_nocpstn_difn(weights_dir: str | Path | None = None,
                      register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
-    return Pipeline(IdentityTranslator(), _umf_registrar(None, weights_dir, "mind"), NetFuser(load_difn(weights_dir)),
-                    register_long_side=register_long_side, name="umf-nocpstn+difn")
+    return _vis_reference_pipeline(NetFuser(load_difn(weights_dir)), "umf-nocpstn+difn", weights_dir, None,
+                                   register_long_side)
+
+
+def _vis_reference_pipeline(fuser: nn.Module, name: str, weights_dir: str | Path | None, global_stage: str | None,
+                            register_long_side: int | None) -> Pipeline:
+    """No translator: the registrar compares the IR with the visible luminance (fallback judged by MIND).
+
+    With a global stage the network also runs from the identity and the start with the better final MIND
+    similarity wins (margin 0, chosen on 40 RoadScene *training* pairs per preset, docs/RESULTS.md §9)."""
+    margin = GLOBAL_MARGIN if global_stage is not None else None
+    return Pipeline(IdentityTranslator(), _umf_registrar(global_stage, weights_dir, "mind", margin), fuser,
+                    register_long_side=register_long_side, name=name)
+
+
+@register_pipeline("mrrn+difn", _desc("MIND global stage + MRRN on the visible luminance (no CPSTN; needs an MRRN "
+                                      "with MIND inputs, e.g. the shipped one), DIFN fusion", "mrrn", "difn"))
+def mrrn_difn(weights_dir: str | Path | None = None, global_stage: str | None = "mind",
+              register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
+    return _vis_reference_pipeline(NetFuser(load_difn(weights_dir)), "mrrn+difn", weights_dir, global_stage,
+                                   register_long_side)
+
+
+@register_pipeline("mrrn+gff", _desc("MIND global stage + MRRN on the visible luminance (no CPSTN), guided-filter "
+                                     "fusion", "mrrn"))
+def mrrn_gff(weights_dir: str | Path | None = None, global_stage: str | None = "mind",
+             register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
+    from .baselines import FUSERS
+
+    return _vis_reference_pipeline(FUSERS["gff"](), "mrrn+gff", weights_dir, global_stage, register_long_side)

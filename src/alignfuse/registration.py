@@ -57,11 +57,16 @@ class DeformableRegistrar(nn.Module):
             or ``None`` (network only, as in the paper).
         tolerance: similarity drop that counts as "worse" for the fallback.
         criterion: ``"ncc"`` (Pearson; diagnostics ``ncc_*``) or ``"mind"`` (1 - MIND distance; ``mind_*``).
+        global_margin: ``None`` keeps the global start always. A number also runs the network from the
+            identity and keeps the global start only where its final similarity is higher by more than
+            ``global_margin``: a wrong global start (a few degrees, a few % of scale) is then caught *after*
+            the deformable stage, where the network has done its best from both starts (diagnostic ``start``).
     """
 
     def __init__(self, net: nn.Module, global_stage: str | None = "ecc", tolerance: float = 0.005,
-                 criterion: str = "ncc") -> None:
+                 criterion: str = "ncc", global_margin: float | None = None) -> None:
         super().__init__()
+        self.global_margin = global_margin
         if global_stage not in (None, "ecc", "phase", "mind"):
             raise ValueError(f"global_stage must be 'ecc', 'phase', 'mind' or None, got {global_stage!r}")
         if criterion not in ("ncc", "mind"):
@@ -102,6 +107,14 @@ class DeformableRegistrar(nn.Module):
         local = self.net(fixed, moved)["field"]
         field = warp_ops.compose(field_g, local)
         aligned = warp_ops.warp(moving, field)
+        start = ["global" if self._global is not None else "identity"] * b
+        if self._global is not None and self.global_margin is not None:
+            field_id = self.net(fixed, moving)["field"]
+            aligned_id = warp_ops.warp(moving, field_id)
+            keep_identity = self.similarity(aligned, fixed) <= self.similarity(aligned_id, fixed) + self.global_margin
+            for i in torch.nonzero(keep_identity).flatten().tolist():
+                field_g[i], moved[i], field[i], aligned[i] = zero[i], moving[i], field_id[i], aligned_id[i]
+                start[i] = "identity"
 
         k = self.criterion
         sim_before = self.similarity(moving, fixed)
@@ -116,6 +129,7 @@ class DeformableRegistrar(nn.Module):
                 f"{k}_global": float(sim_global[i]),
                 f"{k}_after": float(sim_after[i]),
                 "folding_fraction": float(folding[i]),
+                "start": start[i],
                 "suspect": False,
                 "fallback": None,
             }

@@ -49,7 +49,7 @@ __all__ = [
 MIND_CHANNELS = 8  # descriptors per pixel of losses.mind.mind_descriptors
 
 # enc: extractor widths at 1/2 and 1/4; coarse: M_C widths; refine: M_R (dilated) widths.
-MRRN_CONFIGS: dict[str, dict[str, tuple[int, ...]]] = {
+MRRN_CONFIGS: dict[str, dict[str, Any]] = {
     "paper": {"enc": (16, 32), "coarse": (48, 32, 16), "refine": (48, 48, 32)},  # official, 0.171 M
     # The MRRN is already cheap (1.8 GMACs @256^2): spec §5 shrinks crops/batch, not widths.
     "cpu": {"enc": (16, 32), "coarse": (48, 32, 16), "refine": (48, 48, 32)},
@@ -65,9 +65,10 @@ MRRN_CONFIGS: dict[str, dict[str, tuple[int, ...]]] = {
 }
 
 # VoxelMorph default U-Net features: encoder, decoder (with skips), full-resolution tail.
-UNET_CONFIGS: dict[str, dict[str, tuple[int, ...]]] = {
+UNET_CONFIGS: dict[str, dict[str, Any]] = {
     "paper": {"enc": (16, 32, 32, 32), "dec": (32, 32, 32, 32), "tail": (32, 16, 16)},
     "cpu": {"enc": (8, 16, 16, 16), "dec": (16, 16, 16, 16), "tail": (16, 8, 8)},
+    "cpu-mind": {"enc": (8, 16, 16, 16), "dec": (16, 16, 16, 16), "tail": (16, 8, 8), "inputs": "mind"},
     "tiny": {"enc": (4, 8, 8), "dec": (8, 8, 8), "tail": (8, 4)},
 }
 
@@ -122,6 +123,20 @@ def _check_pair(fixed: torch.Tensor, moving: torch.Tensor, channels: int) -> Non
         raise ValueError(f"fixed must be (B, {channels}, H, W), got {tuple(fixed.shape)}")
     if moving.shape != fixed.shape:
         raise ValueError(f"moving {tuple(moving.shape)} and fixed {tuple(fixed.shape)} differ")
+
+
+def _check_inputs(inputs: str, in_channels: int) -> int:
+    """Validate the ``inputs`` option; returns the channels the first conv sees per image."""
+    if inputs not in ("image", "mind"):
+        raise ValueError(f"inputs must be 'image' or 'mind', got {inputs!r}")
+    if inputs == "mind" and in_channels != 1:
+        raise ValueError(f"inputs='mind' needs 1-channel images, got in_channels={in_channels}")
+    return MIND_CHANNELS if inputs == "mind" else in_channels
+
+
+def _describe(x: torch.Tensor, inputs: str) -> torch.Tensor:
+    """What the network's first conv sees: the image, or its MIND descriptors (B, 8, H, W)."""
+    return mind_descriptors(x) if inputs == "mind" else x
 
 
 def _flow_head(cin: int) -> nn.Conv2d:
@@ -194,10 +209,7 @@ class MRRN(nn.Module):
         inputs: str = "image",
     ) -> None:
         super().__init__()
-        if inputs not in ("image", "mind"):
-            raise ValueError(f"inputs must be 'image' or 'mind', got {inputs!r}")
-        if inputs == "mind" and in_channels != 1:
-            raise ValueError(f"inputs='mind' needs 1-channel images, got in_channels={in_channels}")
+        first_channels = _check_inputs(inputs, in_channels)
         if cost not in ("l1", "corr"):
             raise ValueError(f"cost must be 'l1' or 'corr', got {cost!r}")
         if corr_radius < 1:
@@ -222,7 +234,7 @@ class MRRN(nn.Module):
         # Shared extractor: enc[0:3] -> level 1 (1/2), enc[3:6] -> level 2 (1/4).
         self.enc = nn.ModuleList(
             [
-                _ConvBlock(MIND_CHANNELS if inputs == "mind" else in_channels, c1, 2),
+                _ConvBlock(first_channels, c1, 2),
                 _ConvBlock(c1, c1),
                 _ConvBlock(c1, c1),
                 _ConvBlock(c1, c2, 2),
@@ -255,8 +267,7 @@ class MRRN(nn.Module):
         return correlation_volume(feat_fixed, feat_moving, self.corr_radius)
 
     def _extract(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.inputs == "mind":
-            x = mind_descriptors(x)
+        x = _describe(x, self.inputs)
         l1 = self.enc[2](self.enc[1](self.enc[0](x)))
         l2 = self.enc[5](self.enc[4](self.enc[3](l1)))
         return l1, l2
@@ -305,7 +316,8 @@ class UNetRegistrar(nn.Module):
     ``cat(fixed, moving)`` -> encoder (conv3x3 + LReLU(0.2), max-pool 2 after each level) ->
     decoder (conv, nearest x2, concat skip) -> full-resolution tail convs -> flow head (N(0, 1e-5),
     zero bias). Inputs are replicate-padded to a multiple of 2**len(enc) and cropped back. The
-    field is predicted directly in (dx, dy) pixels (no scaling-and-squaring).
+    field is predicted directly in (dx, dy) pixels (no scaling-and-squaring). ``inputs`` as in
+    :class:`MRRN` (``"mind"``: the U-Net sees both images' MIND descriptors).
 
     Returns the same dict as :class:`MRRN` minus the level fields: ``aligned``, ``field``,
     ``fixed_warped_back``.
@@ -317,19 +329,22 @@ class UNetRegistrar(nn.Module):
         dec: Sequence[int] = (32, 32, 32, 32),
         tail: Sequence[int] = (32, 16, 16),
         in_channels: int = 1,
+        inputs: str = "image",
     ) -> None:
         super().__init__()
         if len(dec) != len(enc):
             raise ValueError(f"enc and dec need the same number of levels, got {len(enc)} and {len(dec)}")
-        self.config = {"enc": tuple(enc), "dec": tuple(dec), "tail": tuple(tail)}
+        first_channels = _check_inputs(inputs, in_channels)
+        self.config = {"enc": tuple(enc), "dec": tuple(dec), "tail": tuple(tail), "inputs": inputs}
         self.in_channels = in_channels
+        self.inputs = inputs
         self.levels = len(enc)
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2))
 
         self.encoder = nn.ModuleList()
-        cin = 2 * in_channels
+        cin = 2 * first_channels
         for cout in enc:
             self.encoder.append(block(cin, cout))
             cin = cout
@@ -347,7 +362,8 @@ class UNetRegistrar(nn.Module):
         _check_pair(fixed, moving, self.in_channels)
         h, w = fixed.shape[-2:]
         mult = 2**self.levels
-        x = torch.cat([_pad_bottom_right(fixed, mult), _pad_bottom_right(moving, mult)], dim=1)
+        x = torch.cat([_describe(_pad_bottom_right(fixed, mult), self.inputs),
+                       _describe(_pad_bottom_right(moving, mult), self.inputs)], dim=1)
         skips = []
         for conv in self.encoder:
             x = conv(x)

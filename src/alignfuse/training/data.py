@@ -140,13 +140,15 @@ def shifted_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: in
 
 
 def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size: int, preset: str = "umf",
-                     reference: list[np.ndarray] | None = None, mono_fraction: float = 0.0) -> dict[str, torch.Tensor]:
+                     reference: list[np.ndarray] | None = None, mono_fraction: float = 0.0,
+                     zero_fraction: float = 0.0) -> dict[str, torch.Tensor]:
     """Registration samples: same crop of (reference, IR), then the IR crop is distorted by ``preset``.
 
     ``reference`` defaults to the VIS luminance (cross-modal); pass the pseudo-IR images to train
     MRRN the UMF way. With probability ``mono_fraction`` a sample's reference is the aligned IR itself
-    (mono-modal self-supervision, not in the paper). Returns fixed (B,1,s,s), moving (distorted IR),
-    ir_gt, field_gt (B,2,s,s).
+    (mono-modal self-supervision, not in the paper). With probability ``zero_fraction`` the IR is left
+    undistorted (field_gt = 0), so the network also learns to leave aligned pairs alone. Returns fixed
+    (B,1,s,s), moving (distorted IR), ir_gt, field_gt (B,2,s,s).
     """
     spec = synth.parse_preset(preset)
     ref = reference if reference is not None else bank.vis_y
@@ -158,10 +160,14 @@ def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size:
         f = (bank.ir if rng.random() < mono_fraction else ref)[i][y:y + size, x:x + size]
         if rng.random() < 0.5:
             r, f = np.ascontiguousarray(r[:, ::-1]), np.ascontiguousarray(f[:, ::-1])
-        s = synth.synthesise_pair(np.ascontiguousarray(r), f, spec, rng, inverse_iterations=20)
         fixed.append(f)
-        moving.append(s.ir_warp)
         gt.append(r)
+        if zero_fraction > 0 and rng.random() < zero_fraction:
+            moving.append(r)
+            fields.append(np.zeros((2, *r.shape), dtype=np.float32))
+            continue
+        s = synth.synthesise_pair(np.ascontiguousarray(r), f, spec, rng, inverse_iterations=20)
+        moving.append(s.ir_warp)
         fields.append(s.field)
     return {"fixed": _stack(fixed), "moving": _stack(moving), "ir_gt": _stack(gt),
             "field_gt": torch.from_numpy(np.stack(fields))}
