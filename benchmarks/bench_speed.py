@@ -15,7 +15,8 @@ median of ``--repeat`` runs after one warm-up. Rows:
 
 ``mrrn+difn[...]``: the shipped registration (no CPSTN; MIND global stage, MRRN with MIND inputs run from
 the global and the identity start) with DIFN ``cpu`` (nfeats 16), ``fast`` (nfeats 8) or ``paper`` (64);
-``[ecc,fast]`` uses the gradient-ECC global stage instead.
+``[ecc,fast]`` uses the gradient-ECC global stage instead; ``[no global,...]`` is the MRRN alone, as in the
+``umf-nocpstn+difn`` pipeline.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _umf(config: str, mrrn: str | None = None, difn: str | None = None, label: s
                     name=f"umf-cmgr[{label or config}]")
 
 
-def _mrrn(mrrn: str, difn: str, global_stage: str = "mind", label: str | None = None) -> Pipeline:
+def _mrrn(mrrn: str, difn: str, global_stage: str | None = "mind", label: str | None = None) -> Pipeline:
     """``mrrn+difn``: no translator, global stage + MRRN from both starts (global_margin 0) + DIFN."""
     from alignfuse.model_pipelines import GLOBAL_MARGIN
     from alignfuse.models.difn import build_difn
@@ -70,7 +71,7 @@ def _mrrn(mrrn: str, difn: str, global_stage: str = "mind", label: str | None = 
 
     torch.manual_seed(0)
     registrar = DeformableRegistrar(build_mrrn(mrrn, inputs="mind").eval(), global_stage=global_stage,
-                                    criterion="mind", global_margin=GLOBAL_MARGIN)
+                                    criterion="mind", global_margin=GLOBAL_MARGIN if global_stage else None)
     return Pipeline(registrar=registrar, fuser=NetFuser(build_difn(difn)), register_long_side=REGISTER_LONG_SIDE,
                     name=f"mrrn+difn[{label or difn}]")
 
@@ -107,6 +108,7 @@ def main() -> None:
     pipes = [create_pipeline("ecc+gff"), create_pipeline("identity+average"), create_pipeline("mind+gff"),
              _umf("cpu"), _umf("cpu", difn="fast", label="fast"), _mrrn("cpu-mind", "cpu"),
              _mrrn("cpu-mind", "fast", label="fast"), _mrrn("cpu-mind", "fast", "ecc", label="ecc,fast"),
+             _mrrn("cpu-mind", "cpu", None, label="no global,cpu"), _mrrn("cpu-mind", "fast", None, label="no global,fast"),
              _rfvif("cpu"), _rfvif("fast"), _rfvif("fast-skip")]
     if not args.skip_paper:
         pipes += [_umf("paper"), _mrrn("paper", "paper"), _rfvif("paper")]
@@ -119,6 +121,7 @@ def main() -> None:
     by = {r["pipeline"]: r for r in rows}
     for a, b in (("umf-cmgr[paper]", "umf-cmgr[cpu]"), ("umf-cmgr[paper]", "umf-cmgr[fast]"),
                  ("mrrn+difn[paper]", "mrrn+difn[cpu]"), ("mrrn+difn[paper]", "mrrn+difn[fast]"),
+                 ("mrrn+difn[paper]", "mrrn+difn[no global,cpu]"),
                  ("rfvif[paper]", "rfvif[cpu]"), ("rfvif[paper]", "rfvif[fast]"),
                  ("rfvif[paper]", "rfvif[fast-skip]")):
         if a in by and b in by:
