@@ -161,9 +161,8 @@ def umf_mrrn_gff(weights_dir: str | Path | None = None,
     return pipe
 
 
-@register_pipeline("umf-nocpstn+gff", _desc("UMF-CMGR ablation: registration network on the raw VIS luminance "
-                                             "(no CPSTN; needs a registrar trained cross-modally), GFF fusion",
-                                             "mrrn"))
+@register_pipeline("umf-nocpstn+gff", _desc("MRRN registration on the visible luminance (no CPSTN; the shipped MRRN "
+                                             "reads MIND descriptors), guided-filter fusion", "mrrn"))
 def umf_nocpstn_gff(weights_dir: str | Path | None = None,
                     register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
     from .baselines import FUSERS
@@ -171,8 +170,8 @@ def umf_nocpstn_gff(weights_dir: str | Path | None = None,
     return _vis_reference_pipeline(FUSERS["gff"](), "umf-nocpstn+gff", weights_dir, None, register_long_side)
 
 
-@register_pipeline("umf-nocpstn+difn", _desc("UMF-CMGR ablation (Table 4 'MRRN + DIFN'): no CPSTN, registration "
-                                              "on the raw VIS luminance, DIFN fusion", "mrrn", "difn"))
+@register_pipeline("umf-nocpstn+difn", _desc("UMF-CMGR without CPSTN (Table 4 'MRRN + DIFN'): MRRN registration on "
+                                              "the visible luminance (MIND descriptors), DIFN fusion", "mrrn", "difn"))
 def umf_nocpstn_difn(weights_dir: str | Path | None = None,
                      register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
     return _vis_reference_pipeline(NetFuser(load_difn(weights_dir)), "umf-nocpstn+difn", weights_dir, None,
