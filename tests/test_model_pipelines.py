@@ -147,6 +147,30 @@ def test_global_margin_rejects_a_wrong_global_start_after_the_network(margin, st
     assert res.field.abs().max().item() == (6.0 if start == "global" else 0.0)
 
 
+class _Constant(torch.nn.Module):
+    """A 'network' that always proposes the same 4 px x-translation."""
+
+    def forward(self, fixed, moving):
+        field = torch.zeros(fixed.shape[0], 2, *fixed.shape[-2:])
+        field[:, 0] = 4.0
+        return {"field": field}
+
+
+def test_global_margin_keeps_a_right_global_field_the_network_spoils():
+    # true shift 6 px, exact global stage, a network that adds 4 px: the global start (with its fallback to the
+    # global field) must beat the identity start (which ends 2 px off)
+    fixed = torch.from_numpy(_texture(96, 128))[None, None]
+    shift = torch.zeros(1, 2, 96, 128)
+    shift[:, 0] = -6.0
+    moving = warp.warp(fixed, shift)  # registering needs field (+6, 0)
+    reg = DeformableRegistrar(_Constant(), global_stage="phase", criterion="mind", global_margin=0.0)
+    reg._global = _WrongGlobal()  # proposes exactly (+6, 0) here
+    res = reg(moving, fixed)
+    d = res.diagnostics[0]
+    assert d["start"] == "global" and d["suspect"] and "global" in d["fallback"]
+    assert abs(res.field[0, 0, 20:-20, 20:-20].mean().item() - 6.0) < 1e-3
+
+
 def test_cross_modal_global_stage_and_mind_criterion():
     """Visible-like reference with inverted contrast: the MIND global stage recovers the shift and the MIND
     criterion accepts it (its similarity rises), reported under mind_* keys."""

@@ -146,6 +146,14 @@ def test_rfvif_teacher_and_warm_start(tmp_path):
         progress=False))
     rows = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert all(r["teacher"] > 0 for r in rows)
+    # init really loads: with lr 0 the warm-started export keeps the parameters it started from (batch-norm
+    # running statistics still move in one training step)
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "e", overrides={
+        "steps": 1, "lr": 0.0, "init": str(tmp_path / "a" / "export")}, progress=False))
+    start, _ = checkpoints.load_weights(tmp_path / "a" / "export", architecture="rfvif")
+    after, _ = checkpoints.load_weights(tmp_path / "e" / "export", architecture="rfvif")
+    params = [k for k in start if "running_" not in k and "num_batches_tracked" not in k]
+    assert len(params) > 100 and all(torch.equal(start[k], after[k]) for k in params)
     with pytest.raises(ValueError, match="teacher=PIPELINE"):
         run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "c",
                              overrides={"teacher_weight": 1.0}, progress=False))

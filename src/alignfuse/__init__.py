@@ -3,7 +3,7 @@
 Public API::
 
     import alignfuse
-    pipe = alignfuse.load_pipeline("ecc+gff")        # any name from alignfuse.list_models()
+    pipe = alignfuse.load_pipeline()                 # default umf-nocpstn+difn; any name from alignfuse.list_models()
     result = alignfuse.fuse_arrays(ir, vis, pipe)    # numpy float32 [0,1]; result.fused, .aligned_ir, .field
     alignfuse.fuse("ir.png", "vis.png", "out.png")   # files in, file out
 

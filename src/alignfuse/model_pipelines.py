@@ -8,6 +8,7 @@ naming the missing file.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -185,8 +186,11 @@ def _vis_reference_pipeline(fuser: nn.Module, name: str, weights_dir: str | Path
     With a global stage the network also runs from the identity and the start with the better final MIND
     similarity wins (margin 0, chosen on 40 RoadScene *training* pairs per preset, docs/RESULTS.md §9)."""
     margin = GLOBAL_MARGIN if global_stage is not None else None
-    return Pipeline(IdentityTranslator(), _umf_registrar(global_stage, weights_dir, "mind", margin), fuser,
-                    register_long_side=register_long_side, name=name)
+    registrar = _umf_registrar(global_stage, weights_dir, "mind", margin)
+    if getattr(registrar.net, "inputs", "image") != "mind":
+        warnings.warn(f"{name}: the registration network reads image intensities, not MIND descriptors; against the "
+                      "visible luminance such networks did not learn here (docs/RESULTS.md §9)", stacklevel=3)
+    return Pipeline(IdentityTranslator(), registrar, fuser, register_long_side=register_long_side, name=name)
 
 
 @register_pipeline("mrrn+difn", _desc("MIND global stage + MRRN on the visible luminance (no CPSTN; needs an MRRN "

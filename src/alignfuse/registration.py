@@ -111,7 +111,12 @@ class DeformableRegistrar(nn.Module):
         if self._global is not None and self.global_margin is not None:
             field_id = self.net(fixed, moving)["field"]
             aligned_id = warp_ops.warp(moving, field_id)
-            keep_identity = self.similarity(aligned, fixed) <= self.similarity(aligned_id, fixed) + self.global_margin
+            # score each start as the fallback below would leave it: a start is worth at least its own
+            # input (the global field alone / the identity), so a good global field is not lost when the
+            # network happens to make it worse
+            score_global = torch.maximum(self.similarity(aligned, fixed), self.similarity(moved, fixed))
+            score_identity = torch.maximum(self.similarity(aligned_id, fixed), self.similarity(moving, fixed))
+            keep_identity = score_global <= score_identity + self.global_margin
             for i in torch.nonzero(keep_identity).flatten().tolist():
                 field_g[i], moved[i], field[i], aligned[i] = zero[i], moving[i], field_id[i], aligned_id[i]
                 start[i] = "identity"

@@ -66,7 +66,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # MRRN on (reference, IR distorted by a synthetic generator). The paper: pseudo-IR reference from a trained
     # CPSTN, unsupervised. translator: a CPSTN export (safetensors) or "none" (VIS luminance as the reference).
     "mrrn": {
-        # shipped mrrn_cpu (session 4): MIND-input MRRN (`cpu-mind`) on the *visible* reference, supervised by
+        # stage 1 of the shipped mrrn_cpu (session 4; stage 2 = init from it, lr 3e-4, zero_fraction 0.1, 3000
+        # steps, see MODEL_CARD.md): MIND-input MRRN (`cpu-mind`) on the *visible* reference, supervised by
         # the synthetic field (flow_weight, EPE in px) + NCC of the warped IR against the aligned IR
         # (target=ir_gt), 20 % mono-modal samples. Every earlier set-up (pseudo-IR or VIS reference with
         # intensity inputs, with or without flow supervision) stayed at the input's EPE (docs/RESULTS.md §4, §7.3).
@@ -76,6 +77,12 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                 "smooth": "l2", "lambda_smooth": 10.0, "preset": "custom:tfrac=0.02,elastic=1,alpha=2",
                 "translator": "none", "mono_fraction": 0.2, "zero_fraction": 0.0, "target": "ir_gt",
                 "flow_weight": 1.0, "arch": "mrrn", "init": "", "checkpoint_every": 100, "log_every": 20},
+        # the `cpu` config of sessions 1-3 (intensity inputs, pseudo-IR/mono reference, unsupervised): the base of
+        # the `--config cpu --set ...` commands in docs/RESULTS.md §4, §7.3 and §8.5
+        "cpu-intensity": {"net": "cpu", "steps": 2000, "batch": 4, "crop": 160, "lr": 1e-3, "similarity": "ncc",
+                          "smooth": "l2", "lambda_smooth": 10.0, "preset": "custom:tfrac=0.02,elastic=1,alpha=2",
+                          "translator": "", "mono_fraction": 0.5, "zero_fraction": 0.0, "target": "reference",
+                          "flow_weight": 0.0, "arch": "mrrn", "init": "", "checkpoint_every": 100, "log_every": 20},
         "paper": {"net": "paper", "steps": 9000, "batch": 16, "crop": 256, "lr": 1e-3, "similarity": "feature",
                   "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "",
                   "mono_fraction": 0.0, "zero_fraction": 0.0, "target": "reference", "flow_weight": 0.0,
