@@ -108,23 +108,26 @@ class DeformableRegistrar(nn.Module):
         field = warp_ops.compose(field_g, local)
         aligned = warp_ops.warp(moving, field)
         start = ["global" if self._global is not None else "identity"] * b
+        # each similarity once per call: with criterion "mind" every one costs two descriptor stacks
+        sim_before = self.similarity(moving, fixed)
+        sim_global = self.similarity(moved, fixed) if self._global is not None else sim_before.clone()
+        sim_after = self.similarity(aligned, fixed)
         if self._global is not None and self.global_margin is not None:
             field_id = self.net(fixed, moving)["field"]
             aligned_id = warp_ops.warp(moving, field_id)
+            sim_id = self.similarity(aligned_id, fixed)
             # score each start as the fallback below would leave it: a start is worth at least its own
             # input (the global field alone / the identity), so a good global field is not lost when the
             # network happens to make it worse
-            score_global = torch.maximum(self.similarity(aligned, fixed), self.similarity(moved, fixed))
-            score_identity = torch.maximum(self.similarity(aligned_id, fixed), self.similarity(moving, fixed))
+            score_global = torch.maximum(sim_after, sim_global)
+            score_identity = torch.maximum(sim_id, sim_before)
             keep_identity = score_global <= score_identity + self.global_margin
             for i in torch.nonzero(keep_identity).flatten().tolist():
                 field_g[i], moved[i], field[i], aligned[i] = zero[i], moving[i], field_id[i], aligned_id[i]
+                sim_global[i], sim_after[i] = sim_before[i], sim_id[i]
                 start[i] = "identity"
 
         k = self.criterion
-        sim_before = self.similarity(moving, fixed)
-        sim_global = self.similarity(moved, fixed)
-        sim_after = self.similarity(aligned, fixed)
         folding = warp_ops.folding_fraction(field)
         diagnostics: list[dict[str, Any]] = []
         for i in range(b):
