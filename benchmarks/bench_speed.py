@@ -13,6 +13,9 @@ median of ``--repeat`` runs after one warm-up. Rows:
   resolution, field resized to full resolution) as ``Pipeline.register``;
 * ``pipeline``: the whole ``Pipeline.__call__`` (registration + fusion).
 
+Also DIFN ``cpu`` alone, evaluated with channel concatenations (the path before session 5) and with
+per-piece convolution sums (``alignfuse.models.difn.conv_of_concat``, the inference path now), same run.
+
 ``mrrn+difn[...]``: the shipped registration (no CPSTN; MIND global stage, MRRN with MIND inputs run from
 the global and the identity start) with DIFN ``cpu`` (nfeats 16), ``fast`` (nfeats 8) or ``paper`` (64);
 ``[ecc,fast]`` uses the gradient-ECC global stage instead; ``[no global,...]`` is the MRRN alone, as in the
@@ -83,6 +86,24 @@ def _rfvif(config: str) -> Pipeline:
     return Pipeline(fuser=NetFuser(RFVIF(config), output="fused"), name=f"rfvif[{config}]")
 
 
+def _difn_concat_vs_sum(ir: torch.Tensor, vis: torch.Tensor, repeat: int) -> dict[str, float]:
+    """DIFN ``cpu`` alone on the 640x480 luminance pair, both ways of evaluating a conv of a concatenation.
+
+    ``conv_of_concat`` concatenates whenever autograd is on; with every tensor detached no graph is
+    recorded, so the ``concat`` timing is the pre-session-5 inference path at no autograd cost."""
+    from alignfuse.models.difn import build_difn
+    from alignfuse.stages import luminance
+
+    torch.manual_seed(0)
+    net = NetFuser(build_difn("cpu")).net.requires_grad_(False)  # channels-last, eval, as shipped
+    y = luminance(vis)
+    with torch.no_grad():
+        summed = _time(lambda: net(ir, y), repeat)
+    with torch.enable_grad():
+        concat = _time(lambda: net(ir, y), repeat)
+    return {"difn_cpu_concat_s": concat, "difn_cpu_sum_s": summed}
+
+
 def _time(fn, repeat: int) -> float:
     fn()  # warm-up
     times = []
@@ -118,6 +139,9 @@ def main() -> None:
             full = _time(lambda: pipe(ir, vis), args.repeat)
         rows.append({"pipeline": pipe.name, "register_s": reg, "pipeline_s": full})
         print(f"{pipe.name:<24} register {reg:7.3f} s   pipeline {full:7.3f} s", flush=True)
+    difn = _difn_concat_vs_sum(ir, vis, args.repeat)
+    print(f"DIFN cpu alone: concatenating {difn['difn_cpu_concat_s']:.3f} s, per-piece sums "
+          f"{difn['difn_cpu_sum_s']:.3f} s (x{difn['difn_cpu_concat_s'] / difn['difn_cpu_sum_s']:.2f})")
     by = {r["pipeline"]: r for r in rows}
     for a, b in (("umf-cmgr[paper]", "umf-cmgr[cpu]"), ("umf-cmgr[paper]", "umf-cmgr[fast]"),
                  ("mrrn+difn[paper]", "mrrn+difn[cpu]"), ("mrrn+difn[paper]", "mrrn+difn[fast]"),
@@ -129,7 +153,7 @@ def main() -> None:
                    if by[b]["register_s"] > 1e-2 else "")  # RFVIF has no registration step: no ratio
             print(f"speed-up {b} vs {a}: {reg}pipeline x{by[a]['pipeline_s'] / by[b]['pipeline_s']:.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"size": [H, W], "threads": args.threads, "rows": rows,
+        Path(args.json).write_text(json.dumps({"size": [H, W], "threads": args.threads, "rows": rows, **difn,
                                                "machine": platform.platform(), "torch": torch.__version__}, indent=1))
 
 

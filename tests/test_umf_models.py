@@ -15,7 +15,7 @@ from alignfuse.models.cpstn import (
     build_cpstn,
     init_weights,
 )
-from alignfuse.models.difn import DIFN, build_difn
+from alignfuse.models.difn import DIFN, build_difn, conv_of_concat
 from alignfuse.models.mrrn import MRRN, build_mrrn, build_unet_registrar, convert_official_mrrn_state_dict
 from alignfuse.stages import Fuser, RegistrationResult, Translator
 from alignfuse.warp import warp
@@ -193,6 +193,36 @@ def test_difn_ifm_takes_nfeats_and_backprops():
     assert net.fuse.query_conv.in_channels == 16  # the official code hard-wires 64 here
     net(torch.rand(1, 1, 12, 10), torch.rand(1, 1, 12, 10)).mean().backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize("ifm,growth", [("official", None), ("paper", 5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_difn_inference_path_equals_concatenation(ifm, growth, channels_last):
+    # without autograd DIFN sums per-piece convolutions instead of concatenating; same numbers
+    torch.manual_seed(0)
+    net = DIFN(nfeats=6, growth=growth, ifm=ifm).eval()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    ir, vis = torch.rand(2, 1, 13, 17), torch.rand(2, 1, 13, 17)
+    with torch.no_grad():
+        fast = net(ir, vis)
+    with torch.enable_grad():
+        reference = net(ir, vis)
+    assert reference.requires_grad and not fast.requires_grad
+    torch.testing.assert_close(fast, reference.detach(), atol=1e-6, rtol=0)
+
+
+def test_conv_of_concat_matches_and_checks():
+    torch.manual_seed(0)
+    pieces = [torch.rand(1, 3, 9, 8), torch.rand(1, 2, 9, 8)]
+    for conv in (torch.nn.Conv2d(5, 4, 3, padding=1), torch.nn.Conv2d(5, 4, 1, bias=False)):
+        with torch.no_grad():
+            torch.testing.assert_close(conv_of_concat(pieces, conv), conv(torch.cat(pieces, 1)), atol=1e-6, rtol=0)
+    with torch.no_grad(), pytest.raises(ValueError, match="channels"):
+        conv_of_concat([pieces[0], pieces[0]], torch.nn.Conv2d(5, 4, 3, padding=1))
+    strided = torch.nn.Conv2d(5, 4, 3, stride=2, padding=1, padding_mode="reflect")  # falls back to the concatenation
+    with torch.no_grad():
+        torch.testing.assert_close(conv_of_concat(pieces, strided), strided(torch.cat(pieces, 1)))
 
 
 # ------------------------------------------------------------------------------ determinism
