@@ -55,6 +55,20 @@ def test_recovers_known_shift_across_contrast_inversion():
     assert d["mind_after"] < d["mind_before"] and not d["suspect"]
 
 
+def test_global_start_beyond_max_shift_is_not_considered():
+    """A (12, -9) px shift (15 px at the centre, ~12 % of the 128 px long side) is found with the default bound
+    (15 %) and not with max_shift 0.05: then no candidate is left but the identity, and the field stays 0."""
+    moving = torch.from_numpy(textured(0))[None, None]
+    gt = const_field(12.0, -9.0)
+    fixed = 1.0 - warp.warp(moving, gt)
+    found = MINDRegistrar(long_side=128, deformable=False)(moving, fixed)
+    assert interior_error(found.field, gt) < 1.0 and found.diagnostics[0]["global_init"] != "identity"
+    bounded = MINDRegistrar(long_side=128, deformable=False, max_shift=0.05)(moving, fixed)
+    assert bounded.diagnostics[0]["global_init"] == "identity" and float(bounded.field.abs().max()) == 0.0
+    with pytest.raises(ValueError, match="max_shift"):
+        MINDRegistrar(max_shift=0)
+
+
 def _smooth_field(seed: int, amplitude: float, h: int = H, w: int = W) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     f = np.stack([gaussian_filter(rng.standard_normal((h, w)), 12.0) for _ in range(2)])

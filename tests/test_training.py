@@ -124,6 +124,28 @@ def test_mrrn_flow_supervision_logs_epe_and_unet_arch_exports(tmp_path):
                              overrides={"translator": "none", "target": "gt"}, progress=False))
 
 
+def test_resize_bank_shrinks_to_the_working_resolution(tmp_path):
+    import numpy as np
+
+    from alignfuse.training.data import load_bank, resize_bank
+
+    bank = load_bank(SAMPLES)
+    small = resize_bank(bank, 64)
+    for i in range(len(bank)):
+        h, w = bank.ir[i].shape
+        assert max(small.ir[i].shape) == 64 and small.vis[i].shape[:2] == small.ir[i].shape == small.vis_y[i].shape
+        assert abs(small.ir[i].shape[0] / small.ir[i].shape[1] - h / w) < 0.05
+        assert small.vis[i].ndim == 3 and 0 <= small.ir[i].min() and small.ir[i].max() <= 1
+        # antialiased: the mean grey level survives the 10x reduction
+        assert abs(float(small.ir[i].mean()) - float(bank.ir[i].mean())) < 0.01
+    assert resize_bank(bank, 10_000).ir[0] is bank.ir[0]  # never enlarged
+    run_recipe(TrainArgs("mrrn", SAMPLES, None, "tiny", tmp_path / "m", overrides={
+        "steps": 1, "translator": "none", "long_side": 64}, progress=False))
+    _, meta = checkpoints.load_weights(tmp_path / "m" / "export", architecture="mrrn")
+    assert meta["training"]["long_side"] == 64
+    assert np.isfinite(json.loads((tmp_path / "m" / "log.jsonl").read_text().splitlines()[-1])["total"])
+
+
 def test_shifted_crops_teacher_follows_the_visible_crop_and_flip():
     import numpy as np
 

@@ -16,7 +16,7 @@ import torch
 
 from .. import io, synth
 
-__all__ = ["PairBank", "ShiftedBatch", "load_bank", "paired_crops", "shifted_crops", "misaligned_crops"]
+__all__ = ["PairBank", "ShiftedBatch", "load_bank", "resize_bank", "paired_crops", "shifted_crops", "misaligned_crops"]
 
 
 @dataclass
@@ -48,6 +48,27 @@ def load_bank(data: Path, split: Path | None = None, limit: int | None = None) -
         bank.vis.append(vis.astype(np.float32))
         bank.vis_y.append(p.vis_y)
     return bank
+
+
+def resize_bank(bank: PairBank, long_side: int) -> PairBank:
+    """The bank with every pair shrunk so its long side is at most ``long_side`` px (antialiased bilinear, as
+    :class:`alignfuse.pipeline.Pipeline` resizes before registering); smaller pairs are kept as they are."""
+    import torch.nn.functional as F
+
+    def shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+        t = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+        return (t[0, 0] if img.ndim == 2 else t[0].permute(1, 2, 0)).numpy()
+
+    out = PairBank(list(bank.names), [], [], [])
+    for ir, vis, vis_y in zip(bank.ir, bank.vis, bank.vis_y):
+        h, w = ir.shape
+        s = long_side / max(h, w)
+        size = (max(8, round(h * s)), max(8, round(w * s))) if s < 1 else (h, w)
+        for dst, img in ((out.ir, ir), (out.vis, vis), (out.vis_y, vis_y)):
+            dst.append(shrink(img, size) if size != (h, w) else img)
+    return out
 
 
 def _stack(arrays: list[np.ndarray]) -> torch.Tensor:

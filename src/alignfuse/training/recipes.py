@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from .. import checkpoints
-from .data import load_bank, pick_image, shifted_crops
+from .data import load_bank, pick_image, resize_bank, shifted_crops
 from .loop import LoopConfig, TrainLoop, setup_distributed
 
 __all__ = ["RECIPES", "TrainArgs", "run_recipe"]
@@ -73,24 +73,26 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # intensity inputs, with or without flow supervision) stayed at the input's EPE (docs/RESULTS.md §4, §7.3).
         # 160 px crops with the umf generator scaled x2 (alpha, translation): the official generator works in
         # normalised units, so on a crop it would be ~2x weaker than on our ~384 px working images.
+        # long_side: > 0 resizes the training images to that long side first, as the pipelines do before
+        # registering (REGISTER_LONG_SIDE = 384), so crops show the texture scale the network sees in use.
         "cpu": {"net": "cpu-mind", "steps": 4000, "batch": 4, "crop": 160, "lr": 1e-3, "similarity": "ncc",
                 "smooth": "l2", "lambda_smooth": 10.0, "preset": "custom:tfrac=0.02,elastic=1,alpha=2",
                 "translator": "none", "mono_fraction": 0.2, "zero_fraction": 0.0, "target": "ir_gt",
-                "flow_weight": 1.0, "arch": "mrrn", "init": "", "checkpoint_every": 100, "log_every": 20},
+                "flow_weight": 1.0, "arch": "mrrn", "init": "", "long_side": 0, "checkpoint_every": 100, "log_every": 20},
         # the `cpu` config of sessions 1-3 (intensity inputs, pseudo-IR/mono reference, unsupervised): the base of
         # the `--config cpu --set ...` commands in docs/RESULTS.md §4, §7.3 and §8.5
         "cpu-intensity": {"net": "cpu", "steps": 2000, "batch": 4, "crop": 160, "lr": 1e-3, "similarity": "ncc",
                           "smooth": "l2", "lambda_smooth": 10.0, "preset": "custom:tfrac=0.02,elastic=1,alpha=2",
                           "translator": "", "mono_fraction": 0.5, "zero_fraction": 0.0, "target": "reference",
-                          "flow_weight": 0.0, "arch": "mrrn", "init": "", "checkpoint_every": 100, "log_every": 20},
+                          "flow_weight": 0.0, "arch": "mrrn", "init": "", "long_side": 0, "checkpoint_every": 100, "log_every": 20},
         "paper": {"net": "paper", "steps": 9000, "batch": 16, "crop": 256, "lr": 1e-3, "similarity": "feature",
                   "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "",
                   "mono_fraction": 0.0, "zero_fraction": 0.0, "target": "reference", "flow_weight": 0.0,
-                  "arch": "mrrn", "init": "", "checkpoint_every": 500, "log_every": 50},
+                  "arch": "mrrn", "init": "", "long_side": 0, "checkpoint_every": 500, "log_every": 50},
         "tiny": {"net": "tiny", "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "similarity": "ncc",
                  "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "none",
                  "mono_fraction": 0.5, "zero_fraction": 0.0, "target": "reference", "flow_weight": 0.0,
-                 "arch": "mrrn", "init": "", "checkpoint_every": 1, "log_every": 1},
+                 "arch": "mrrn", "init": "", "long_side": 0, "checkpoint_every": 1, "log_every": 1},
     },
     # DIFN on aligned training pairs (the ground-truth IR; the official code leaves `ir_reg` unstated),
     # saliency weights from the full aligned images as in data/get_svs_map.py.
@@ -313,6 +315,8 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bank = load_bank(args.data, args.split)
+    if int(cfg.get("long_side", 0)) > 0:
+        bank = resize_bank(bank, int(cfg["long_side"]))
     if cfg["translator"] in ("", None):
         raise ValueError("mrrn: set translator=PATH of a CPSTN export (or translator=none for cross-modal)")
     reference = None if cfg["translator"] == "none" else pseudo_ir_bank(bank, cfg["translator"], dist.device)
