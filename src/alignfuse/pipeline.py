@@ -10,7 +10,6 @@ from dataclasses import dataclass, field as dc_field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from . import warp as warp_ops
 from .stages import Fuser, IdentityRegistrar, IdentityTranslator, Registrar, RegistrationResult, Translator, luminance
@@ -28,12 +27,6 @@ class PipelineOutput:
     field: torch.Tensor
     reference: torch.Tensor
     diagnostics: list[dict[str, Any]] = dc_field(default_factory=list)
-
-
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(image.shape[-2:]) == size:
-        return image
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 class Pipeline:
@@ -81,14 +74,14 @@ class Pipeline:
         if self.register_long_side and max(h, w) > self.register_long_side:
             s = self.register_long_side / max(h, w)
             work = (max(8, round(h * s)), max(8, round(w * s)))
-        vis_w = _resize(vis, work)
+        vis_w = warp_ops.resize_image(vis, work)
         reference = self.translator(vis_w)
-        result = self.registrar(_resize(ir, work), reference)
+        result = self.registrar(warp_ops.resize_image(ir, work), reference)
         if work != (h, w):
             full_field = warp_ops.resize_field(result.field, (h, w))
             aligned = warp_ops.warp(ir, full_field)
             result = RegistrationResult(aligned, full_field, result.diagnostics)
-            reference = _resize(reference, (h, w))
+            reference = warp_ops.resize_image(reference, (h, w))
         return result, reference
 
     @torch.no_grad()

@@ -22,6 +22,7 @@ __all__ = [
     "compose",
     "upsample_field",
     "resize_field",
+    "resize_image",
     "invert",
     "field_from_affine",
     "jacobian_determinant",
@@ -101,6 +102,14 @@ def resize_field(field: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 upsample_field = resize_field
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, *size): antialiased bilinear (``align_corners=False``), the image as is when
+    already that size. How pipelines shrink images to the registration working size (and training mimics it)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def invert(field: torch.Tensor, iterations: int = 30) -> torch.Tensor:

@@ -37,12 +37,6 @@ from ..stages import RegistrationResult
 __all__ = ["mind_descriptors", "MINDRegistrar"]
 
 
-def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(img.shape[-2:]) == tuple(size):
-        return img
-    return F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
 def _px_to_norm(size: tuple[int, int], ref: torch.Tensor) -> torch.Tensor:
     """(1, 2, 1, 1) factors turning (dx, dy) in working pixels into grid_sample units (align_corners=False)."""
     return torch.tensor([2.0 / size[1], 2.0 / size[0]], device=ref.device, dtype=ref.dtype).view(1, 2, 1, 1)
@@ -156,8 +150,8 @@ class MINDRegistrar:
         norm_inv = np.linalg.inv(norm)
         centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
         size = (max(h // 2, 16), max(w // 2, 16))
-        desc_m = self._describe(_resize(moving, size))
-        desc_f = self._describe(_resize(fixed, size))
+        desc_m = self._describe(_warp.resize_image(moving, size))
+        desc_f = self._describe(_warp.resize_image(fixed, size))
         thetas, names, gains = [], [], []
         for i in range(b):
             mv, fx = moving[i, 0].cpu().numpy(), fixed[i, 0].cpu().numpy()
@@ -199,8 +193,8 @@ class MINDRegistrar:
         theta = theta.clone().requires_grad_(True)
         for scale in (4, 2):
             size = (max(h // scale, 16), max(w // scale, 16))
-            desc_m = self._describe(_resize(moving, size))
-            desc_f = self._describe(_resize(fixed, size))
+            desc_m = self._describe(_warp.resize_image(moving, size))
+            desc_f = self._describe(_warp.resize_image(fixed, size))
             opt = torch.optim.Adam([theta], lr=0.004)
             for _ in range(self.affine_iters):
                 opt.zero_grad()
@@ -235,8 +229,8 @@ class MINDRegistrar:
         b, _, H, W = moving.shape
         s = self.long_side / max(H, W)
         size = (max(round(H * s), 16), max(round(W * s), 16))
-        mov = _resize(moving.float(), size)
-        fix = _resize(fixed.float(), size)
+        mov = _warp.resize_image(moving.float(), size)
+        fix = _warp.resize_image(fixed.float(), size)
         # ECC at the input resolution (its own pyramid): at the working size it misses more often
         from .registration import ECCRegistrar
 

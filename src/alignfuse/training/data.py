@@ -51,14 +51,13 @@ def load_bank(data: Path, split: Path | None = None, limit: int | None = None) -
 
 
 def resize_bank(bank: PairBank, long_side: int) -> PairBank:
-    """The bank with every pair shrunk so its long side is at most ``long_side`` px (antialiased bilinear, as
-    :class:`alignfuse.pipeline.Pipeline` resizes before registering); smaller pairs are kept as they are."""
-    import torch.nn.functional as F
+    """The bank with every pair shrunk so its long side is at most ``long_side`` px (:func:`alignfuse.warp.resize_image`,
+    as :class:`alignfuse.pipeline.Pipeline` resizes before registering); smaller pairs are kept as they are."""
+    from ..warp import resize_image
 
     def shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
-        t = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+        t = resize_image(t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None], size).clamp(0, 1)
         return (t[0, 0] if img.ndim == 2 else t[0].permute(1, 2, 0)).numpy()
 
     out = PairBank(list(bank.names), [], [], [])
