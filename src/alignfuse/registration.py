@@ -87,11 +87,16 @@ class DeformableRegistrar(nn.Module):
 
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-item similarity (B,) of two (B, 1, H, W) images under ``criterion``; higher is better."""
-        if self.criterion == "ncc":
-            return pearson(a, b)
-        from .losses.mind import mind_distance
+        return self._similarity_to(b)(a)
 
-        return 1.0 - mind_distance(a, b, per_item=True)
+    def _similarity_to(self, fixed: torch.Tensor):
+        """``a -> similarity(a, fixed)``; for ``"mind"`` the fixed image's descriptors are computed once."""
+        if self.criterion == "ncc":
+            return lambda a: pearson(a, fixed)
+        from .losses.mind import descriptor_distance, mind_descriptors
+
+        desc_fixed = mind_descriptors(fixed)
+        return lambda a: 1.0 - descriptor_distance(mind_descriptors(a), desc_fixed, per_item=True)
 
     @torch.no_grad()
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
@@ -108,14 +113,15 @@ class DeformableRegistrar(nn.Module):
         field = warp_ops.compose(field_g, local)
         aligned = warp_ops.warp(moving, field)
         start = ["global" if self._global is not None else "identity"] * b
-        # each similarity once per call: with criterion "mind" every one costs two descriptor stacks
-        sim_before = self.similarity(moving, fixed)
-        sim_global = self.similarity(moved, fixed) if self._global is not None else sim_before.clone()
-        sim_after = self.similarity(aligned, fixed)
+        # each similarity once per call, the reference's MIND descriptors once for all of them
+        similarity = self._similarity_to(fixed)
+        sim_before = similarity(moving)
+        sim_global = similarity(moved) if self._global is not None else sim_before.clone()
+        sim_after = similarity(aligned)
         if self._global is not None and self.global_margin is not None:
             field_id = self.net(fixed, moving)["field"]
             aligned_id = warp_ops.warp(moving, field_id)
-            sim_id = self.similarity(aligned_id, fixed)
+            sim_id = similarity(aligned_id)
             # score each start as the fallback below would leave it: a start is worth at least its own
             # input (the global field alone / the identity), so a good global field is not lost when the
             # network happens to make it worse

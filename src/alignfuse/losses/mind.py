@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 
-__all__ = ["mind_descriptors", "mind_distance"]
+__all__ = ["mind_descriptors", "mind_distance", "descriptor_distance"]
 
 # the 8 neighbours (dx, dy) of a pixel at Chebyshev distance 1, scaled by the descriptor radius
 _OFFSETS = ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
@@ -53,5 +53,10 @@ def mind_distance(x: torch.Tensor, y: torch.Tensor, radius: int = 2, sigma: floa
                   per_item: bool = False) -> torch.Tensor:
     """Mean absolute difference of the MIND descriptors of two (B, 1, H, W) images, 0 when equal:
     a scalar, or (B,) with ``per_item``."""
-    diff = (mind_descriptors(x, radius, sigma) - mind_descriptors(y, radius, sigma)).abs()
+    return descriptor_distance(mind_descriptors(x, radius, sigma), mind_descriptors(y, radius, sigma), per_item)
+
+
+def descriptor_distance(desc_x: torch.Tensor, desc_y: torch.Tensor, per_item: bool = False) -> torch.Tensor:
+    """:func:`mind_distance` of precomputed descriptors (B, 8, H, W), so a fixed image's are computed once."""
+    diff = (desc_x - desc_y).abs()
     return diff.mean(dim=(1, 2, 3)) if per_item else diff.mean()
