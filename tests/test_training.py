@@ -194,3 +194,18 @@ def test_misaligned_crops_zero_fraction_leaves_pairs_aligned():
     assert torch.equal(b["moving"], b["ir_gt"]) and float(b["field_gt"].abs().max()) == 0.0
     d = misaligned_crops(bank, np.random.default_rng(0), 3, 48, "umf")
     assert float(d["field_gt"].abs().max()) > 0.1 and not torch.equal(d["moving"], d["ir_gt"])
+
+
+def test_misaligned_crops_draws_one_preset_alternative_per_sample():
+    import numpy as np
+
+    from alignfuse.training.data import load_bank, misaligned_crops
+
+    bank = load_bank(SAMPLES)
+    b = misaligned_crops(bank, np.random.default_rng(3), 12, 48, "none | custom:tx=6")
+    moved = b["field_gt"].abs().amax(dim=(1, 2, 3))
+    # "none" samples keep the IR where it was; "tx=6" ones move it by up to 6 px
+    assert (moved == 0).any() and (moved > 0.5).any()
+    assert float(moved.max()) <= 6.5
+    with pytest.raises(ValueError):
+        misaligned_crops(bank, np.random.default_rng(3), 2, 48, "umf|nonsense")

@@ -169,8 +169,11 @@ def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size:
     (mono-modal self-supervision, not in the paper). With probability ``zero_fraction`` the IR is left
     undistorted (field_gt = 0), so the network also learns to leave aligned pairs alone. Returns fixed
     (B,1,s,s), moving (distorted IR), ir_gt, field_gt (B,2,s,s).
+
+    ``preset`` may list alternatives separated by ``|`` (e.g. several elastic scales); each sample then
+    draws one uniformly. A single preset draws nothing extra, so its batches are as before.
     """
-    spec = synth.parse_preset(preset)
+    specs = [synth.parse_preset(p.strip()) for p in preset.split("|")]
     ref = reference if reference is not None else bank.vis_y
     fixed, moving, gt, fields = [], [], [], []
     for _ in range(batch):
@@ -186,6 +189,7 @@ def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size:
             moving.append(r)
             fields.append(np.zeros((2, *r.shape), dtype=np.float32))
             continue
+        spec = specs[int(rng.integers(len(specs)))] if len(specs) > 1 else specs[0]
         s = synth.synthesise_pair(np.ascontiguousarray(r), f, spec, rng, inverse_iterations=20)
         moving.append(s.ir_warp)
         fields.append(s.field)

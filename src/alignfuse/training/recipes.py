@@ -75,6 +75,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # normalised units, so on a crop it would be ~2x weaker than on our ~384 px working images.
         # long_side: > 0 resizes the training images to that long side first, as the pipelines do before
         # registering (REGISTER_LONG_SIDE = 384), so crops show the texture scale the network sees in use.
+        # preset may list alternatives separated by "|" (one drawn per sample), e.g. several elastic scales.
         "cpu": {"net": "cpu-mind", "steps": 4000, "batch": 4, "crop": 160, "lr": 1e-3, "similarity": "ncc",
                 "smooth": "l2", "lambda_smooth": 10.0, "preset": "custom:tfrac=0.02,elastic=1,alpha=2",
                 "translator": "none", "mono_fraction": 0.2, "zero_fraction": 0.0, "target": "ir_gt",
