@@ -32,10 +32,8 @@ import numpy as np
 import torch
 
 from alignfuse.api import fuse_arrays
-from alignfuse.evaluation import EvalFailure, _as_u8, iter_samples
-from alignfuse.io import rgb_to_ycbcr
+from alignfuse.evaluation import EvalFailure, iter_samples, score_fusion
 from alignfuse.losses.fusion import ssim
-from alignfuse.metrics.fusion import compute_fusion_metrics
 from alignfuse.registry import create_pipeline
 from alignfuse.warp import warp
 
@@ -46,9 +44,8 @@ def ssim_y(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def qabf(vis: np.ndarray, ir_gt: np.ndarray, fused_y: np.ndarray) -> float:
-    """VIFB Qabf of a fused luminance against the visible image and the aligned IR, as ``alignfuse evaluate`` scores it."""
-    vis_y = rgb_to_ycbcr(vis)[0] if vis.ndim == 3 else vis
-    return compute_fusion_metrics(_as_u8(vis_y), _as_u8(ir_gt), _as_u8(fused_y), names=["Qabf"])["Qabf"]
+    """VIFB Qabf of a fused luminance, scored as ``alignfuse evaluate`` scores it."""
+    return score_fusion(vis, ir_gt, fused_y, ["Qabf"])["Qabf"]
 
 
 def oracle_ir(ir_warp: np.ndarray, field: np.ndarray, mode: str = "bilinear") -> np.ndarray:

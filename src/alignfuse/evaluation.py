@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from . import io, synth
 from .api import FuseResult, fuse_arrays
 from .pipeline import Pipeline
 
-__all__ = ["EvalSample", "EvalFailure", "SampleSource", "iter_samples", "read_manifest", "evaluate", "summarise", "format_table", "DEFAULT_FUSION_METRICS"]
+__all__ = ["EvalSample", "EvalFailure", "SampleSource", "iter_samples", "read_manifest", "score_fusion", "evaluate", "summarise", "format_table", "DEFAULT_FUSION_METRICS"]
 
 # Reported by default: the RFVIF eight, the UMF-CMGR three (CC, VIFF, SSIM mean) and Qabf/PSNR.
 DEFAULT_FUSION_METRICS = (
@@ -142,6 +142,16 @@ def _as_u8(image: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(image, 0, 1) * 255 + 0.5)
 
 
+def score_fusion(vis: np.ndarray, ir_gt: np.ndarray, fused_y: np.ndarray,
+                 names: Iterable[str] = DEFAULT_FUSION_METRICS) -> dict[str, float]:
+    """Fusion metrics of a fused luminance (H, W) against the visible image ((H, W) or (H, W, 3), scored on its
+    luminance) and the ground-truth IR, all float in [0, 1], quantised to 8 bits as the VIFB code expects."""
+    from .metrics import compute_fusion_metrics
+
+    vis_y = io.rgb_to_ycbcr(vis)[0] if vis.ndim == 3 else vis
+    return compute_fusion_metrics(_as_u8(vis_y), _as_u8(ir_gt), _as_u8(fused_y), names=list(names))
+
+
 def evaluate_sample(
     pipeline: Pipeline, sample: EvalSample, fusion_metrics: tuple[str, ...] = DEFAULT_FUSION_METRICS
 ) -> tuple[dict[str, float], FuseResult]:
@@ -150,7 +160,7 @@ def evaluate_sample(
     MSE, NCC and MI are computed inside the valid region (pixels whose ground-truth correspondence
     lies in the misaligned image), like the EPE: outside it no registration can be right.
     """
-    from .metrics import compute_fusion_metrics, compute_registration_metrics
+    from .metrics import compute_registration_metrics
 
     t0 = time.perf_counter()
     result = fuse_arrays(sample.ir_warp, sample.vis, pipeline)
@@ -159,9 +169,7 @@ def evaluate_sample(
     row = compute_registration_metrics(result.aligned_ir[v][None], sample.ir_gt[v][None])  # (1, N) valid pixels
     epe = compute_registration_metrics(result.aligned_ir, sample.ir_gt, result.field, sample.field, v)
     row["EPE_mean"], row["EPE_p95"] = epe["EPE_mean"], epe["EPE_p95"]
-    vis_y = io.rgb_to_ycbcr(sample.vis)[0] if sample.vis.ndim == 3 else sample.vis
-    row.update(compute_fusion_metrics(_as_u8(vis_y), _as_u8(sample.ir_gt), _as_u8(result.fused_y),
-                                      names=list(fusion_metrics)))
+    row.update(score_fusion(sample.vis, sample.ir_gt, result.fused_y, fusion_metrics))
     row["seconds"] = seconds
     row["suspect"] = float(bool(result.diagnostics.get("suspect", False)))
     return {k: float(v) for k, v in row.items()}, result
