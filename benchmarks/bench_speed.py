@@ -9,8 +9,10 @@ paper-size configuration of the same code (random weights: speed does not depend
 ratio is measured, not assumed. Model construction and loading are excluded; each timing is the
 median of ``--repeat`` runs after one warm-up. Rows:
 
-* ``register``: translator + registrar (UMF: CPSTN + global ECC + MRRN + warp at the working
-  resolution, field resized to full resolution) as ``Pipeline.register``;
+* ``register``: translator + registrar (UMF: CPSTN + global phase correlation + MRRN + warp at the
+  working resolution, field resized to full resolution) as ``Pipeline.register``; ``umf-cmgr[cpu]`` is
+  the arrangement the ``umf-cmgr`` pipeline ships (CPSTN ``cpu``, MRRN ``cpu-mind``, DIFN ``cpu``),
+  ``umf-cmgr[paper]`` the paper-size configurations of the same code;
 * ``pipeline``: the whole ``Pipeline.__call__`` (registration + fusion).
 
 Also DIFN ``cpu`` alone, evaluated with channel concatenations (the path before session 5) and with
@@ -60,7 +62,9 @@ def _umf(config: str, mrrn: str | None = None, difn: str | None = None, label: s
     from alignfuse.registration import DeformableRegistrar
 
     torch.manual_seed(0)
-    return Pipeline(CPSTNTranslator(config=config).eval().to(memory_format=torch.channels_last), DeformableRegistrar(build_mrrn(mrrn or config).eval()),
+    cl = torch.channels_last  # as model_pipelines.load_cpstn / load_mrrn leave the shipped nets
+    return Pipeline(CPSTNTranslator(config=config).eval().to(memory_format=cl),
+                    DeformableRegistrar(build_mrrn(mrrn or config).eval().to(memory_format=cl)),
                     NetFuser(build_difn(difn or config)), register_long_side=REGISTER_LONG_SIDE,
                     name=f"umf-cmgr[{label or config}]")
 
@@ -73,7 +77,8 @@ def _mrrn(mrrn: str, difn: str, global_stage: str | None = "mind", label: str | 
     from alignfuse.registration import DeformableRegistrar
 
     torch.manual_seed(0)
-    registrar = DeformableRegistrar(build_mrrn(mrrn, inputs="mind").eval(), global_stage=global_stage,
+    registrar = DeformableRegistrar(build_mrrn(mrrn, inputs="mind").eval().to(memory_format=torch.channels_last),
+                                    global_stage=global_stage,
                                     criterion="mind", global_margin=GLOBAL_MARGIN if global_stage else None)
     return Pipeline(registrar=registrar, fuser=NetFuser(build_difn(difn)), register_long_side=REGISTER_LONG_SIDE,
                     name=f"mrrn+difn[{label or difn}]")
@@ -127,7 +132,7 @@ def main() -> None:
     # `fast`: speed configurations (DIFN nfeats 8; RFVIF without full-resolution MSRBs); `fast-skip` is
     # `fast` + the full-resolution visible skip (the RFVIF configuration shipped since session 3)
     pipes = [create_pipeline("ecc+gff"), create_pipeline("identity+average"), create_pipeline("mind+gff"),
-             _umf("cpu"), _umf("cpu", difn="fast", label="fast"), _mrrn("cpu-mind", "cpu"),
+             _umf("cpu", mrrn="cpu-mind"), _umf("cpu", mrrn="cpu-mind", difn="fast", label="fast"), _mrrn("cpu-mind", "cpu"),
              _mrrn("cpu-mind", "fast", label="fast"), _mrrn("cpu-mind", "fast", "ecc", label="ecc,fast"),
              _mrrn("cpu-mind", "cpu", None, label="no global,cpu"), _mrrn("cpu-mind", "fast", None, label="no global,fast"),
              _rfvif("cpu"), _rfvif("fast"), _rfvif("fast-skip")]

@@ -173,6 +173,26 @@ def test_ecc_recovers_affine_field():
     assert interior_error(res.field, gt) < 0.5
 
 
+def test_ecc_max_size_estimates_shrunk_and_lifts_the_matrix_back():
+    """max_size=H: the 2x larger pair is estimated at half size and the affine lifted back to the input
+    grid, so the field is still the true one (to a fraction of a pixel at the input size)."""
+    h, w = 2 * H, 2 * W
+    moving = torch.from_numpy(textured(1, h, w))[None, None]
+    th = np.deg2rad(2.0)
+    lin = 1.02 * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    t = c - lin @ c + np.array([6.0, -4.0])
+    gt = warp.field_from_affine(torch.tensor(np.hstack([lin, t[:, None]]), dtype=torch.float32)[None], h, w)
+    fixed = warp.warp(moving, gt)
+    full = ECCRegistrar(motion="affine")(moving, fixed)
+    shrunk = ECCRegistrar(motion="affine", max_size=W)(moving, fixed)
+    check_result(shrunk, moving)
+    assert shrunk.diagnostics[0]["estimated_at"] == (H, W) and full.diagnostics[0]["estimated_at"] == (h, w)
+    assert interior_error(shrunk.field, gt) < 0.5
+    with pytest.raises(ValueError, match="max_size"):
+        ECCRegistrar(max_size=20)
+
+
 def test_ecc_large_shift_needs_phase_init():
     """(28, 18) px at 96x128: the phase initialisation catches it; the 3-level pyramid from identity
     does not (it wanders off to a ~66 px warp), which the plausibility check catches and flags."""

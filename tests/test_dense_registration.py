@@ -37,6 +37,24 @@ def test_descriptor_is_invariant_to_contrast_inversion_and_gain():
         mind_descriptors(img[0])
 
 
+def test_descriptor_follows_its_definition_at_a_pixel():
+    """D_r at one interior pixel by hand (3x3 Gaussian-weighted squared differences to the pixel ``radius``
+    away), then exp(-D / mean(D)) normalised by its maximum: what the vectorised code must compute."""
+    img = torch.from_numpy(textured(3))[None, None].double()
+    radius, sigma, y, x = 2, 0.8, 40, 57  # k = 2 * int(3 * 0.8) + 1 = 5 taps
+    k = 2 * int(3 * sigma) + 1
+    taps = torch.exp(-torch.arange(-(k // 2), k // 2 + 1, dtype=torch.float64) ** 2 / (2 * sigma**2))
+    g = torch.outer(taps, taps) / taps.sum() ** 2
+    dist = []
+    for dx, dy in ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)):
+        sq = (img[0, 0] - torch.roll(img[0, 0], (-dy * radius, -dx * radius), (0, 1))) ** 2
+        dist.append((sq[y - k // 2 : y + k // 2 + 1, x - k // 2 : x + k // 2 + 1] * g).sum())
+    dist = torch.stack(dist)
+    expected = torch.exp(-dist / dist.mean())
+    got = mind_descriptors(img, radius=radius, sigma=sigma)[0, :, y, x]
+    torch.testing.assert_close(got, expected / expected.max(), atol=1e-6, rtol=0)
+
+
 def test_registry_and_protocol():
     assert isinstance(REGISTRARS["mind"](), Registrar)
     assert REGISTRARS["mindaffine"]().deformable is False

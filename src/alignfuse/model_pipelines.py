@@ -87,7 +87,7 @@ def load_mrrn(weights_dir: str | Path | None = None) -> nn.Module:
     cls = MRRN if arch == "mrrn" else UNetRegistrar
     net = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
     net.load_state_dict(state)
-    return net.eval()
+    return net.eval().to(memory_format=torch.channels_last)  # ~20 % faster convs and correlation on CPU
 
 
 def load_difn(weights_dir: str | Path | None = None) -> nn.Module:
@@ -123,9 +123,10 @@ def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None, cri
                                global_margin=global_margin)
 
 
-@register_pipeline("umf-cmgr", _desc("UMF-CMGR: CPSTN pseudo-IR + global ECC + MRRN registration + DIFN fusion",
+@register_pipeline("umf-cmgr", _desc("UMF-CMGR: CPSTN pseudo-IR + global phase correlation + MRRN registration "
+                                      "+ DIFN fusion",
                                       "cpstn", "mrrn", "difn"))
-def umf_cmgr(weights_dir: str | Path | None = None, global_stage: str | None = "ecc",
+def umf_cmgr(weights_dir: str | Path | None = None, global_stage: str | None = "phase",
              register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
     return Pipeline(load_cpstn(weights_dir), _umf_registrar(global_stage, weights_dir),
                     NetFuser(load_difn(weights_dir)), register_long_side=register_long_side, name="umf-cmgr")
@@ -137,9 +138,9 @@ def umf_cmgr_noreg(weights_dir: str | Path | None = None) -> Pipeline:
                     name="umf-cmgr-noreg")
 
 
-@register_pipeline("umf-reg+gff", _desc("CPSTN + global ECC + MRRN registration, guided-filter fusion",
+@register_pipeline("umf-reg+gff", _desc("CPSTN + global phase correlation + MRRN registration, guided-filter fusion",
                                          "cpstn", "mrrn"))
-def umf_reg_gff(weights_dir: str | Path | None = None, global_stage: str | None = "ecc",
+def umf_reg_gff(weights_dir: str | Path | None = None, global_stage: str | None = "phase",
                 register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
     from .baselines import FUSERS
 

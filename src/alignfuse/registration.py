@@ -3,9 +3,11 @@
 ``DeformableRegistrar(net)`` registers the moving IR onto the fixed reference (the pseudo-IR from
 CPSTN, or the visible luminance for the cross-modal baselines):
 
-1. **global** (beyond the paper, which only handles a few pixels): an ECC affine (or phase
-   correlation) estimate between the reference and the IR. On a pseudo-IR the modality gap is
-   gone, so this mono-modal estimate handles large shifts, rotations and scale changes.
+1. **global** (beyond the paper, which only handles a few pixels): a phase-correlation translation
+   (default), an ECC affine or the MIND global search between the reference and the IR. With a perfect
+   pseudo-IR the modality gap would be gone and a mono-modal ECC affine would handle rotations and scale;
+   with our CPU-trained CPSTN it is not, and ECC on the pseudo-IR more than doubles the error under
+   small misalignment (docs/RESULTS.md §12), so the default is the translation only.
 2. **local**: the network (MRRN or the U-Net) predicts a residual field on the globally aligned IR.
 3. The two fields are composed into one (``warp.compose``).
 
@@ -52,8 +54,8 @@ class DeformableRegistrar(nn.Module):
 
     Args:
         net: a module with ``forward(fixed, moving) -> {"field": (B, 2, H, W), ...}`` (MRRN, U-Net).
-        global_stage: ``"ecc"`` (affine ECC initialised by phase correlation), ``"phase"``
-            (translation), ``"mind"`` (best of identity / phase / ECC by MIND distance, ``baselines/dense.py``)
+        global_stage: ``"phase"`` (translation by phase correlation of gradient magnitudes, the default),
+            ``"ecc"`` (affine ECC on gradient magnitudes, initialised by phase correlation), ``"mind"`` (best of identity / phase / ECC by MIND distance, ``baselines/dense.py``)
             or ``None`` (network only, as in the paper).
         tolerance: similarity drop that counts as "worse" for the fallback.
         criterion: ``"ncc"`` (Pearson; diagnostics ``ncc_*``) or ``"mind"`` (1 - MIND distance; ``mind_*``).
@@ -63,7 +65,7 @@ class DeformableRegistrar(nn.Module):
             the deformable stage, where the network has done its best from both starts (diagnostic ``start``).
     """
 
-    def __init__(self, net: nn.Module, global_stage: str | None = "ecc", tolerance: float = 0.005,
+    def __init__(self, net: nn.Module, global_stage: str | None = "phase", tolerance: float = 0.005,
                  criterion: str = "ncc", global_margin: float | None = None) -> None:
         super().__init__()
         self.global_margin = global_margin
