@@ -264,7 +264,7 @@ class ECCRegistrar:
     (``None``: at full size) and lift the matrix back with the same conjugation, so the field still
     covers the input grid; the correlations in ``diagnostics`` are then those of the shrunk pair.
     1024 by default: no change up to 1024 px (every dataset we evaluate on), and a 3840x2160 pair is
-    registered about 4x faster for a few hundredths of a pixel (``benchmarks/bench_ecc_size.py``).
+    registered about 5x faster for a few hundredths of a pixel (``benchmarks/bench_ecc_size.py``).
     """
 
     def __init__(
