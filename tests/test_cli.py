@@ -216,3 +216,94 @@ def test_evaluate_stored_set_survives_a_damaged_file(tmp_path, capsys):
     victim.write_bytes(victim.read_bytes()[:100])
     code, out, err = run(capsys, "evaluate", "--data", str(tmp_path / "ts"), "--model", "identity+average", "-q")
     assert code == 1 and "1 pairs" in out and victim.stem in err
+
+
+def _pair_files(tmp_path: Path) -> tuple[Path, Path]:
+    ir, vis = tmp_path / "ir.png", tmp_path / "vi.png"
+    io.write_image(ir, _textured(48, 64, 1))
+    io.write_image(vis, _textured(48, 64, 2))
+    return ir, vis
+
+
+@pytest.mark.parametrize("argv", [
+    ("fuse", "{ir}", "{vis}", "-o", "{ir}"),
+    ("fuse", "{ir}", "{vis}", "-o", "{d}/x.png", "--aligned-ir", "{d}/x.png"),
+    ("fuse", "{ir}", "{vis}", "-o", "{d}/x.png", "--field", "{vis}"),  # written as vi.png.npy: allowed
+    ("register", "{ir}", "{vis}", "-o", "{vis}"),
+    ("fuse", "{ir}", "{vis}", "-o", "{d}/x.gif"),
+])
+def test_outputs_never_overwrite_inputs_and_are_checked_before_work(tmp_path, capsys, argv):
+    ir, vis = _pair_files(tmp_path)
+    before = ir.read_bytes(), vis.read_bytes()
+    args = [a.format(ir=ir, vis=vis, d=tmp_path) for a in argv] + ["--model", "identity+average"]
+    code, _, err = run(capsys, *args)
+    assert (ir.read_bytes(), vis.read_bytes()) == before
+    if "--field" in argv:  # the field goes to vi.png.npy, which is neither input
+        assert code == 0 and (tmp_path / "vi.png.npy").exists()
+        return
+    assert code == 2 and err.startswith("alignfuse: error:") and "Traceback" not in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_folder_mode_checks_its_options_before_work(tmp_path, capsys):
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vi"
+    io.write_image(ir_dir / "a.png", _textured(48, 64, 1))
+    io.write_image(vis_dir / "a.png", _textured(48, 64, 2))
+    common = ["fuse", "--ir-dir", str(ir_dir), "--vis-dir", str(vis_dir), "--model", "identity+average"]
+    code, _, err = run(capsys, *common, "-o", str(ir_dir))
+    assert code == 2 and "input folder" in err
+    (tmp_path / "file.png").write_bytes(b"x")
+    code, _, err = run(capsys, *common, "-o", str(tmp_path / "file.png"))
+    assert code == 2 and "not a folder" in err
+    code, _, err = run(capsys, *common, "-o", str(tmp_path / "out"), "--ext", "xyz")
+    assert code == 2 and "xyz" in err and not (tmp_path / "out").exists()
+    code, _, _ = run(capsys, *common, "-o", str(tmp_path / "out"), "--ext", ".jpg")
+    assert code == 0 and (tmp_path / "out" / "a.jpg").exists()
+
+
+def test_metrics_json_is_strict_on_a_flat_image(tmp_path, capsys):
+    flat = tmp_path / "flat.png"
+    io.write_image(flat, np.full((32, 32), 0.4, np.float32))
+    code, out, _ = run(capsys, "metrics", "--ir", str(flat), "--vis", str(flat), "--fused", str(flat), "--json")
+    assert code == 0
+    values = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert any(v is None for v in values.values())  # undefined metrics (e.g. Qcb) are null, not NaN
+
+
+def test_malformed_device_and_limit_are_user_errors(tmp_path, capsys):
+    ir, vis = _pair_files(tmp_path)
+    code, _, err = run(capsys, "fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--device", "gpu")
+    assert code == 2 and "cpu, cuda, cuda:N or auto" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--data", str(tmp_path), "--limit", "0"])
+    assert exc.value.code == 2
+
+
+def test_register_verbose_reports_the_field_in_full_resolution_pixels(tmp_path, capsys):
+    """The registrar runs at a 384 px working size; the printed field sizes must be those of the written field."""
+    ir, vis = SAMPLES / "ir/FLIR_00211.jpg", SAMPLES / "vi/FLIR_00211.jpg"
+    code, out, _ = run(capsys, "register", str(ir), str(vis), "-o", str(tmp_path / "a.png"),
+                       "--field", str(tmp_path / "f.npy"), "-v")
+    assert code == 0
+    diag = json.loads(out.splitlines()[-1])
+    mag = np.sqrt((np.load(tmp_path / "f.npy").astype(np.float64) ** 2).sum(0))
+    assert diag["field_mean_px"] == pytest.approx(mag.mean(), rel=1e-3)
+    assert diag["field_max_px"] == pytest.approx(mag.max(), rel=1e-3)
+
+
+def test_notes_name_the_file_they_are_about(tmp_path, capsys):
+    ir, _ = _pair_files(tmp_path)
+    rgba = (np.stack([_textured(48, 64, s) for s in (1, 2, 3, 4)], -1) * 255).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "vis_rgba.png")
+    code, _, err = run(capsys, "fuse", str(ir), str(tmp_path / "vis_rgba.png"), "-o", str(tmp_path / "o.png"),
+                       "--model", "identity+average")
+    assert code == 0
+    note = [ln for ln in err.splitlines() if "alpha" in ln]
+    assert note and "vis_rgba.png" in note[0] and "ir.png" not in note[0]
+
+
+def test_evaluate_split_without_pairs_names_the_split(tmp_path, capsys):
+    split = tmp_path / "names.txt"
+    split.write_text("nothing_here\n")
+    code, _, err = run(capsys, "evaluate", "--data", str(SAMPLES), "--split", str(split), "--model", "identity+average")
+    assert code == 2 and "names.txt" in err

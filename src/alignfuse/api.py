@@ -28,7 +28,10 @@ def resolve_device(device: str | None) -> torch.device:
     """'auto' (or None) -> CUDA when available else CPU; a clear error for an unavailable device."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:  # torch's message lists every backend it knows; ours says what is accepted
+        raise ValueError(f"device {device!r} not understood: use cpu, cuda, cuda:N or auto") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
     return dev

@@ -40,13 +40,51 @@ def _message(exc: BaseException) -> str:
     return str(exc)
 
 
+def _json(obj, **kw) -> str:
+    """``json.dumps`` that writes NaN/inf (a metric undefined on a flat image) as ``null``: strict JSON."""
+    def clean(o):
+        if isinstance(o, float):
+            return o if np.isfinite(o) else None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), allow_nan=False, **kw)
+
+
+def _check_outputs(inputs: Sequence[Path], outputs: Sequence[tuple[Path | None, str]], bit_depth: int) -> None:
+    """Fail before any work when an output would overwrite an input or another output, or cannot be written.
+
+    outputs: (path or None, what) with what "field" for a field file, anything else for an image."""
+    taken = {Path(p).resolve(): "input" for p in inputs}
+    for path, what in outputs:
+        if path is None:
+            continue
+        target = io.field_path(path) if what == "field" else path
+        if what != "field":
+            io.check_output_path(target, bit_depth)
+        key = target.resolve()
+        if key in taken:
+            raise UserError(f"{target}: would overwrite the {taken[key]}; choose another path for the {what}")
+        taken[key] = what
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def _ir_norm(args: argparse.Namespace) -> str:
     return getattr(args, "ir_norm", "percentile")
 
 
 def _print_notes(pair: io.Pair) -> None:
-    for note in pair.notes:
-        print(f"alignfuse: note: {pair.ir_path.name}: {note}", file=sys.stderr)
+    for note in pair.notes:  # each note names its file
+        print(f"alignfuse: note: {note}", file=sys.stderr)
 
 
 def _warn_diagnostics(name: str, diagnostics: dict) -> None:
@@ -91,10 +129,13 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         return _fuse_folder(args)
     if args.ir is None or args.vis is None:
         raise UserError("give IR and VIS image paths (or --ir-dir and --vis-dir)")
+    aligned_out = Path(args.aligned_ir) if args.aligned_ir else None
+    field_out = Path(args.field) if args.field else None
+    _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "fused image"),
+                   (aligned_out, "aligned IR"), (field_out, "field")], args.bit_depth)
     pipe = _load_pipeline(args)
     t0 = time.perf_counter()
-    diag = _fuse_one(pipe, Path(args.ir), Path(args.vis), Path(args.output), args,
-                     Path(args.aligned_ir) if args.aligned_ir else None, Path(args.field) if args.field else None)
+    diag = _fuse_one(pipe, Path(args.ir), Path(args.vis), Path(args.output), args, aligned_out, field_out)
     _warn_diagnostics(args.ir, diag)
     print(f"fused {args.ir} + {args.vis} with {pipe.name} in {time.perf_counter() - t0:.2f} s -> {args.output}")
     return 0
@@ -110,8 +151,14 @@ def _fuse_folder(args: argparse.Namespace) -> int:
     pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
     if not pairs:
         raise UserError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}"
-                        + (f" ({len(unpaired)} unpaired files)" if unpaired else ""))
+                        + (f" ({len(unpaired)} problems, e.g. {unpaired[0]})" if unpaired else ""))
     out_dir = Path(args.output)
+    args.ext = args.ext.lstrip(".")
+    io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth)  # --ext / --bit-depth: fail before any work
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder (folder mode writes one file per pair into -o)")
+    if out_dir.resolve() in (Path(args.ir_dir).resolve(), Path(args.vis_dir).resolve()):
+        raise UserError(f"{out_dir}: is an input folder; fused images would overwrite or mix with the inputs")
     pipe = _load_pipeline(args)
     failures: list[str] = []
     suspects: list[str] = []
@@ -141,6 +188,8 @@ def _fuse_folder(args: argparse.Namespace) -> int:
 def cmd_register(args: argparse.Namespace) -> int:
     from .api import register_arrays
 
+    _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "aligned IR"),
+                   (Path(args.field) if args.field else None, "field")], args.bit_depth)
     pipe = _load_pipeline(args)
     pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
     _print_notes(pair)
@@ -154,7 +203,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     print(f"registered {args.ir} onto {args.vis} with {pipe.name}: mean |field| {mag.mean():.2f} px, "
           f"max {mag.max():.2f} px -> {args.output}" + (f", field -> {field_path}" if field_path else ""))
     if args.verbose:
-        print(json.dumps(result.diagnostics, default=str))
+        print(_json(result.diagnostics, default=str))
     return 0
 
 
@@ -235,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.write_text(_json(payload, indent=1))
         tmp.replace(path)
         print(f"\nper-pair results -> {path}")
     return 1 if any(failed.values()) else 0
@@ -257,7 +306,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     names = args.names.split(",") if args.names else None
     values = compute_fusion_metrics(vis, ir, fused, names=names)
     if args.json:
-        print(json.dumps(values))
+        print(_json(values))
     else:
         width = max(map(len, values))
         for k, v in values.items():
@@ -362,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="file of names to use")
     p.add_argument("--preset", default="umf", help="umf, large, shift:N, none or custom:rot=..,tx=..")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, help="first N pairs only")
+    p.add_argument("--limit", type=_positive_int, help="first N pairs only")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_synth)
 
@@ -375,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipeline(s) to evaluate; repeat or comma-separate (default %s)" % DEFAULT_PIPELINE)
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights-dir", help="folder of NAME.safetensors + NAME.json to use instead of the shipped weights")
-    p.add_argument("--limit", type=int, help="first N pairs only")
+    p.add_argument("--limit", type=_positive_int, help="first N pairs only")
     p.add_argument("--json", help="write the summary and per-pair values here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

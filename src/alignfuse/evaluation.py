@@ -113,6 +113,9 @@ def iter_samples(
     seed = 0 if seed is None else seed
     spec = synth.parse_preset(preset)
     pairs, unpaired = io.pair_folders(data / "ir", data / "vi", names=names)
+    if not pairs and names is not None:
+        raise ValueError(f"{split}: none of its {len(names)} names has an ir/vi pair in {data}"
+                         + (f" (e.g. {unpaired[0]})" if unpaired else ""))
     if not pairs:
         raise ValueError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/ with matching names)")
     pairs = pairs[:limit] if limit else pairs

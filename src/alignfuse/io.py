@@ -67,6 +67,8 @@ __all__ = [
     "read_image",
     "normalise",
     "write_image",
+    "check_output_path",
+    "field_path",
     "write_field",
     "read_field",
     "rgb_to_ycbcr",
@@ -593,6 +595,26 @@ def _encode_into(f: IO[bytes], q: np.ndarray, fmt: str, ext: str) -> None:
     im.save(f, format=fmt, **options)
 
 
+def check_output_path(path: PathLike, bit_depth: int = 8) -> str:
+    """The writer format (e.g. ``"PNG"``) for an image path, or ``ValueError`` when :func:`write_image` could
+    not write it (unknown extension, 16 bits in a format without them): lets a batch fail before any work."""
+    path = Path(path)
+    fmt = _OUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported output extension {path.suffix!r} (use one of {', '.join(_OUT_FORMATS)})")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+    if bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
+        raise ValueError(f"{path}: 16-bit output needs .png or .tif, not {path.suffix!r}")
+    return fmt
+
+
+def field_path(path: PathLike) -> Path:
+    """Where :func:`write_field` writes ``path``: ``.npy`` appended when the name lacks it."""
+    path = Path(path)
+    return path if path.suffix.lower() == ".npy" else path.with_name(path.name + ".npy")
+
+
 def write_image(path: PathLike, array: np.ndarray | torch.Tensor, bit_depth: int = 8) -> Path:
     """Write a float image in [0, 1] atomically; returns the path written.
 
@@ -605,13 +627,7 @@ def write_image(path: PathLike, array: np.ndarray | torch.Tensor, bit_depth: int
     """
     path = Path(path)
     ext = path.suffix.lower()
-    fmt = _OUT_FORMATS.get(ext)
-    if fmt is None:
-        raise ValueError(f"{path}: unsupported output extension {path.suffix!r} (use one of {', '.join(_OUT_FORMATS)})")
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
-    if bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
-        raise ValueError(f"{path}: 16-bit output needs .png or .tif, not {path.suffix!r}")
+    fmt = check_output_path(path, bit_depth)
     a = from_tensor(array) if isinstance(array, torch.Tensor) else np.asarray(array)
     if a.dtype.kind != "f":
         raise TypeError(f"write_image expects a float array in [0, 1], got dtype {a.dtype}")
@@ -638,9 +654,7 @@ def write_field(path: PathLike, field: np.ndarray | torch.Tensor) -> Path:
     A (1, 2, H, W) tensor/array is accepted. ``.npy`` is appended when the name lacks it
     (as ``numpy.save`` does). Atomic; returns the path written.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".npy":
-        path = path.with_name(path.name + ".npy")
+    path = field_path(path)
     a = field.detach().cpu().numpy() if isinstance(field, torch.Tensor) else np.asarray(field)
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
@@ -802,7 +816,8 @@ def load_pair(
     vis_img = read_image(vis_path, kind="vis", norm=vis_norm)
     ir, vis = ir_img.data, vis_img.data
     (iw, ih), (vw, vh) = ir_img.size, vis_img.size
-    notes = [f"infrared: {n}" for n in ir_img.notes] + [f"visible: {n}" for n in vis_img.notes]
+    notes = [f"{ir_img.path.name} (infrared): {n}" for n in ir_img.notes] + [
+        f"{vis_img.path.name} (visible): {n}" for n in vis_img.notes]
     resized = False
     if (iw, ih) != (vw, vh):
         if not resize_ir:
@@ -814,9 +829,10 @@ def load_pair(
         ir = cv2.resize(ir, (vw, vh), interpolation=interp)
         ir = np.clip(ir, 0.0, 1.0, out=ir).astype(np.float32, copy=False)
         resized = True
-        notes.append(f"infrared resampled from {iw}x{ih} to {vw}x{vh}")
+        notes.append(f"{ir_img.path.name} (infrared): resampled from {iw}x{ih} to {vw}x{vh}")
         if abs((iw / ih) / (vw / vh) - 1.0) > 0.01:
-            notes.append(f"aspect ratios differ ({iw}x{ih} vs {vw}x{vh}): the infrared is stretched")
+            notes.append(f"{ir_img.path.name} (infrared): aspect ratios differ ({iw}x{ih} vs {vw}x{vh}), "
+                         "the infrared is stretched")
     if vis.ndim == 3:
         vis_y, vis_cb, vis_cr = rgb_to_ycbcr(vis)
     else:

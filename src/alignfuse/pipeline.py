@@ -80,6 +80,10 @@ class Pipeline:
         if work != (h, w):
             full_field = warp_ops.resize_field(result.field, (h, w))
             aligned = warp_ops.warp(ir, full_field)
+            magnitude = warp_ops.magnitude(full_field).flatten(1)
+            for d, mag in zip(result.diagnostics, magnitude):
+                if "field_mean_px" in d:  # the registrar measured its field in working-size pixels
+                    d.update(field_mean_px=float(mag.mean()), field_max_px=float(mag.max()))
             result = RegistrationResult(aligned, full_field, result.diagnostics)
             reference = warp_ops.resize_image(reference, (h, w))
         return result, reference
