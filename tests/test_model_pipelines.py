@@ -257,3 +257,48 @@ def test_shipped_difn_fuses_both_sources():
     vis_y = io.rgb_to_ycbcr(s.vis)[0]
     # the fused image carries both sources: clearly correlated with each of them
     assert ncc(res.fused_y, s.ir_gt) > 0.3 and ncc(res.fused_y, vis_y) > 0.3
+
+
+class _RecordingRegistrar:
+    """Identity registrar that remembers the working size it was given."""
+
+    def __call__(self, moving, fixed):
+        from alignfuse.stages import IdentityRegistrar
+
+        self.size = tuple(moving.shape[-2:])
+        return IdentityRegistrar()(moving, fixed)
+
+
+@pytest.mark.parametrize("size, work", [((480, 640), (288, 384)), ((40, 900), (40, 900)), ((100, 1200), (64, 768)),
+                                        ((300, 200), (300, 200))])
+def test_working_size_shrinks_the_long_side_but_keeps_a_usable_short_side(size, work):
+    from alignfuse.baselines import AverageFuser
+    from alignfuse.pipeline import Pipeline
+
+    reg = _RecordingRegistrar()
+    pipe = Pipeline(registrar=reg, fuser=AverageFuser(), register_long_side=384)
+    res, _ = pipe.register(torch.rand(1, 1, *size), torch.rand(1, 1, *size))
+    assert reg.size == work and res.field.shape[-2:] == size
+
+
+class _Shift(torch.nn.Module):
+    """A 'network' that always proposes a 3 px shift."""
+
+    def forward(self, fixed, moving):
+        field = torch.zeros(fixed.shape[0], 2, *fixed.shape[-2:])
+        field[:, 0] = 3.0
+        return {"field": field}
+
+
+@pytest.mark.parametrize("flat_side", ["moving", "fixed"])
+def test_constant_image_is_not_registered(flat_side):
+    texture = torch.from_numpy(_texture(48, 64))[None, None]
+    flat = torch.full_like(texture, 0.4)
+    moving, fixed = (flat, texture) if flat_side == "moving" else (texture, flat)
+    shift = torch.zeros(1, 2, 48, 64)
+    shift[:, 0] = 3.0
+    shifted = warp.warp(texture, shift)  # a textured pair the 3 px 'network' registers correctly
+    res = DeformableRegistrar(_Shift(), global_stage=None)(torch.cat([moving, texture]), torch.cat([fixed, shifted]))
+    d, ok = res.diagnostics
+    assert d["suspect"] and "constant" in d["fallback"] and res.field[0].abs().max().item() == 0.0
+    assert not ok["suspect"] and res.field[1, 0].mean().item() == pytest.approx(3.0)  # the textured pair is untouched

@@ -29,6 +29,9 @@ class PipelineOutput:
     diagnostics: list[dict[str, Any]] = dc_field(default_factory=list)
 
 
+MIN_WORK_SHORT_SIDE = 64  # px; see Pipeline's register_long_side
+
+
 class Pipeline:
     """Three replaceable stages.
 
@@ -38,7 +41,9 @@ class Pipeline:
         fuser: (aligned IR, visible luminance) -> fused luminance.
         register_long_side: if set, registration runs on images resized so their long side is at most
             this many pixels; the field is resized (values rescaled) and warps the full-resolution IR.
-            This keeps registration cost independent of the image size.
+            This keeps registration cost independent of the image size. The short side is not shrunk
+            below ``MIN_WORK_SHORT_SIDE`` (or its own size): on a very elongated image (e.g. 40x900) a
+            17 px tall working image leaves too little for phase correlation and the networks.
         name: the registry name, for reports.
     """
 
@@ -72,7 +77,7 @@ class Pipeline:
         h, w = ir.shape[-2:]
         work = (h, w)
         if self.register_long_side and max(h, w) > self.register_long_side:
-            s = self.register_long_side / max(h, w)
+            s = max(self.register_long_side / max(h, w), min(1.0, MIN_WORK_SHORT_SIDE / min(h, w)))
             work = (max(8, round(h * s)), max(8, round(w * s)))
         vis_w = warp_ops.resize_image(vis, work)
         reference = self.translator(vis_w)

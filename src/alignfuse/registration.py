@@ -136,6 +136,8 @@ class DeformableRegistrar(nn.Module):
                 start[i] = "identity"
 
         k = self.criterion
+        # a constant image holds nothing to register against: whatever field the networks produce is noise
+        flat = (moving.flatten(1).std(1) < 1e-4) | (fixed.flatten(1).std(1) < 1e-4)
         folding = warp_ops.folding_fraction(field)
         diagnostics: list[dict[str, Any]] = []
         for i in range(b):
@@ -157,6 +159,10 @@ class DeformableRegistrar(nn.Module):
                 field[i], aligned[i] = zero[i], moving[i]
                 d.update(suspect=True, fallback="registration lowered the similarity; kept the input (identity)")
                 d[f"{k}_after"] = d[f"{k}_before"]
+            if bool(flat[i]):
+                field[i], aligned[i] = zero[i], moving[i]
+                d.update(suspect=True, fallback="an image is constant (no structure); kept the input (identity)")
+                d.update({f"{k}_after": d[f"{k}_before"], "folding_fraction": 0.0})
             mag = field[i].pow(2).sum(0).sqrt()
             d["field_mean_px"] = float(mag.mean())
             d["field_max_px"] = float(mag.max())
