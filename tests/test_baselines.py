@@ -373,3 +373,16 @@ def test_phase_weak_peak_keeps_input():
     d = res.diagnostics[0]
     assert d["suspect"] and "kept the input" in d["fallback"]
     assert res.field.abs().max().item() == 0.0
+
+
+def test_ecc_max_size_keeps_the_short_side_of_an_elongated_pair():
+    """48x2400 with max_size 256 would need 4 halvings (3 px tall); the pyramid stops while the short side is
+    still >= 2 * min_size, and the shift is recovered."""
+    h, w = 48, 2400
+    moving = torch.from_numpy(textured(2, h, w))[None, None]
+    gt = torch.zeros(1, 2, h, w)
+    gt[:, 0], gt[:, 1] = 4.0, -2.0
+    fixed = warp.warp(moving, gt)
+    res = ECCRegistrar(motion="translation", max_size=256)(moving, fixed)
+    est_h, _ = res.diagnostics[0]["estimated_at"]
+    assert est_h >= 2 * 16 and interior_error(res.field, gt) < 0.5

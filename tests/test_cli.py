@@ -307,3 +307,23 @@ def test_evaluate_split_without_pairs_names_the_split(tmp_path, capsys):
     split.write_text("nothing_here\n")
     code, _, err = run(capsys, "evaluate", "--data", str(SAMPLES), "--split", str(split), "--model", "identity+average")
     assert code == 2 and "names.txt" in err
+
+
+def test_folder_subfolder_outputs_and_synth_never_overwrite_inputs(tmp_path, capsys):
+    root = tmp_path / "d"
+    ir_dir, vis_dir = root / "aligned_ir", root / "vi"
+    io.write_image(ir_dir / "a.png", _textured(48, 64, 1))
+    io.write_image(vis_dir / "a.png", _textured(48, 64, 2))
+    before = (ir_dir / "a.png").read_bytes()
+    code, _, err = run(capsys, "fuse", "--ir-dir", str(ir_dir), "--vis-dir", str(vis_dir), "-o", str(root),
+                       "--save-aligned", "--model", "identity+average")
+    assert code == 2 and "input folder" in err and (ir_dir / "a.png").read_bytes() == before
+    code, _, err = run(capsys, "synth", "--data", str(SAMPLES), "-o", str(SAMPLES))
+    assert code == 2 and "--data folder" in err
+
+
+def test_json_output_cleans_numpy_values():
+    from alignfuse.cli import _json
+
+    out = json.loads(_json({"a": np.float32("nan"), "b": np.float64(1.5), "c": np.array([1.0, np.inf])}))
+    assert out == {"a": None, "b": 1.5, "c": [1.0, None]}

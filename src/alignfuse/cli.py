@@ -43,8 +43,10 @@ def _message(exc: BaseException) -> str:
 def _json(obj, **kw) -> str:
     """``json.dumps`` that writes NaN/inf (a metric undefined on a flat image) as ``null``: strict JSON."""
     def clean(o):
-        if isinstance(o, float):
-            return o if np.isfinite(o) else None
+        if isinstance(o, (float, np.floating)):
+            return float(o) if np.isfinite(o) else None
+        if isinstance(o, np.ndarray):
+            return clean(o.tolist())
         if isinstance(o, dict):
             return {k: clean(v) for k, v in o.items()}
         if isinstance(o, (list, tuple)):
@@ -157,8 +159,10 @@ def _fuse_folder(args: argparse.Namespace) -> int:
     io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth)  # --ext / --bit-depth: fail before any work
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder (folder mode writes one file per pair into -o)")
-    if out_dir.resolve() in (Path(args.ir_dir).resolve(), Path(args.vis_dir).resolve()):
-        raise UserError(f"{out_dir}: is an input folder; fused images would overwrite or mix with the inputs")
+    inputs = (Path(args.ir_dir).resolve(), Path(args.vis_dir).resolve())
+    for d in [out_dir] + [out_dir / sub for sub, on in (("aligned_ir", args.save_aligned), ("field", args.save_field)) if on]:
+        if d.resolve() in inputs:
+            raise UserError(f"{d}: is an input folder; outputs would overwrite or mix with the inputs")
     pipe = _load_pipeline(args)
     failures: list[str] = []
     suspects: list[str] = []
@@ -221,6 +225,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/)")
     pairs = pairs[: args.limit] if args.limit else pairs
     out = Path(args.output)
+    if out.resolve() == data.resolve():
+        raise UserError(f"{out}: is the --data folder; synth would overwrite its ir/ and vi/ images")
     entries, failures = [], []
     for stem, ir_path, vis_path in tqdm(pairs, desc=f"synth {spec.name}", unit="pair"):
         try:

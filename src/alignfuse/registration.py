@@ -6,8 +6,8 @@ CPSTN, or the visible luminance for the cross-modal baselines):
 1. **global** (beyond the paper, which only handles a few pixels): a phase-correlation translation
    (default), an ECC affine or the MIND global search between the reference and the IR. With a perfect
    pseudo-IR the modality gap would be gone and a mono-modal ECC affine would handle rotations and scale;
-   with our CPU-trained CPSTN it is not, and ECC on the pseudo-IR more than doubles the error under
-   small misalignment (docs/RESULTS.md §12), so the default is the translation only.
+   with our CPU-trained CPSTN it is not, and ECC on the pseudo-IR multiplies the error under small
+   misalignment by 1.5-2.3 (docs/RESULTS.md §12), so the default is the translation only.
 2. **local**: the network (MRRN or the U-Net) predicts a residual field on the globally aligned IR.
 3. The two fields are composed into one (``warp.compose``).
 

@@ -350,8 +350,9 @@ class ECCRegistrar:
     def register_pair(self, mov: np.ndarray, fix: np.ndarray) -> tuple[torch.Tensor, dict[str, Any]]:
         """numpy (H, W) pair -> ((2, H, W) field, diagnostics)."""
         h, w = mov.shape
-        halvings = 0
-        while self.max_size is not None and max(h, w) / 2**halvings > self.max_size:
+        halvings = 0  # stop before the short side gets too small for the pyramid (very elongated images)
+        while (self.max_size is not None and max(h, w) / 2**halvings > self.max_size
+               and min(h, w) / 2 ** (halvings + 1) >= 2 * self.min_size):
             halvings += 1
         for _ in range(halvings):
             mov = cv2.pyrDown(mov, borderType=cv2.BORDER_REPLICATE)
