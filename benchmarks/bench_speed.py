@@ -64,7 +64,8 @@ def _umf(config: str, mrrn: str | None = None, difn: str | None = None, label: s
     torch.manual_seed(0)
     cl = torch.channels_last  # as model_pipelines.load_cpstn / load_mrrn leave the shipped nets
     return Pipeline(CPSTNTranslator(config=config).eval().to(memory_format=cl),
-                    DeformableRegistrar(build_mrrn(mrrn or config).eval().to(memory_format=cl)),
+                    DeformableRegistrar(build_mrrn(mrrn or config).eval().to(memory_format=cl),
+                                        global_reference="visible"),  # as the umf-cmgr pipeline
                     NetFuser(build_difn(difn or config)), register_long_side=REGISTER_LONG_SIDE,
                     name=f"umf-cmgr[{label or config}]")
 

@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/umf_global_stage.py --data ../shared/data/roadscene --split ../shared/data/roadscene/test.txt \
-        --preset umf --global ecc --global phase [--global none] [--threads 1] [--json OUT.json]
+        --preset umf --global ecc --global phase [--global none] [--global-reference visible|reference] \
+        [--threads 1] [--json OUT.json]
 
 Registered IR against the ground-truth IR (MSE, NCC inside the valid region, EPE in px), the fraction of
 pairs flagged suspect and Qabf of the DIFN fusion, as ``alignfuse evaluate`` scores them (same samples
@@ -34,15 +35,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--global", dest="stages", action="append", choices=("ecc", "phase", "mind", "none"),
                         required=True)
+    parser.add_argument("--global-reference", default="visible", choices=("reference", "visible"),
+                        help="what the global stage registers against: the pseudo-IR or the visible luminance")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {}
-    print(f"| global stage ({args.data.name}, {args.preset}) | " + " | ".join(COLUMNS) + " |")
+    print(f"| global stage ({args.data.name}, {args.preset}, against the {args.global_reference}) | "
+          + " | ".join(COLUMNS) + " |")
     print("|---|" + "--:|" * len(COLUMNS))
     for stage in args.stages:
-        pipe = create_pipeline("umf-cmgr", global_stage=None if stage == "none" else stage)
+        pipe = create_pipeline("umf-cmgr", global_stage=None if stage == "none" else stage,
+                               global_reference=args.global_reference)
         src = iter_samples(args.data, args.preset, args.seed, args.split)
         rows, failures = evaluate(pipe, src.samples, src.count, fusion_metrics=("Qabf",))
         if failures:
@@ -52,6 +57,7 @@ def main() -> None:
         print(f"| {stage} | " + " | ".join(f"{mean[k]:.4g}" for k in COLUMNS) + " |", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"data": str(args.data), "preset": args.preset, "seed": args.seed,
+                                         "global_reference": args.global_reference,
                                          "results": results}, indent=1))
 
 

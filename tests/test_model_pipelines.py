@@ -302,3 +302,37 @@ def test_constant_image_is_not_registered(flat_side):
     d, ok = res.diagnostics
     assert d["suspect"] and "constant" in d["fallback"] and res.field[0].abs().max().item() == 0.0
     assert not ok["suspect"] and res.field[1, 0].mean().item() == pytest.approx(3.0)  # the textured pair is untouched
+
+
+class _SpyGlobal:
+    """A global stage that records what it registered against and proposes nothing."""
+
+    def __call__(self, moving, fixed):
+        from alignfuse.stages import IdentityRegistrar
+
+        self.fixed = fixed
+        return IdentityRegistrar()(moving, fixed)
+
+
+def test_global_stage_can_work_on_the_visible_image_while_the_network_sees_the_reference():
+    from alignfuse.baselines import AverageFuser
+    from alignfuse.pipeline import Pipeline
+
+    class _Translator(torch.nn.Module):  # a 'pseudo-IR' that is clearly not the visible luminance
+        def forward(self, vis):
+            return 1.0 - vis.mean(1, keepdim=True)
+
+    reg = DeformableRegistrar(_Zero(), global_stage="phase", global_reference="visible")
+    spy = reg._global = _SpyGlobal()
+    vis = torch.from_numpy(_texture(48, 64))[None, None].expand(1, 3, 48, 64).contiguous()
+    ir = torch.from_numpy(_texture(48, 64))[None, None]
+    Pipeline(_Translator(), reg, AverageFuser()).register(ir, vis)
+    torch.testing.assert_close(spy.fixed, vis[:, :1])  # grey VIS: its luminance, not the translator's output
+    with pytest.raises(ValueError, match="visible"):
+        reg(ir, ir)
+    plain = DeformableRegistrar(_Zero(), global_stage="phase")
+    plain._global = _SpyGlobal()
+    Pipeline(_Translator(), plain, AverageFuser()).register(ir, vis)
+    torch.testing.assert_close(plain._global.fixed, 1.0 - vis[:, :1])
+    with pytest.raises(ValueError, match="global_reference"):
+        DeformableRegistrar(_Zero(), global_reference="vis")

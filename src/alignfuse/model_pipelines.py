@@ -115,20 +115,21 @@ LEARNED_FUSERS = {
 
 
 def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None, criterion: str = "ncc",
-                   global_margin: float | None = None):
+                   global_margin: float | None = None, global_reference: str = "reference"):
     """criterion 'ncc' for a pseudo-IR reference; 'mind' when the reference is the visible luminance."""
     from .registration import DeformableRegistrar
 
     return DeformableRegistrar(load_mrrn(weights_dir), global_stage=global_stage, criterion=criterion,
-                               global_margin=global_margin)
+                               global_margin=global_margin, global_reference=global_reference)
 
 
-@register_pipeline("umf-cmgr", _desc("UMF-CMGR: CPSTN pseudo-IR + global phase correlation + MRRN registration "
-                                      "+ DIFN fusion",
+@register_pipeline("umf-cmgr", _desc("UMF-CMGR: CPSTN pseudo-IR + global phase correlation (on the visible image) + "
+                                      "MRRN registration (on the pseudo-IR) + DIFN fusion",
                                       "cpstn", "mrrn", "difn"))
 def umf_cmgr(weights_dir: str | Path | None = None, global_stage: str | None = "phase",
-             register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
-    return Pipeline(load_cpstn(weights_dir), _umf_registrar(global_stage, weights_dir),
+             register_long_side: int | None = REGISTER_LONG_SIDE, global_reference: str = "visible") -> Pipeline:
+    return Pipeline(load_cpstn(weights_dir), _umf_registrar(global_stage, weights_dir,
+                                                            global_reference=global_reference),
                     NetFuser(load_difn(weights_dir)), register_long_side=register_long_side, name="umf-cmgr")
 
 
@@ -138,13 +139,15 @@ def umf_cmgr_noreg(weights_dir: str | Path | None = None) -> Pipeline:
                     name="umf-cmgr-noreg")
 
 
-@register_pipeline("umf-reg+gff", _desc("CPSTN + global phase correlation + MRRN registration, guided-filter fusion",
+@register_pipeline("umf-reg+gff", _desc("CPSTN + global phase correlation (on the visible image) + MRRN registration, "
+                                         "guided-filter fusion",
                                          "cpstn", "mrrn"))
 def umf_reg_gff(weights_dir: str | Path | None = None, global_stage: str | None = "phase",
-                register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
+                register_long_side: int | None = REGISTER_LONG_SIDE, global_reference: str = "visible") -> Pipeline:
     from .baselines import FUSERS
 
-    return Pipeline(load_cpstn(weights_dir), _umf_registrar(global_stage, weights_dir), FUSERS["gff"](),
+    return Pipeline(load_cpstn(weights_dir), _umf_registrar(global_stage, weights_dir, global_reference=global_reference),
+                    FUSERS["gff"](),
                     register_long_side=register_long_side, name="umf-reg+gff")
 
 

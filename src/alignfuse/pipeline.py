@@ -81,7 +81,9 @@ class Pipeline:
             work = (max(8, round(h * s)), max(8, round(w * s)))
         vis_w = warp_ops.resize_image(vis, work)
         reference = self.translator(vis_w)
-        result = self.registrar(warp_ops.resize_image(ir, work), reference)
+        # a registrar whose global stage works on the visible image (not the translator's output) says so
+        extra = {"visible": luminance(vis_w)} if getattr(self.registrar, "uses_visible", False) else {}
+        result = self.registrar(warp_ops.resize_image(ir, work), reference, **extra)
         if work != (h, w):
             full_field = warp_ops.resize_field(result.field, (h, w))
             aligned = warp_ops.warp(ir, full_field)

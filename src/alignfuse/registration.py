@@ -59,6 +59,10 @@ class DeformableRegistrar(nn.Module):
             or ``None`` (network only, as in the paper).
         tolerance: similarity drop that counts as "worse" for the fallback.
         criterion: ``"ncc"`` (Pearson; diagnostics ``ncc_*``) or ``"mind"`` (1 - MIND distance; ``mind_*``).
+        global_reference: what the global stage registers the IR against: ``"reference"`` (the translator's
+            output, e.g. the pseudo-IR) or ``"visible"`` (the visible luminance, passed as ``visible=``). With our
+            CPU-trained CPSTN the pseudo-IR keeps too few edges for a global estimate while phase correlation
+            on the visible image's gradients works (docs/RESULTS.md §12.1), so ``umf-cmgr`` uses ``"visible"``.
         global_margin: ``None`` keeps the global start always. A number also runs the network from the
             identity and keeps the global start only where its final similarity is higher by more than
             ``global_margin``: a wrong global start (a few degrees, a few % of scale) is then caught *after*
@@ -66,9 +70,13 @@ class DeformableRegistrar(nn.Module):
     """
 
     def __init__(self, net: nn.Module, global_stage: str | None = "phase", tolerance: float = 0.005,
-                 criterion: str = "ncc", global_margin: float | None = None) -> None:
+                 criterion: str = "ncc", global_margin: float | None = None,
+                 global_reference: str = "reference") -> None:
         super().__init__()
         self.global_margin = global_margin
+        if global_reference not in ("reference", "visible"):
+            raise ValueError(f"global_reference must be 'reference' or 'visible', got {global_reference!r}")
+        self.global_reference = global_reference
         if global_stage not in (None, "ecc", "phase", "mind"):
             raise ValueError(f"global_stage must be 'ecc', 'phase', 'mind' or None, got {global_stage!r}")
         if criterion not in ("ncc", "mind"):
@@ -100,13 +108,25 @@ class DeformableRegistrar(nn.Module):
         desc_fixed = mind_descriptors(fixed)
         return lambda a: 1.0 - descriptor_distance(mind_descriptors(a), desc_fixed, per_item=True)
 
+    @property
+    def uses_visible(self) -> bool:
+        """True when the global stage wants the visible luminance (``Pipeline`` then passes ``visible=``)."""
+        return self._global is not None and self.global_reference == "visible"
+
     @torch.no_grad()
-    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
-        """moving IR (B, 1, H, W), fixed reference (B, 1, H, W) -> RegistrationResult."""
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor,
+                visible: torch.Tensor | None = None) -> RegistrationResult:
+        """moving IR (B, 1, H, W), fixed reference (B, 1, H, W) -> RegistrationResult.
+
+        visible: the visible luminance (B, 1, H, W) on the same grid; required when the global stage is
+        estimated against it (``global_reference="visible"``), ignored otherwise."""
         b = moving.shape[0]
         zero = torch.zeros(b, 2, *moving.shape[-2:], dtype=moving.dtype, device=moving.device)
+        if self.uses_visible and visible is None:
+            raise ValueError("global_reference='visible' needs the visible luminance: registrar(moving, reference, "
+                             "visible=...) (Pipeline passes it)")
         if self._global is not None:
-            g = self._global(moving.cpu(), fixed.cpu())
+            g = self._global(moving.cpu(), (visible if self.uses_visible else fixed).cpu())
             field_g = g.field.to(moving.device)
         else:
             field_g = zero
