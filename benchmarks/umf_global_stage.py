@@ -1,4 +1,4 @@
-"""The paper's arrangement (`umf-cmgr`: CPSTN pseudo-IR + global stage + MRRN) with each global stage.
+"""The paper's arrangement (`umf-cmgr`: CPSTN pseudo-IR + global stage + MRRN), or `mrrn+difn`, with each global stage.
 
 Usage::
 
@@ -36,18 +36,26 @@ def main() -> None:
     parser.add_argument("--global", dest="stages", action="append", choices=("ecc", "phase", "mind", "none"),
                         required=True)
     parser.add_argument("--global-reference", default="visible", choices=("reference", "visible"),
-                        help="what the global stage registers against: the pseudo-IR or the visible luminance")
+                        help="umf-cmgr: what the global stage registers against, the pseudo-IR or the visible luminance")
+    parser.add_argument("--min-shift", type=float, help="umf-nocpstn+difn: keep the global field only when it moves "
+                        "the image by at least this many px (working size); no second network pass")
+    parser.add_argument("--model", default="umf-cmgr", choices=("umf-cmgr", "mrrn+difn", "umf-nocpstn+difn"),
+                        help="mrrn+difn: no translator, the network runs from the global start and from the identity "
+                             "and the better final MIND similarity wins")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {}
-    print(f"| global stage ({args.data.name}, {args.preset}, against the {args.global_reference}) | "
+    against = f", against the {args.global_reference}" if args.model == "umf-cmgr" else ""
+    print(f"| {args.model} global stage ({args.data.name}, {args.preset}{against}) | "
           + " | ".join(COLUMNS) + " |")
     print("|---|" + "--:|" * len(COLUMNS))
     for stage in args.stages:
-        pipe = create_pipeline("umf-cmgr", global_stage=None if stage == "none" else stage,
-                               global_reference=args.global_reference)
+        kwargs = {"global_reference": args.global_reference} if args.model == "umf-cmgr" else {}
+        if args.model == "umf-nocpstn+difn":
+            kwargs = {"global_min_shift": args.min_shift}
+        pipe = create_pipeline(args.model, global_stage=None if stage == "none" else stage, **kwargs)
         src = iter_samples(args.data, args.preset, args.seed, args.split)
         rows, failures = evaluate(pipe, src.samples, src.count, fusion_metrics=("Qabf",))
         if failures:
@@ -57,7 +65,7 @@ def main() -> None:
         print(f"| {stage} | " + " | ".join(f"{mean[k]:.4g}" for k in COLUMNS) + " |", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"data": str(args.data), "preset": args.preset, "seed": args.seed,
-                                         "global_reference": args.global_reference,
+                                         "model": args.model, "global_reference": args.global_reference,
                                          "results": results}, indent=1))
 
 

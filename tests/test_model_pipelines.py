@@ -336,3 +336,18 @@ def test_global_stage_can_work_on_the_visible_image_while_the_network_sees_the_r
     torch.testing.assert_close(plain._global.fixed, 1.0 - vis[:, :1])
     with pytest.raises(ValueError, match="global_reference"):
         DeformableRegistrar(_Zero(), global_reference="vis")
+
+
+@pytest.mark.parametrize("shift, used", [(2.0, False), (9.0, True)])
+def test_global_min_shift_leaves_small_misalignment_to_the_network(shift, used):
+    fixed = torch.from_numpy(_texture(96, 128))[None, None]
+    gt = torch.zeros(1, 2, 96, 128)
+    gt[:, 0] = shift
+    moving = warp.warp(fixed, -gt)  # aligning it back needs the field +shift in x (approximately)
+    reg = DeformableRegistrar(_Zero(), global_stage="phase", criterion="mind", global_min_shift=4.0)
+    res = reg(moving, fixed)
+    d = res.diagnostics[0]
+    if used:
+        assert d["start"] == "global" and abs(float(res.field[0, 0, 20:-20, 20:-20].mean()) - shift) < 0.5
+    else:
+        assert d["start"] == "identity (small global)" and res.field.abs().max().item() == 0.0

@@ -115,12 +115,14 @@ LEARNED_FUSERS = {
 
 
 def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None, criterion: str = "ncc",
-                   global_margin: float | None = None, global_reference: str = "reference"):
+                   global_margin: float | None = None, global_reference: str = "reference",
+                   global_min_shift: float | None = None):
     """criterion 'ncc' for a pseudo-IR reference; 'mind' when the reference is the visible luminance."""
     from .registration import DeformableRegistrar
 
     return DeformableRegistrar(load_mrrn(weights_dir), global_stage=global_stage, criterion=criterion,
-                               global_margin=global_margin, global_reference=global_reference)
+                               global_margin=global_margin, global_reference=global_reference,
+                               global_min_shift=global_min_shift)
 
 
 @register_pipeline("umf-cmgr", _desc("UMF-CMGR: CPSTN pseudo-IR + global phase correlation (on the visible image) + "
@@ -177,20 +179,20 @@ def umf_nocpstn_gff(weights_dir: str | Path | None = None,
 
 @register_pipeline("umf-nocpstn+difn", _desc("UMF-CMGR without CPSTN (Table 4 'MRRN + DIFN'): MRRN registration on "
                                               "the visible luminance (MIND descriptors), DIFN fusion", "mrrn", "difn"))
-def umf_nocpstn_difn(weights_dir: str | Path | None = None,
-                     register_long_side: int | None = REGISTER_LONG_SIDE) -> Pipeline:
-    return _vis_reference_pipeline(NetFuser(load_difn(weights_dir)), "umf-nocpstn+difn", weights_dir, None,
-                                   register_long_side)
+def umf_nocpstn_difn(weights_dir: str | Path | None = None, register_long_side: int | None = REGISTER_LONG_SIDE,
+                     global_stage: str | None = None, global_min_shift: float | None = None) -> Pipeline:
+    return _vis_reference_pipeline(NetFuser(load_difn(weights_dir)), "umf-nocpstn+difn", weights_dir, global_stage,
+                                   register_long_side, global_min_shift)
 
 
 def _vis_reference_pipeline(fuser: nn.Module, name: str, weights_dir: str | Path | None, global_stage: str | None,
-                            register_long_side: int | None) -> Pipeline:
+                            register_long_side: int | None, global_min_shift: float | None = None) -> Pipeline:
     """No translator: the registrar compares the IR with the visible luminance (fallback judged by MIND).
 
     With a global stage the network also runs from the identity and the start with the better final MIND
     similarity wins (margin 0, chosen on 40 RoadScene *training* pairs per preset, docs/RESULTS.md §9)."""
-    margin = GLOBAL_MARGIN if global_stage is not None else None
-    registrar = _umf_registrar(global_stage, weights_dir, "mind", margin)
+    margin = GLOBAL_MARGIN if global_stage is not None and global_min_shift is None else None
+    registrar = _umf_registrar(global_stage, weights_dir, "mind", margin, global_min_shift=global_min_shift)
     if getattr(registrar.net, "inputs", "image") != "mind":
         warnings.warn(f"{name}: the registration network reads image intensities, not MIND descriptors; against the "
                       "visible luminance such networks did not learn here (docs/RESULTS.md §9)", stacklevel=3)

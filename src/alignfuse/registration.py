@@ -63,6 +63,9 @@ class DeformableRegistrar(nn.Module):
             output, e.g. the pseudo-IR) or ``"visible"`` (the visible luminance, passed as ``visible=``). With our
             CPU-trained CPSTN the pseudo-IR keeps too few edges for a global estimate while phase correlation
             on the visible image's gradients works (docs/RESULTS.md §12.1), so ``umf-cmgr`` uses ``"visible"``.
+        global_min_shift: ``None`` keeps every global field; a number (px at the size the registrar is given)
+            keeps it only where its mean displacement is at least that, so misalignment within the network's
+            own reach never goes through the global stage (diagnostic ``start``: ``"identity (small global)"``).
         global_margin: ``None`` keeps the global start always. A number also runs the network from the
             identity and keeps the global start only where its final similarity is higher by more than
             ``global_margin``: a wrong global start (a few degrees, a few % of scale) is then caught *after*
@@ -71,8 +74,9 @@ class DeformableRegistrar(nn.Module):
 
     def __init__(self, net: nn.Module, global_stage: str | None = "phase", tolerance: float = 0.005,
                  criterion: str = "ncc", global_margin: float | None = None,
-                 global_reference: str = "reference") -> None:
+                 global_reference: str = "reference", global_min_shift: float | None = None) -> None:
         super().__init__()
+        self.global_min_shift = global_min_shift
         self.global_margin = global_margin
         if global_reference not in ("reference", "visible"):
             raise ValueError(f"global_reference must be 'reference' or 'visible', got {global_reference!r}")
@@ -130,11 +134,15 @@ class DeformableRegistrar(nn.Module):
             field_g = g.field.to(moving.device)
         else:
             field_g = zero
+        start = ["global" if self._global is not None else "identity"] * b
+        if self._global is not None and self.global_min_shift is not None:
+            small = warp_ops.magnitude(field_g).flatten(1).mean(1) < self.global_min_shift
+            for i in torch.nonzero(small).flatten().tolist():
+                field_g[i], start[i] = 0.0, "identity (small global)"
         moved = warp_ops.warp(moving, field_g)
         local = self.net(fixed, moved)["field"]
         field = warp_ops.compose(field_g, local)
         aligned = warp_ops.warp(moving, field)
-        start = ["global" if self._global is not None else "identity"] * b
         # each similarity once per call, the reference's MIND descriptors once for all of them
         similarity = self._similarity_to(fixed)
         sim_before = similarity(moving)
