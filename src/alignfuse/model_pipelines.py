@@ -190,7 +190,8 @@ def _vis_reference_pipeline(fuser: nn.Module, name: str, weights_dir: str | Path
     """No translator: the registrar compares the IR with the visible luminance (fallback judged by MIND).
 
     With a global stage the network also runs from the identity and the start with the better final MIND
-    similarity wins (margin 0, chosen on 40 RoadScene *training* pairs per preset, docs/RESULTS.md §9)."""
+    similarity wins (margin 0, chosen on 40 RoadScene *training* pairs per preset, docs/RESULTS.md §9); with
+    ``global_min_shift`` instead, the global field is kept only when it is that large, with one network pass."""
     margin = GLOBAL_MARGIN if global_stage is not None and global_min_shift is None else None
     registrar = _umf_registrar(global_stage, weights_dir, "mind", margin, global_min_shift=global_min_shift)
     if getattr(registrar.net, "inputs", "image") != "mind":

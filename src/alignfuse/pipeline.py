@@ -86,13 +86,11 @@ class Pipeline:
         result = self.registrar(warp_ops.resize_image(ir, work), reference, **extra)
         if work != (h, w):
             full_field = warp_ops.resize_field(result.field, (h, w))
-            aligned = warp_ops.warp(ir, full_field)
-            magnitude = warp_ops.magnitude(full_field).flatten(1)
-            for d, mag in zip(result.diagnostics, magnitude):
-                if "field_mean_px" in d:  # the registrar measured its field in working-size pixels
-                    d.update(field_mean_px=float(mag.mean()), field_max_px=float(mag.max()))
-            result = RegistrationResult(aligned, full_field, result.diagnostics)
+            result = RegistrationResult(warp_ops.warp(ir, full_field), full_field, result.diagnostics)
             reference = warp_ops.resize_image(reference, (h, w))
+        # every registrar's field size, in pixels of the images given (a registrar sees the working size)
+        for d, mag in zip(result.diagnostics, warp_ops.magnitude(result.field).flatten(1)):
+            d.update(field_mean_px=float(mag.mean()), field_max_px=float(mag.max()))
         return result, reference
 
     @torch.no_grad()

@@ -357,17 +357,18 @@ class ECCRegistrar:
         for _ in range(halvings):
             mov = cv2.pyrDown(mov, borderType=cv2.BORDER_REPLICATE)
             fix = cv2.pyrDown(fix, borderType=cv2.BORDER_REPLICATE)
-        matrix, diag = self._estimate(mov, fix)
-        if halvings:
-            s = np.diag([2.0**halvings, 2.0**halvings, 1.0])
-            matrix = s @ matrix @ np.linalg.inv(s)
-            diag["matrix"] = matrix.tolist()
-            diag["init_shift"] = tuple(2.0**halvings * v for v in diag["init_shift"])
+        matrix, field, diag = self._estimate(mov, fix)
         diag["estimated_at"] = tuple(mov.shape)
+        if not halvings:
+            return field, diag
+        s = np.diag([2.0**halvings, 2.0**halvings, 1.0])
+        matrix = s @ matrix @ np.linalg.inv(s)
+        diag["matrix"] = matrix.tolist()
+        diag["init_shift"] = tuple(2.0**halvings * v for v in diag["init_shift"])
         return field_from_matrix(matrix, h, w), diag
 
-    def _estimate(self, mov: np.ndarray, fix: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        """numpy (H, W) pair -> (3x3 sampling matrix, diagnostics) at this size."""
+    def _estimate(self, mov: np.ndarray, fix: np.ndarray) -> tuple[np.ndarray, torch.Tensor, dict[str, Any]]:
+        """numpy (H, W) pair -> (3x3 sampling matrix, its (2, H, W) field, diagnostics) at this size."""
         h, w = mov.shape
         w_init, init_name, init_shift = self._initial(mov, fix)
         n = self._n_levels(h, w)
@@ -419,16 +420,18 @@ class ECCRegistrar:
             return pearson(gradient_magnitude(aligned) if self.use_gradients else aligned, rep_fix)
 
         ncc_before = pearson(src_m, src_f)
-        ncc_init = ncc_of(field_from_matrix(w_init, h, w))
+        field = field_init = field_from_matrix(w_init, h, w)
+        ncc_init = ncc_of(field_init)
         if fallback is None:
-            ncc_ecc = ncc_of(field_from_matrix(cur, h, w))
+            field = field_from_matrix(cur, h, w)
+            ncc_ecc = ncc_of(field)
             if ncc_ecc < ncc_init - _NCC_TOL:
                 fallback = (
                     f"ECC result (ncc {ncc_ecc:.3f}) worse than its {init_name} initialisation "
                     f"(ncc {ncc_init:.3f}); fell back to the initialisation"
                 )
         if fallback is not None:
-            cur = w_init
+            cur, field = w_init, field_init
         ncc_after = ncc_init if fallback is not None else ncc_ecc
         if fallback is not None or not np.isfinite(rho):
             rho = ncc_after
@@ -448,7 +451,7 @@ class ECCRegistrar:
             "suspect": bool(fallback is not None or ncc_after < ncc_before - _NCC_TOL),
             "fallback": fallback,
         }
-        return cur, diag
+        return cur, field, diag
 
     def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
         _check_pair(moving, fixed)
