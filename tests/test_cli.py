@@ -327,3 +327,67 @@ def test_json_output_cleans_numpy_values():
 
     out = json.loads(_json({"a": np.float32("nan"), "b": np.float64(1.5), "c": np.array([1.0, np.inf])}))
     assert out == {"a": None, "b": 1.5, "c": [1.0, None]}
+
+
+def test_a_bug_inside_a_fuser_is_an_internal_error_not_a_user_error(tmp_path, capsys, monkeypatch):
+    from alignfuse.baselines.fusion import AverageFuser
+
+    def broken(self, ir, vis):
+        raise ValueError("shapes do not broadcast")  # what a library bug looks like
+
+    monkeypatch.setattr(AverageFuser, "__call__", broken)
+    ir, vis = _pair_files(tmp_path)
+    argv = ["fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--model", "identity+average"]
+    code, _, err = run(capsys, *argv)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1 and "internal error" in lines[0] and "run with --debug" in lines[0]
+    assert "ValueError" in lines[0] and "Traceback" not in err
+    with pytest.raises(ValueError, match="broadcast"):
+        main(argv + ["--debug"])
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "nope+gff"], "unknown model"),
+    (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--device", "cuda:x"], "cpu, cuda"),
+    (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "umf-cmgr", "--weights-dir", "{d}"],
+     "weights file not found"),
+    (["metrics", "--ir", "{ir}", "--vis", "{vis}", "--fused", "{vis}", "--names", "nope"], "unknown fusion metric"),
+    (["evaluate", "--data", "{samples}", "--preset", "shift:x", "--model", "identity+average", "-q"], "bad preset"),
+    (["train", "rfvif", "--data", "{samples}", "--out", "{d}/t", "--set", "nope=1"], "unknown override"),
+    (["train", "rfvif", "--data", "{samples}", "--out", "{d}/t", "--config", "tiny", "--set", "variant=num_fab=x"],
+     "num_fab"),
+    (["train", "nope", "--data", "{samples}", "--out", "{d}/t"], "no training recipe"),
+])
+def test_what_the_user_controls_is_a_one_line_user_error(tmp_path, capsys, argv, needle):
+    ir, vis = _pair_files(tmp_path)
+    args = [a.format(ir=ir, vis=vis, d=tmp_path, samples=SAMPLES) for a in argv]
+    code, _, err = run(capsys, *args)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("alignfuse: error:"), err
+    assert needle in lines[0] and "internal error" not in err
+
+
+def test_python_api_user_errors_keep_their_builtin_types():
+    from alignfuse import checkpoints, load_pipeline
+    from alignfuse.errors import UnknownNameError, UserError
+
+    with pytest.raises(UnknownNameError, match="unknown model 'nope'") as exc:
+        load_pipeline("nope")
+    assert isinstance(exc.value, KeyError) and isinstance(exc.value, UserError)
+    with pytest.raises(UserError, match="unknown option.*colour"):
+        load_pipeline("identity+average", colour=True)  # was a TypeError (an 'internal error')
+    with pytest.raises(UserError, match="unknown option.*bogus"):
+        load_pipeline("rfvif", bogus=1)
+    assert issubclass(checkpoints.WeightsError, UserError) and issubclass(io.ImageReadError, UserError)
+    assert issubclass(io.PairingError, UserError) and issubclass(UserError, ValueError)
+
+
+def test_evaluate_where_a_bug_fails_every_pair_is_an_internal_error(capsys, monkeypatch):
+    from alignfuse.baselines.fusion import AverageFuser
+
+    def broken(self, ir, vis):
+        raise KeyError("fused")
+
+    monkeypatch.setattr(AverageFuser, "__call__", broken)
+    code, _, err = run(capsys, "evaluate", "--data", str(SAMPLES), "--limit", "1", "--model", "identity+average", "-q")
+    assert code == 1 and "internal error" in err and "no pair could be evaluated" in err

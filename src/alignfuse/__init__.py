@@ -15,12 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .api import FuseResult, fuse_arrays, load_pipeline, register_arrays
+from .errors import UserError
 from .pipeline import Pipeline
 from .registry import DEFAULT_PIPELINE, list_pipelines
 
 __version__ = "0.1.0"
 __all__ = ["fuse", "register", "fuse_arrays", "register_arrays", "load_pipeline", "list_models", "Pipeline",
-           "FuseResult", "DEFAULT_PIPELINE"]
+           "FuseResult", "DEFAULT_PIPELINE", "UserError"]
 
 
 def list_models() -> dict[str, str]:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import io
+from .errors import UserError
 from .pipeline import Pipeline
 from .registry import DEFAULT_PIPELINE, create_pipeline
 
@@ -31,9 +32,9 @@ def resolve_device(device: str | None) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as exc:  # torch's message lists every backend it knows; ours says what is accepted
-        raise ValueError(f"device {device!r} not understood: use cpu, cuda, cuda:N or auto") from exc
+        raise UserError(f"device {device!r} not understood: use cpu, cuda, cuda:N or auto") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+        raise UserError(f"device {device!r} requested but CUDA is not available on this machine")
     return dev
 
 
@@ -70,16 +71,16 @@ class FuseResult:
 def _check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
     for name, a in (("ir", ir), ("vis", vis)):
         if not np.issubdtype(np.asarray(a).dtype, np.floating):
-            raise ValueError(f"{name} must be a float array in [0, 1], got dtype {np.asarray(a).dtype} "
+            raise UserError(f"{name} must be a float array in [0, 1], got dtype {np.asarray(a).dtype} "
                              "(divide 8-bit images by 255, or read files with alignfuse.io.read_image)")
         if a.size and (not np.isfinite(a).all() or a.min() < -1e-6 or a.max() > 1 + 1e-6):
-            raise ValueError(f"{name} values must lie in [0, 1] (got {np.nanmin(a):.3g}..{np.nanmax(a):.3g})")
+            raise UserError(f"{name} values must lie in [0, 1] (got {np.nanmin(a):.3g}..{np.nanmax(a):.3g})")
     if ir.ndim != 2:
-        raise ValueError(f"ir must be (H, W), got shape {ir.shape}")
+        raise UserError(f"ir must be (H, W), got shape {ir.shape}")
     if vis.ndim not in (2, 3) or (vis.ndim == 3 and vis.shape[2] != 3):
-        raise ValueError(f"vis must be (H, W) or (H, W, 3), got shape {vis.shape}")
+        raise UserError(f"vis must be (H, W) or (H, W, 3), got shape {vis.shape}")
     if ir.shape != vis.shape[:2]:
-        raise ValueError(f"ir {ir.shape} and vis {vis.shape[:2]} differ in size (resize the IR first)")
+        raise UserError(f"ir {ir.shape} and vis {vis.shape[:2]} differ in size (resize the IR first)")
 
 
 def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None) -> FuseResult:

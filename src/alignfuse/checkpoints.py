@@ -17,12 +17,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .errors import UserError
+
 __all__ = ["save_weights", "load_weights", "WEIGHTS_DIR", "shipped_weights", "WeightsError"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """Missing, unreadable or mismatched weights; the message names the file."""
 
 

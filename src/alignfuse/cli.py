@@ -1,7 +1,8 @@
 """``alignfuse`` command line: fuse, register, synth, evaluate, metrics, models.
 
 Every error a user can cause is one line on stderr naming the file and the problem, with exit
-status 2; batch commands continue past a bad pair, list the failures at the end and exit 1.
+status 2; batch commands continue past a bad pair, list the failures at the end and exit 1. An
+internal error (a bug) is one line too, exit status 1; ``--debug`` shows its traceback.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from typing import Sequence
 import numpy as np
 
 from . import io
+from .errors import UserError
 from .registry import DEFAULT_PIPELINE
 
-# ValueError/KeyError: what the library raises for bad options and inputs (bad preset, unknown
-# model, wrong weights). With --debug every error shows its traceback.
-USER_ERRORS = (io.ImageReadError, io.PairingError, ValueError, KeyError, OSError, ImportError)
-
-
-class UserError(Exception):
-    """An error caused by the input or the options; printed as one line."""
+# What the user can cause: UserError (options, images, fields, weights, data folders; io's and
+# checkpoints' errors subclass it), files that cannot be read or written (OSError) and a missing
+# optional dependency (ImportError, e.g. elastix: its message says what to install). Anything else,
+# ValueError and KeyError included, is a bug: an internal error. --debug shows every traceback.
+USER_ERRORS = (UserError, OSError, ImportError)
 
 
 def _err(msg: str) -> None:
@@ -33,8 +33,6 @@ def _err(msg: str) -> None:
 
 
 def _message(exc: BaseException) -> str:
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc)
@@ -173,7 +171,7 @@ def _fuse_folder(args: argparse.Namespace) -> int:
                              out_dir / "field" / f"{stem}.npy" if args.save_field else None)
             if diag.get("suspect"):
                 suspects.append(stem)
-        except (UserError, *USER_ERRORS) as exc:
+        except USER_ERRORS as exc:
             failures.append(f"{stem}: {_message(exc)}")
         except Exception as exc:  # noqa: BLE001 - one broken pair must not stop the batch
             failures.append(f"{stem}: internal error ({type(exc).__name__}: {exc})")
@@ -233,7 +231,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
             pair = io.load_pair(ir_path, vis_path)
             s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(args.seed, stem))
             entries.append(synth.write_pair(out, stem, s))
-        except (UserError, *USER_ERRORS) as exc:
+        except USER_ERRORS as exc:
             failures.append(f"{stem}: {_message(exc)}")
     if not entries:
         raise UserError(f"no pair could be synthesised: {failures[0] if failures else 'nothing to do'}")
@@ -264,8 +262,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for model, pipe in pipes.items():
         rows, failures = evaluate(pipe, iter(samples) if samples is not None else source.samples,
                                   total=source.count, progress=not args.quiet)
-        if not rows:
-            raise UserError(f"{model}: no pair could be evaluated ({failures[0].name}: {failures[0].message})")
+        if not rows:  # a bug that fails every pair stays an internal error
+            message = f"{model}: no pair could be evaluated ({failures[0].name}: {failures[0].message})"
+            raise RuntimeError(message) if failures[0].internal else UserError(message)
         results[model], per_pair[model] = summarise(rows), rows
         failed[model] = [f"{f.name}: {f.message}" for f in failures]
     first = next(iter(results.values()))
@@ -475,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` & co.: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (UserError, *USER_ERRORS) as exc:
+    except USER_ERRORS as exc:
         if args.debug:
             raise
         _err(_message(exc))
@@ -483,11 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
-    except Exception as exc:  # an internal error: one line unless --debug
+    except Exception as exc:  # a bug, not the user's doing: one line unless --debug
         if args.debug:
             raise
-        _err(f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback")
-        return 3
+        _err(f"internal error ({type(exc).__name__}: {exc}); run with --debug for the traceback")
+        return 1
 
 
 if __name__ == "__main__":

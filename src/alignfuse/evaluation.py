@@ -24,6 +24,7 @@ import numpy as np
 
 from . import io, synth
 from .api import FuseResult, fuse_arrays
+from .errors import UserError
 from .pipeline import Pipeline
 
 __all__ = ["EvalSample", "EvalFailure", "SampleSource", "iter_samples", "read_manifest", "score_fusion", "evaluate", "summarise", "format_table", "DEFAULT_FUSION_METRICS"]
@@ -56,7 +57,7 @@ def read_manifest(root: Path) -> dict:
         if not isinstance(manifest.get("pairs"), list) or "preset" not in manifest or "seed" not in manifest:
             raise ValueError("missing 'pairs', 'preset' or 'seed'")
     except (json.JSONDecodeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a valid alignfuse test-set manifest ({exc})") from None
+        raise UserError(f"{path}: not a valid alignfuse test-set manifest ({exc})") from None
     return manifest
 
 
@@ -100,11 +101,11 @@ def iter_samples(
         manifest = read_manifest(data)
         for given, stored, what in ((preset, manifest["preset"], "preset"), (seed, manifest["seed"], "seed")):
             if given is not None and given != stored:
-                raise ValueError(f"{data} was synthesised with {what} {stored!r}; drop --{what} or pass {stored!r}")
+                raise UserError(f"{data} was synthesised with {what} {stored!r}; drop --{what} or pass {stored!r}")
         entries = manifest["pairs"]
         count = sum(1 for e in entries if names is None or e["name"] in names)
         if count == 0:
-            raise ValueError(f"{data}: no pairs of the test set are listed in {split}")
+            raise UserError(f"{data}: no pairs of the test set are listed in {split}")
         count = min(count, limit) if limit else count
         it = _stored_testset(data, names)
         return SampleSource(count, (s for _, s in zip(range(count), it)), manifest["preset"], int(manifest["seed"]),
@@ -114,10 +115,10 @@ def iter_samples(
     spec = synth.parse_preset(preset)
     pairs, unpaired = io.pair_folders(data / "ir", data / "vi", names=names)
     if not pairs and names is not None:
-        raise ValueError(f"{split}: none of its {len(names)} names has an ir/vi pair in {data}"
+        raise UserError(f"{split}: none of its {len(names)} names has an ir/vi pair in {data}"
                          + (f" (e.g. {unpaired[0]})" if unpaired else ""))
     if not pairs:
-        raise ValueError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/ with matching names)")
+        raise UserError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/ with matching names)")
     pairs = pairs[:limit] if limit else pairs
 
     def generate() -> Iterator[EvalSample]:
@@ -135,10 +136,11 @@ def iter_samples(
 
 @dataclass
 class EvalFailure:
-    """A pair that could not be read or scored."""
+    """A pair that could not be read or scored; ``internal``: by a bug, not by the data or the options."""
 
     name: str
     message: str
+    internal: bool = False
 
 
 def _as_u8(image: np.ndarray) -> np.ndarray:
@@ -196,7 +198,8 @@ def evaluate(
         try:
             rows.append({"name": sample.name, **evaluate_sample(pipeline, sample, fusion_metrics)[0]})
         except Exception as exc:  # noqa: BLE001 - one broken pair must not lose the others' results
-            failures.append(EvalFailure(sample.name, f"{type(exc).__name__}: {exc}"))
+            internal = not isinstance(exc, (UserError, OSError))
+            failures.append(EvalFailure(sample.name, f"{type(exc).__name__}: {exc}", internal))
     return rows, failures
 
 

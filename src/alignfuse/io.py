@@ -54,6 +54,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import UserError
+
 __all__ = [
     "MIN_SIZE",
     "IMAGE_EXTS",
@@ -98,15 +100,15 @@ _KR, _KG, _KB = 0.299, 0.587, 0.114  # BT.601 luma weights
 _CB_SCALE, _CR_SCALE = 1.772, 1.402  # 2 * (1 - K_B), 2 * (1 - K_R)
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
     """An image file that cannot be used; the message is one line, ``"<path>: <problem>"``."""
 
 
-class PairingError(ValueError):
+class PairingError(UserError):
     """Infrared and visible inputs that cannot be paired (missing folder, size mismatch...)."""
 
 
-class FieldError(ValueError):
+class FieldError(UserError):
     """A displacement-field file that cannot be used; the message is ``"<path>: <problem>"``."""
 
 
@@ -329,8 +331,8 @@ def _check_norm(norm: Norm) -> Norm:
         lo, hi = float(norm[0]), float(norm[1])
         if 0.0 <= lo < hi <= 100.0:
             return (lo, hi)
-        raise ValueError(f"percentiles must satisfy 0 <= lo < hi <= 100, got {tuple(norm)}")
-    raise ValueError(f"norm must be one of {_NORMS}, a (lo, hi) percentile pair, or None; got {norm!r}")
+        raise UserError(f"percentiles must satisfy 0 <= lo < hi <= 100, got {tuple(norm)}")
+    raise UserError(f"norm must be one of {_NORMS}, a (lo, hi) percentile pair, or None; got {norm!r}")
 
 
 def normalise(raw: np.ndarray, bit_depth: int, norm: Norm = None) -> tuple[np.ndarray, str]:
@@ -601,11 +603,11 @@ def check_output_path(path: PathLike, bit_depth: int = 8) -> str:
     path = Path(path)
     fmt = _OUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: unsupported output extension {path.suffix!r} (use one of {', '.join(_OUT_FORMATS)})")
+        raise UserError(f"{path}: unsupported output extension {path.suffix!r} (use one of {', '.join(_OUT_FORMATS)})")
     if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+        raise UserError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     if bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
-        raise ValueError(f"{path}: 16-bit output needs .png or .tif, not {path.suffix!r}")
+        raise UserError(f"{path}: 16-bit output needs .png or .tif, not {path.suffix!r}")
     return fmt
 
 

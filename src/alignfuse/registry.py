@@ -9,9 +9,11 @@ Two kinds of names:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
+from .errors import UnknownNameError, UserError
 from .pipeline import Pipeline
 
 __all__ = ["register_pipeline", "create_pipeline", "list_pipelines", "DEFAULT_PIPELINE", "PipelineEntry"]
@@ -58,27 +60,42 @@ def _grid_fusers() -> dict[str, Callable]:
     return {**FUSERS, **learned}
 
 
-def _classical(name: str, **kwargs) -> Pipeline:
+def _classical(name: str, register_long_side: int | None = None) -> Pipeline:
     from .baselines import REGISTRARS
 
     fusers = _grid_fusers()
     reg_name, _, fuse_name = name.partition("+")
     if reg_name not in REGISTRARS or fuse_name not in fusers:
         raise KeyError(name)
-    return Pipeline(registrar=REGISTRARS[reg_name](), fuser=fusers[fuse_name](), name=name, **kwargs)
+    return Pipeline(registrar=REGISTRARS[reg_name](), fuser=fusers[fuse_name](), name=name,
+                    register_long_side=register_long_side)
+
+
+def _check_options(name: str, factory: Callable[..., Pipeline], *args, **kwargs) -> None:
+    """A wrong option is the caller's error: a UserError naming the accepted ones, not a TypeError."""
+    signature = inspect.signature(factory)
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        accepted = list(signature.parameters)[len(args):]
+        raise UserError(f"{name}: unknown option(s) {', '.join(sorted(set(kwargs) - set(accepted)))}; "
+                        f"accepted: {', '.join(accepted) or 'none'}") from None
 
 
 def create_pipeline(name: str = DEFAULT_PIPELINE, **kwargs) -> Pipeline:
-    """Build the pipeline called ``name``; ``KeyError`` with the known names if there is none."""
+    """Build the pipeline called ``name``; :class:`~alignfuse.errors.UnknownNameError` (a ``KeyError``) with the
+    known names if there is none, :class:`~alignfuse.errors.UserError` for an option it does not take."""
     _load_model_pipelines()
     if name in _REGISTRY:
+        _check_options(name, _REGISTRY[name].factory, **kwargs)
         return _REGISTRY[name].factory(**kwargs)
     if "+" in name:
         try:
+            _check_options(name, _classical, name, **kwargs)
             return _classical(name, **kwargs)
         except KeyError:
             pass
-    raise KeyError(f"unknown model {name!r}; known: {', '.join(list_pipelines())} (run `alignfuse models`)")
+    raise UnknownNameError(f"unknown model {name!r}; known: {', '.join(list_pipelines())} (run `alignfuse models`)")
 
 
 def is_network_pipeline(name: str) -> bool:

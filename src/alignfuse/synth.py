@@ -42,6 +42,7 @@ import torch
 from scipy.ndimage import correlate1d
 
 from . import warp as warp_ops
+from .errors import UserError
 
 __all__ = ["SynthSpec", "SynthPair", "parse_preset", "pair_rng", "sample_distortion", "synthesise_pair", "PRESETS"]
 
@@ -93,16 +94,16 @@ def parse_preset(text: str) -> SynthSpec:
         try:
             n = int(text.split(":", 1)[1])
         except ValueError:
-            raise ValueError(f"bad preset {text!r}: shift:N needs an integer N") from None
+            raise UserError(f"bad preset {text!r}: shift:N needs an integer N") from None
         if n < 0:
-            raise ValueError(f"bad preset {text!r}: N must be >= 0")
+            raise UserError(f"bad preset {text!r}: N must be >= 0")
         return SynthSpec(text, shift=n)
     if text.startswith("custom:"):
         kwargs: dict[str, object] = {}
         for item in filter(None, text.split(":", 1)[1].split(",")):
             key, _, value = item.partition("=")
             if key.strip() not in _CUSTOM_KEYS:
-                raise ValueError(f"bad preset {text!r}: unknown key {key!r} (known: {', '.join(_CUSTOM_KEYS)})")
+                raise UserError(f"bad preset {text!r}: unknown key {key!r} (known: {', '.join(_CUSTOM_KEYS)})")
             field_name = _CUSTOM_KEYS[key.strip()]
             try:
                 kwargs[field_name] = (
@@ -111,14 +112,14 @@ def parse_preset(text: str) -> SynthSpec:
                     else float(value)
                 )
             except ValueError:
-                raise ValueError(f"bad preset {text!r}: {key} needs a number, got {value!r}") from None
+                raise UserError(f"bad preset {text!r}: {key} needs a number, got {value!r}") from None
         if {"elastic_sigma", "elastic_kernel", "elastic_alpha"} & set(kwargs) and "elastic" not in kwargs:
             kwargs["elastic"] = True
         spec = SynthSpec(text, **kwargs)  # type: ignore[arg-type]
         _validate(spec)
         return spec
     known = ", ".join([*PRESETS, "shift:N", "custom:rot=..,tx=..,scale=..,elastic=0|1"])
-    raise ValueError(f"unknown preset {text!r}; known: {known}")
+    raise UserError(f"unknown preset {text!r}; known: {known}")
 
 
 def _validate(spec: SynthSpec) -> None:
@@ -133,7 +134,7 @@ def _validate(spec: SynthSpec) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(f"bad preset {spec.name!r}: {message}")
+            raise UserError(f"bad preset {spec.name!r}: {message}")
 
 
 def pair_rng(seed: int, name: str) -> np.random.Generator:
@@ -227,7 +228,7 @@ def synthesise_pair(
     if spec.is_crop_shift:
         s = int(spec.shift or 0)
         if s >= min(h, w) // 2:
-            raise ValueError(f"shift {s} px is too large for a {w}x{h} image")
+            raise UserError(f"shift {s} px is too large for a {w}x{h} image")
         ir_gt = ir[: h - s, : w - s]
         ir_warp = ir[s:, s:]
         vis_c = vis[: h - s, : w - s]

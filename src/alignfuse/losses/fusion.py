@@ -30,6 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from kornia.filters import laplacian
 
+from ..errors import UnknownNameError
+
 __all__ = [
     "MS_SSIM_WEIGHTS",
     "FUSION_LOSS_CONFIGS",
@@ -218,7 +220,7 @@ class FusionLoss(nn.Module):
     def __init__(self, config: str = "official", **overrides: Any) -> None:
         super().__init__()
         if config not in FUSION_LOSS_CONFIGS:
-            raise KeyError(f"unknown fusion loss config {config!r}; choose from {sorted(FUSION_LOSS_CONFIGS)}")
+            raise UnknownNameError(f"unknown fusion loss config {config!r}; choose from {sorted(FUSION_LOSS_CONFIGS)}")
         unknown = set(overrides) - set(FUSION_LOSS_CONFIGS[config])
         if unknown:
             raise TypeError(f"unknown FusionLoss settings {sorted(unknown)}")

@@ -39,6 +39,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from scipy import ndimage
 
+from ..errors import UnknownNameError
+
 __all__ = [
     "METRIC_INFO",
     "FUSION_METRIC_NAMES",
@@ -604,7 +606,7 @@ def compute_fusion_metrics(vi: Any, ir: Any, fused: Any, names: Iterable[str] | 
     names = list(FUSION_METRIC_NAMES if names is None else names)
     unknown = [n for n in names if n not in METRIC_INFO]
     if unknown:
-        raise KeyError(f"unknown fusion metric(s) {unknown}; known: {list(FUSION_METRIC_NAMES)}")
+        raise UnknownNameError(f"unknown fusion metric(s) {unknown}; known: {list(FUSION_METRIC_NAMES)}")
     chans, f = _split_channels(vi, ir, fused)
     return {n: _evaluate(n, chans, f) for n in names}
 

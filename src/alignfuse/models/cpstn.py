@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alignfuse.errors import UnknownNameError
 from alignfuse.stages import luminance
 
 __all__ = [
@@ -224,7 +225,7 @@ def build_cpstn(
 def _config(config: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(config, str):
         if config not in CPSTN_CONFIGS:
-            raise KeyError(f"unknown CPSTN config {config!r}; choose from {sorted(CPSTN_CONFIGS)}")
+            raise UnknownNameError(f"unknown CPSTN config {config!r}; choose from {sorted(CPSTN_CONFIGS)}")
         return dict(CPSTN_CONFIGS[config])
     return dict(config)
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alignfuse.errors import UnknownNameError
+
 __all__ = ["DIFN_CONFIGS", "RDB", "FuseModule", "PaperFuseModule", "DIFN", "build_difn", "conv_of_concat"]
 
 DIFN_CONFIGS: dict[str, dict[str, Any]] = {
@@ -206,6 +208,6 @@ def build_difn(config: str | Mapping[str, Any] = "paper", **overrides: Any) -> D
     """DIFN from a named config in :data:`DIFN_CONFIGS` (or a dict), with keyword overrides."""
     if isinstance(config, str):
         if config not in DIFN_CONFIGS:
-            raise KeyError(f"unknown DIFN config {config!r}; choose from {sorted(DIFN_CONFIGS)}")
+            raise UnknownNameError(f"unknown DIFN config {config!r}; choose from {sorted(DIFN_CONFIGS)}")
         config = DIFN_CONFIGS[config]
     return DIFN(**{**dict(config), **overrides})

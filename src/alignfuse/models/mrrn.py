@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alignfuse.errors import UnknownNameError
 from alignfuse.losses.mind import mind_descriptors
 from alignfuse.stages import RegistrationResult
 from alignfuse.warp import warp
@@ -389,7 +390,7 @@ class UNetRegistrar(nn.Module):
 def _lookup(table: Mapping[str, Mapping[str, Any]], config: str | Mapping[str, Any], what: str) -> dict[str, Any]:
     if isinstance(config, str):
         if config not in table:
-            raise KeyError(f"unknown {what} config {config!r}; choose from {sorted(table)}")
+            raise UnknownNameError(f"unknown {what} config {config!r}; choose from {sorted(table)}")
         return dict(table[config])
     return dict(config)
 

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from alignfuse.errors import UnknownNameError
 from alignfuse.stages import luminance
 
 __all__ = [
@@ -164,7 +165,7 @@ def _resolve_config(config: RFVIFConfig | str | None) -> RFVIFConfig:
         return RFVIF_CONFIGS["paper"]
     if isinstance(config, str):
         if config not in RFVIF_CONFIGS:
-            raise KeyError(f"unknown RFVIF config {config!r}; known: {sorted(RFVIF_CONFIGS)}")
+            raise UnknownNameError(f"unknown RFVIF config {config!r}; known: {sorted(RFVIF_CONFIGS)}")
         return RFVIF_CONFIGS[config]
     if not isinstance(config, RFVIFConfig):
         raise TypeError(f"config must be an RFVIFConfig, a name or None, got {type(config).__name__}")

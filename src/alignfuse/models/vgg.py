@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alignfuse.errors import UserError
+
 __all__ = [
     "VGG_HUB_FILES",
     "VGGFeatures",
@@ -115,7 +117,7 @@ def _check_vgg_state_dict(state: Mapping[str, torch.Tensor], arch: str, source: 
             parts.append(f"unexpected keys (e.g. {unknown[:3]})")
         if wrong:
             parts.append(f"wrong shapes (e.g. {wrong[:3]})")
-        raise ValueError(
+        raise UserError(
             f"{source} is not a torchvision {arch} state dict (keys 'features.N.weight/bias'): " + "; ".join(parts)
         )
 
@@ -153,7 +155,7 @@ def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} does not contain a state dict (got {type(obj).__name__})")
+        raise UserError(f"{path} does not contain a state dict (got {type(obj).__name__})")
     return dict(obj)
 
 
@@ -408,7 +410,7 @@ def build_feature_extractor(
     """
     allowed = ("auto", "vgg16", "vgg19", "gradient")
     if kind not in allowed:
-        raise ValueError(f"kind must be one of {allowed}, got {kind!r}")
+        raise UserError(f"kind must be one of {allowed}, got {kind!r}")
     if kind == "gradient":
         return GradientPyramidFeatures(layers)
     if kind in ("vgg16", "vgg19"):

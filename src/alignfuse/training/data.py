@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import io, synth
+from ..errors import UserError
 
 __all__ = ["PairBank", "ShiftedBatch", "load_bank", "resize_bank", "paired_crops", "shifted_crops", "misaligned_crops"]
 
@@ -37,7 +38,7 @@ def load_bank(data: Path, split: Path | None = None, limit: int | None = None) -
     names = io.read_split(split) if split else None
     pairs, _ = io.pair_folders(Path(data) / "ir", Path(data) / "vi", names=names)
     if not pairs:
-        raise ValueError(f"{data}: no training pairs found")
+        raise UserError(f"{data}: no training pairs found")
     pairs = pairs[:limit] if limit else pairs
     bank = PairBank([], [], [], [])
     for stem, ir_path, vis_path in pairs:
@@ -85,7 +86,7 @@ def pick_image(bank: PairBank, rng: np.random.Generator, size: int, margin: int 
     need = size + 2 * margin
     fits = [i for i, ir in enumerate(bank.ir) if min(ir.shape) >= need]
     if not fits:
-        raise ValueError(f"no training image is at least {need}x{need} px (crop {size} + margin {margin})")
+        raise UserError(f"no training image is at least {need}x{need} px (crop {size} + margin {margin})")
     return fits[int(rng.integers(len(fits)))]
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from .. import checkpoints
+from ..errors import UnknownNameError, UserError
 from .data import load_bank, pick_image, resize_bank, shifted_crops
 from .loop import LoopConfig, TrainLoop, setup_distributed
 
@@ -111,13 +112,13 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 def _merged(args: TrainArgs) -> dict[str, Any]:
     table = RECIPES.get(args.model)
     if table is None:
-        raise KeyError(f"no training recipe for {args.model!r}; known: {', '.join(RECIPES)}")
+        raise UnknownNameError(f"no training recipe for {args.model!r}; known: {', '.join(RECIPES)}")
     if args.config not in table:
-        raise KeyError(f"{args.model}: unknown config {args.config!r}; known: {', '.join(table)}")
+        raise UnknownNameError(f"{args.model}: unknown config {args.config!r}; known: {', '.join(table)}")
     cfg = dict(table[args.config])
     unknown = set(args.overrides) - set(cfg)
     if unknown:
-        raise KeyError(f"{args.model}: unknown override(s) {sorted(unknown)}; known: {sorted(cfg)}")
+        raise UnknownNameError(f"{args.model}: unknown override(s) {sorted(unknown)}; known: {sorted(cfg)}")
     cfg.update(args.overrides)
     return cfg
 
@@ -134,21 +135,28 @@ def rfvif_variant(name: str, variant: str = ""):
     for item in filter(None, (p.strip() for p in variant.split(","))):
         key, sep, text = item.partition("=")
         if not sep or key not in known:
-            raise ValueError(f"rfvif variant: expected KEY=VALUE with KEY in {sorted(known)}, got {item!r}")
+            raise UserError(f"rfvif variant: expected KEY=VALUE with KEY in {sorted(known)}, got {item!r}")
         current = getattr(base, key)
-        if isinstance(current, bool):
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"rfvif variant: {key} expects true/false, got {text!r}")
-            overrides[key] = text.lower() in ("true", "1")
-        elif isinstance(current, tuple):
-            overrides[key] = tuple(int(v) for v in text.split("/"))
-        elif current is None or isinstance(current, float):
-            overrides[key] = None if text.lower() == "none" else float(text)
-        elif isinstance(current, int):
-            overrides[key] = int(text)
-        else:
-            overrides[key] = text
+        if isinstance(current, bool) and text.lower() not in ("true", "false", "1", "0"):
+            raise UserError(f"rfvif variant: {key} expects true/false, got {text!r}")
+        try:
+            overrides[key] = _variant_value(current, text)
+        except ValueError:
+            raise UserError(f"rfvif variant: {key} expects a value like {current!r}, got {text!r}") from None
     return replace(base, **overrides)
+
+
+def _variant_value(current: Any, text: str) -> Any:
+    """``text`` parsed like ``current``: bool, tuple of ints (1/0/2), float or None, int, str."""
+    if isinstance(current, bool):
+        return text.lower() in ("true", "1")
+    if isinstance(current, tuple):
+        return tuple(int(v) for v in text.split("/"))
+    if current is None or isinstance(current, float):
+        return None if text.lower() == "none" else float(text)
+    if isinstance(current, int):
+        return int(text)
+    return text
 
 
 def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
@@ -163,7 +171,7 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
     if cfg.get("init"):
         state, meta = checkpoints.load_weights(Path(cfg["init"]), architecture="rfvif")
         if meta["config"] != net_config.to_dict():
-            raise ValueError(f"rfvif: init {cfg['init']} holds config {meta['config']}, this run builds "
+            raise UserError(f"rfvif: init {cfg['init']} holds config {meta['config']}, this run builds "
                              f"{net_config.to_dict()}")
         net.load_state_dict(state)
     net = net.to(dist.device)
@@ -171,7 +179,7 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
                                         normalize_imagenet=True).to(dist.device)
     teacher_weight = float(cfg.get("teacher_weight", 0))
     if teacher_weight > 0 and not cfg.get("teacher"):
-        raise ValueError("rfvif: teacher_weight > 0 needs teacher=PIPELINE (e.g. identity+gff)")
+        raise UserError("rfvif: teacher_weight > 0 needs teacher=PIPELINE (e.g. identity+gff)")
     loss_fn = RFVIFLoss(feature_extractor=lambda x: extractor(x)["relu2_2"], grad_weight=float(cfg.get("grad_weight", 0)),
                         teacher_weight=teacher_weight)
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
@@ -294,13 +302,13 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
     from .data import misaligned_crops
 
     if cfg.get("target", "reference") not in ("reference", "ir_gt"):
-        raise ValueError(f"mrrn: target must be 'reference' or 'ir_gt', got {cfg['target']!r}")
+        raise UserError(f"mrrn: target must be 'reference' or 'ir_gt', got {cfg['target']!r}")
     dist = setup_distributed(args.device)
     torch.manual_seed(int(cfg.get("seed", 0)))
     # arch "unet": the VoxelMorph-style U-Net registrar of the paper's Table 1 comparison, same loss and data
     arch = cfg.get("arch", "mrrn")
     if arch not in ("mrrn", "unet"):
-        raise ValueError(f"mrrn: arch must be 'mrrn' or 'unet', got {arch!r}")
+        raise UserError(f"mrrn: arch must be 'mrrn' or 'unet', got {arch!r}")
     tables, build = (MRRN_CONFIGS, build_mrrn) if arch == "mrrn" else (UNET_CONFIGS, build_unet_registrar)
     net = build(cfg["net"])
     if cfg.get("init"):
@@ -319,7 +327,7 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
     if int(cfg.get("long_side", 0)) > 0:
         bank = resize_bank(bank, int(cfg["long_side"]))
     if cfg["translator"] in ("", None):
-        raise ValueError("mrrn: set translator=PATH of a CPSTN export (or translator=none for cross-modal)")
+        raise UserError("mrrn: set translator=PATH of a CPSTN export (or translator=none for cross-modal)")
     reference = None if cfg["translator"] == "none" else pseudo_ir_bank(bank, cfg["translator"], dist.device)
 
     def step(rng, _step: int) -> dict[str, float]:
