@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -351,3 +352,82 @@ def test_global_min_shift_leaves_small_misalignment_to_the_network(shift, used):
         assert d["start"] == "global" and abs(float(res.field[0, 0, 20:-20, 20:-20].mean()) - shift) < 0.5
     else:
         assert d["start"] == "identity (small global)" and res.field.abs().max().item() == 0.0
+
+
+@pytest.fixture
+def tiny_difn(tmp_path) -> tuple[Path, torch.nn.Module]:
+    """A folder holding a small random DIFN under the shipped name, and that network."""
+    from alignfuse import checkpoints
+    from alignfuse.models.difn import build_difn
+
+    torch.manual_seed(7)
+    net = build_difn("fast").eval()
+    checkpoints.save_weights(net, tmp_path / "run" / WEIGHT_NAMES["difn"], "difn", dict(net.config))
+    return tmp_path / "run", net
+
+
+def _read_u8(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path)).astype(np.int32)
+
+
+@pytest.mark.skipif(not weights_available("difn"), reason="DIFN weights not shipped")
+def test_grid_learned_fuser_reads_the_weights_dir(tiny_difn, tmp_path, capsys):
+    """`--model ecc+difn --weights-dir RUN` fuses with RUN's DIFN, not the shipped one, in fuse and evaluate."""
+    from alignfuse import io
+    from alignfuse.baselines import ECCRegistrar
+    from alignfuse.cli import main
+    from alignfuse.model_pipelines import NetFuser
+    from alignfuse.pipeline import Pipeline
+
+    folder, net = tiny_difn
+    loaded = create_pipeline("ecc+difn", weights_dir=folder).fuser.net.state_dict()
+    assert loaded.keys() == net.state_dict().keys() and all(torch.equal(loaded[k], v) for k, v in net.state_dict().items())
+    ir, vis = SAMPLES / "ir/TNO_07.png", SAMPLES / "vi/TNO_07.png"
+    common = ["fuse", str(ir), str(vis), "--model", "ecc+difn"]
+    assert main([*common, "-o", str(tmp_path / "mine.png"), "--weights-dir", str(folder)]) == 0
+    assert main([*common, "-o", str(tmp_path / "shipped.png")]) == 0
+    assert "weights" not in capsys.readouterr().err  # used, so no warning
+    pair = io.load_pair(ir, vis)
+    expected = fuse_arrays(pair.ir, pair.vis, Pipeline(registrar=ECCRegistrar(), fuser=NetFuser(net)))
+    mine = _read_u8(tmp_path / "mine.png")
+    np.testing.assert_array_equal(mine, np.floor(np.clip(expected.fused, 0, 1) * 255 + 0.5))
+    assert np.abs(mine - _read_u8(tmp_path / "shipped.png")).mean() > 1.0
+
+    summaries = []
+    for extra in (["--weights-dir", str(folder)], []):
+        out = tmp_path / f"e{len(extra)}.json"
+        assert main(["evaluate", "--data", str(SAMPLES), "--limit", "1", "--model", "ecc+difn", "-q",
+                     "--json", str(out), *extra]) == 0
+        summaries.append(json.loads(out.read_text())["summary"]["ecc+difn"])
+    assert summaries[0]["EPE_mean"] == summaries[1]["EPE_mean"]  # same registration
+    assert summaries[0]["SSIM_mean"]["mean"] != summaries[1]["SSIM_mean"]["mean"]  # another fuser
+
+
+def test_weights_dir_unused_by_the_pipeline_is_a_one_line_warning(tmp_path, capsys):
+    from alignfuse.api import load_pipeline
+    from alignfuse.cli import main
+
+    with pytest.warns(UserWarning, match="ecc\\+gff reads no network weights.*ignored"):
+        load_pipeline("ecc+gff", weights_dir=tmp_path)
+    code = main(["evaluate", "--data", str(SAMPLES), "--limit", "1", "--model", "ecc+gff", "-q",
+                 "--weights-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "weights" in ln]
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("alignfuse: warning: ecc+gff reads no network")
+    assert str(tmp_path) in lines[0] and "warnings.warn" not in err
+
+
+def test_registry_does_not_import_the_model_pipelines():
+    """model_pipelines registers into the registry; the registry (and the stages it uses) must not import it back."""
+    import ast
+
+    import alignfuse
+
+    src = Path(alignfuse.__file__).parent
+    for module in ("registry.py", "learned_stages.py"):
+        tree = ast.parse((src / module).read_text())
+        imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        assert not any("model_pipelines" in name for name in imported), module

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import model_pipelines  # noqa: F401  (registers the network pipelines in the registry)
 from .api import FuseResult, fuse_arrays, load_pipeline, register_arrays
 from .errors import UserError
 from .pipeline import Pipeline

@@ -43,15 +43,10 @@ def load_pipeline(name: str = DEFAULT_PIPELINE, device: str | None = "cpu", weig
     """Build a registered pipeline (see ``alignfuse models``) on ``device``.
 
     ``weights_dir``: read network weights (``NAME.safetensors`` + ``NAME.json``, e.g. copied from a
-    training run's ``export.*``) from this folder instead of the shipped ones; ignored by classical
-    pipelines.
+    training run's ``export.*``) from this folder instead of the shipped ones, for registered pipelines
+    and learned fusers in the grid (``ecc+difn``) alike; a pipeline without networks warns that it is ignored.
     """
-    if weights_dir is not None:
-        from .registry import is_network_pipeline
-
-        if is_network_pipeline(name):
-            kwargs["weights_dir"] = weights_dir
-    pipe = create_pipeline(name, **kwargs)
+    pipe = create_pipeline(name, weights_dir=weights_dir, **kwargs)
     pipe.device = resolve_device(device)  # type: ignore[attr-defined]
     return pipe.to(pipe.device)  # type: ignore[attr-defined]
 

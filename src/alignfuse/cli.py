@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +31,11 @@ USER_ERRORS = (UserError, OSError, ImportError)
 
 def _err(msg: str) -> None:
     print(f"alignfuse: error: {msg}", file=sys.stderr)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings (``warnings.warn``) as one line each, like the CLI's own notes and warnings."""
+    print(f"alignfuse: warning: {message}", file=sys.stderr)
 
 
 def _message(exc: BaseException) -> str:
@@ -470,7 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "model", None) is None and args.command == "evaluate":
         args.model = [DEFAULT_PIPELINE]
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into `head` & co.: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

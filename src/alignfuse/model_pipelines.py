@@ -15,55 +15,19 @@ import torch
 from torch import nn
 
 from . import checkpoints
+from .learned_stages import WEIGHT_NAMES, NetFuser, load_difn, weights_available
+from .learned_stages import weights_path as _path
 from .pipeline import Pipeline
 from .registry import register_pipeline
-from .stages import IdentityRegistrar, IdentityTranslator, luminance
-from .tiling import tiled
+from .stages import IdentityRegistrar, IdentityTranslator
 
-# shipped weight names per network
-WEIGHT_NAMES = {"cpstn": "cpstn_cpu", "mrrn": "mrrn_cpu", "difn": "difn_cpu", "rfvif": "rfvif_cpu"}
 REGISTER_LONG_SIDE = 384  # UMF registration working resolution (long side, px)
 GLOBAL_MARGIN = 0.0  # mrrn+*: keep the global start only if it ends with a higher MIND similarity
-
-
-def _path(net: str, weights_dir: str | Path | None) -> Path:
-    folder = Path(weights_dir) if weights_dir else checkpoints.WEIGHTS_DIR
-    return folder / f"{WEIGHT_NAMES[net]}.safetensors"
-
-
-def weights_available(*nets: str) -> bool:
-    return all(_path(n, None).exists() for n in nets)
 
 
 def _desc(text: str, *nets: str) -> str:
     missing = [WEIGHT_NAMES[n] for n in nets if not weights_available(n)]
     return text + (f" [weights not shipped: {', '.join(missing)}]" if missing else "")
-
-
-class NetFuser(nn.Module):
-    """Fuser stage around a (ir, vis) -> fused network; eval mode, no gradients, tiled on large images.
-
-    Args:
-        net: the network; ``output`` names the attribute of its result holding the fused image.
-        tile, overlap: images larger than ``tile`` px in a direction are fused in overlapping tiles
-            (:func:`alignfuse.tiling.tiled`), which bounds peak memory.
-    """
-
-    def __init__(self, net: nn.Module, output: str | None = None, tile: int = 1024, overlap: int = 32) -> None:
-        super().__init__()
-        # channels-last weights: oneDNN's convolutions on these narrow nets run ~1.4x faster on CPU
-        # (benchmarks/bench_speed.py; outputs equal within 4e-7)
-        self.net = net.eval().to(memory_format=torch.channels_last)
-        self.output = output
-        self.tile, self.overlap = tile, overlap
-
-    def _fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        out = self.net(ir, vis)
-        return getattr(out, self.output) if self.output else out
-
-    @torch.no_grad()
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        return tiled(self._fuse, ir, luminance(vis), self.tile, self.overlap)
 
 
 def load_cpstn(weights_dir: str | Path | None = None) -> nn.Module:
@@ -90,15 +54,6 @@ def load_mrrn(weights_dir: str | Path | None = None) -> nn.Module:
     return net.eval().to(memory_format=torch.channels_last)  # ~20 % faster convs and correlation on CPU
 
 
-def load_difn(weights_dir: str | Path | None = None) -> nn.Module:
-    from .models.difn import DIFN
-
-    state, meta = checkpoints.load_weights(_path("difn", weights_dir), architecture="difn")
-    net = DIFN(**meta["config"])
-    net.load_state_dict(state)
-    return net.eval()
-
-
 def load_rfvif(weights_dir: str | Path | None = None) -> nn.Module:
     from .models.rfvif import RFVIF, RFVIFConfig
 
@@ -106,12 +61,6 @@ def load_rfvif(weights_dir: str | Path | None = None) -> nn.Module:
     net = RFVIF(RFVIFConfig.from_dict(meta["config"]))
     net.load_state_dict(state)
     return net.eval()
-
-
-# learned fusers usable in the registrar+fuser grid (e.g. `eccgrad+difn`), when their weights ship
-LEARNED_FUSERS = {
-    "difn": lambda: NetFuser(load_difn()),
-}
 
 
 def _umf_registrar(global_stage: str | None, weights_dir: str | Path | None, criterion: str = "ncc",

@@ -5,18 +5,27 @@ Two kinds of names:
 * registered pipelines (``@register_pipeline("name", "description")``), e.g. the trained networks;
 * classical combinations ``REGISTRAR+FUSER`` from :mod:`alignfuse.baselines`, e.g. ``ecc+gff``,
   ``identity+average``; every registrar x fuser pair is valid (the papers' Table 2 is such a grid).
+  The fuser may be a learned one (:data:`alignfuse.learned_stages.LEARNED_FUSERS`, e.g. ``ecc+difn``).
+
+The network pipelines register when :mod:`alignfuse.model_pipelines` is imported, which
+``import alignfuse`` does; this module never imports it (model_pipelines imports the registry).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import warnings
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 from .errors import UnknownNameError, UserError
+from .learned_stages import LEARNED_FUSERS, weights_available
 from .pipeline import Pipeline
 
-__all__ = ["register_pipeline", "create_pipeline", "list_pipelines", "DEFAULT_PIPELINE", "PipelineEntry"]
+__all__ = ["register_pipeline", "create_pipeline", "list_pipelines", "uses_weights", "DEFAULT_PIPELINE",
+           "PipelineEntry"]
 
 # The default `alignfuse fuse` pipeline: UMF-CMGR's registration network (MRRN on MIND descriptors, against the
 # visible luminance) + DIFN fusion. Best measured registration and CC/SSIM/VIFF on small misalignment on both
@@ -46,73 +55,79 @@ def register_pipeline(name: str, description: str) -> Callable[[Callable[..., Pi
     return decorate
 
 
-def _load_model_pipelines() -> None:
-    """Import the modules that register network pipelines (idempotent)."""
-    from . import model_pipelines  # noqa: F401  (registers on import)
-
-
-def _grid_fusers() -> dict[str, Callable]:
-    """Classical fusers plus the learned ones whose weights ship."""
+def _grid_fusers(shipped_only: bool = False) -> dict[str, Callable]:
+    """Classical fusers (``factory()``) plus the learned ones (``factory(weights_dir)``); with ``shipped_only``,
+    only the learned ones whose weights ship (what ``alignfuse models`` lists)."""
     from .baselines import FUSERS
-    from .model_pipelines import LEARNED_FUSERS, WEIGHT_NAMES, weights_available
 
-    learned = {k: v for k, v in LEARNED_FUSERS.items() if k in WEIGHT_NAMES and weights_available(k)}
+    learned = {k: v for k, v in LEARNED_FUSERS.items() if not shipped_only or weights_available(k)}
     return {**FUSERS, **learned}
 
 
-def _classical(name: str, register_long_side: int | None = None) -> Pipeline:
+def _classical(name: str, weights_dir: str | Path | None = None, register_long_side: int | None = None) -> Pipeline:
+    """``REGISTRAR+FUSER``; a learned fuser reads ``weights_dir`` (the shipped weights if None)."""
+    from .baselines import FUSERS, REGISTRARS
+
+    reg_name, _, fuse_name = name.partition("+")
+    fuser = LEARNED_FUSERS[fuse_name](weights_dir) if fuse_name in LEARNED_FUSERS else FUSERS[fuse_name]()
+    return Pipeline(registrar=REGISTRARS[reg_name](), fuser=fuser, name=name, register_long_side=register_long_side)
+
+
+def _factory(name: str) -> Callable[..., Pipeline]:
     from .baselines import REGISTRARS
 
-    fusers = _grid_fusers()
-    reg_name, _, fuse_name = name.partition("+")
-    if reg_name not in REGISTRARS or fuse_name not in fusers:
-        raise KeyError(name)
-    return Pipeline(registrar=REGISTRARS[reg_name](), fuser=fusers[fuse_name](), name=name,
-                    register_long_side=register_long_side)
-
-
-def _check_options(name: str, factory: Callable[..., Pipeline], *args, **kwargs) -> None:
-    """A wrong option is the caller's error: a UserError naming the accepted ones, not a TypeError."""
-    signature = inspect.signature(factory)
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError:
-        accepted = list(signature.parameters)[len(args):]
-        raise UserError(f"{name}: unknown option(s) {', '.join(sorted(set(kwargs) - set(accepted)))}; "
-                        f"accepted: {', '.join(accepted) or 'none'}") from None
-
-
-def create_pipeline(name: str = DEFAULT_PIPELINE, **kwargs) -> Pipeline:
-    """Build the pipeline called ``name``; :class:`~alignfuse.errors.UnknownNameError` (a ``KeyError``) with the
-    known names if there is none, :class:`~alignfuse.errors.UserError` for an option it does not take."""
-    _load_model_pipelines()
     if name in _REGISTRY:
-        _check_options(name, _REGISTRY[name].factory, **kwargs)
-        return _REGISTRY[name].factory(**kwargs)
-    if "+" in name:
-        try:
-            _check_options(name, _classical, name, **kwargs)
-            return _classical(name, **kwargs)
-        except KeyError:
-            pass
+        return _REGISTRY[name].factory
+    reg_name, plus, fuse_name = name.partition("+")
+    if plus and reg_name in REGISTRARS and fuse_name in _grid_fusers():
+        return functools.partial(_classical, name)
     raise UnknownNameError(f"unknown model {name!r}; known: {', '.join(list_pipelines())} (run `alignfuse models`)")
 
 
-def is_network_pipeline(name: str) -> bool:
-    """True for registered (weight-loading) pipelines, False for registrar+fuser combinations."""
-    _load_model_pipelines()
-    return name in _REGISTRY
+def uses_weights(name: str) -> bool:
+    """True when pipeline ``name`` reads network weights, i.e. a weights folder changes what it does."""
+    if name in _REGISTRY:
+        return "weights_dir" in inspect.signature(_REGISTRY[name].factory).parameters
+    return name.partition("+")[2] in LEARNED_FUSERS
+
+
+def _check_options(name: str, factory: Callable[..., Pipeline], kwargs: dict[str, Any]) -> None:
+    """A wrong option is the caller's error: a UserError naming the accepted ones, not a TypeError."""
+    signature = inspect.signature(factory)
+    try:
+        signature.bind(**kwargs)
+    except TypeError:
+        unknown = sorted(set(kwargs) - set(signature.parameters))
+        raise UserError(f"{name}: unknown option(s) {', '.join(unknown)}; "
+                        f"accepted: {', '.join(signature.parameters) or 'none'}") from None
+
+
+def create_pipeline(name: str = DEFAULT_PIPELINE, weights_dir: str | Path | None = None, **kwargs: Any) -> Pipeline:
+    """Build the pipeline called ``name``.
+
+    ``weights_dir``: read network weights from this folder instead of the shipped ones; a pipeline that reads
+    none warns that it is ignored. Raises :class:`~alignfuse.errors.UnknownNameError` (a ``KeyError``) with the
+    known names for an unknown ``name``, :class:`~alignfuse.errors.UserError` for an option it does not take.
+    """
+    factory = _factory(name)
+    if weights_dir is not None:
+        if uses_weights(name):
+            kwargs["weights_dir"] = weights_dir
+        else:
+            warnings.warn(f"{name} reads no network weights; the weights folder {weights_dir} is ignored",
+                          UserWarning, stacklevel=2)
+    _check_options(name, factory, kwargs)
+    return factory(**kwargs)
 
 
 def list_pipelines(classical: bool = True) -> dict[str, str]:
     """{name: description} of registered pipelines, then the classical registrar+fuser grid."""
-    _load_model_pipelines()
     out = {e.name: e.description for e in _REGISTRY.values()}
     if classical:
         from .baselines import FUSERS, REGISTRARS
 
         for r in REGISTRARS:
-            for f in _grid_fusers():
+            for f in _grid_fusers(shipped_only=True):
                 kind = "classical" if f in FUSERS else "classical registration + learned fusion"
                 out.setdefault(f"{r}+{f}", f"{kind}: {r} registration, {f} fusion")
     return out
