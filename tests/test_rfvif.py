@@ -24,7 +24,6 @@ from alignfuse.models.rfvif import (
     FeatureAlignmentBlock,
     FeatureDynamicAlignment,
     RFVIFConfig,
-    RFVIFFuser,
     count_params_and_macs,
     dynamic_depthwise_conv2d,
     local_similarity_aggregate,
@@ -314,16 +313,17 @@ def test_safetensors_roundtrip_identical_outputs(tmp_path):
 
 
 def test_fuser_stage_wrapper():
+    """The rfvif pipeline's fuser stage: NetFuser around the network, reading its ``fused`` output."""
+    from alignfuse.learned_stages import NetFuser
+
     net = RFVIF(TINY).train()
-    fuser = RFVIFFuser(net)
-    assert isinstance(fuser, Fuser)
+    fuser = NetFuser(net, output="fused")
+    assert isinstance(fuser, Fuser) and not net.training
     ir = torch.rand(2, 1, 20, 28)
     vis_rgb = torch.rand(2, 3, 20, 28, requires_grad=True)
     out = fuser(ir, vis_rgb)
     assert out.shape == (2, 1, 20, 28) and not out.requires_grad
-    assert net.training  # mode restored
     gray = 0.299 * vis_rgb[:, :1] + 0.587 * vis_rgb[:, 1:2] + 0.114 * vis_rgb[:, 2:]
-    net.eval()
     with torch.no_grad():
         assert_close(out, net.fuse(ir, gray.detach()))
 

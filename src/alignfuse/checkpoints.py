@@ -19,7 +19,7 @@ from torch import nn
 
 from .errors import UserError
 
-__all__ = ["save_weights", "load_weights", "WEIGHTS_DIR", "shipped_weights", "WeightsError"]
+__all__ = ["save_weights", "load_weights", "WEIGHTS_DIR", "WeightsError"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -61,11 +61,3 @@ def load_weights(path: Path, architecture: str | None = None,
     except Exception as exc:  # safetensors raises its own error types
         raise WeightsError(f"{path}: cannot read weights ({exc})") from exc
     return state, meta
-
-
-def shipped_weights(name: str) -> Path:
-    """Path of a shipped weights file in the package (``WeightsError`` if it is not shipped)."""
-    path = WEIGHTS_DIR / f"{name}.safetensors"
-    if not path.exists():
-        raise WeightsError(f"no shipped weights named {name!r} in {WEIGHTS_DIR}")
-    return path

@@ -76,10 +76,8 @@ __all__ = [
     "rgb_to_ycbcr",
     "ycbcr_to_rgb",
     "to_tensor",
-    "from_tensor",
     "pair_folders",
     "load_pair",
-    "recombine",
     "read_split",
 ]
 
@@ -514,20 +512,6 @@ def to_tensor(arr: np.ndarray, device: str | torch.device | None = None) -> torc
     return t.to(device) if device is not None else t
 
 
-def from_tensor(t: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W), (C, H, W) or (H, W) tensor -> float32 numpy (H, W) if C == 1 else (H, W, C)."""
-    x = t.detach().to("cpu", torch.float32)
-    if x.ndim == 4:
-        if x.shape[0] != 1:
-            raise ValueError(f"expected a batch of one, got shape {tuple(x.shape)}")
-        x = x[0]
-    if x.ndim == 3:
-        x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
-    elif x.ndim != 2:
-        raise ValueError(f"expected (1, C, H, W), (C, H, W) or (H, W), got shape {tuple(x.shape)}")
-    return np.ascontiguousarray(x.numpy())
-
-
 # --------------------------------------------------------------------------------------
 # writing (atomic)
 # --------------------------------------------------------------------------------------
@@ -617,11 +601,11 @@ def field_path(path: PathLike) -> Path:
     return path if path.suffix.lower() == ".npy" else path.with_name(path.name + ".npy")
 
 
-def write_image(path: PathLike, array: np.ndarray | torch.Tensor, bit_depth: int = 8) -> Path:
+def write_image(path: PathLike, array: np.ndarray, bit_depth: int = 8) -> Path:
     """Write a float image in [0, 1] atomically; returns the path written.
 
-    array: float (H, W), (H, W, 1) or (H, W, 3) RGB (a tensor goes through :func:`from_tensor`);
-        values outside [0, 1] are clipped, NaN/inf raise ``ValueError``.
+    array: float (H, W), (H, W, 1) or (H, W, 3) RGB; values outside [0, 1] are clipped, NaN/inf
+        raise ``ValueError``.
     bit_depth: 8, or 16 for PNG/TIFF. Quantisation rounds half up: ``floor(x * 255 + 0.5)``
         (65535 for 16-bit).
     The format follows the extension: .png, .jpg/.jpeg (quality 95, 4:4:4), .tif/.tiff, .bmp.
@@ -630,7 +614,7 @@ def write_image(path: PathLike, array: np.ndarray | torch.Tensor, bit_depth: int
     path = Path(path)
     ext = path.suffix.lower()
     fmt = check_output_path(path, bit_depth)
-    a = from_tensor(array) if isinstance(array, torch.Tensor) else np.asarray(array)
+    a = np.asarray(array)
     if a.dtype.kind != "f":
         raise TypeError(f"write_image expects a float array in [0, 1], got dtype {a.dtype}")
     if a.ndim == 3 and a.shape[2] == 1:
@@ -854,15 +838,3 @@ def load_pair(
         ir_resized=resized,
         notes=notes,
     )
-
-
-def recombine(fused_y: np.ndarray | torch.Tensor, pair: Pair) -> np.ndarray:
-    """Fused luminance (H, W) -> output image: RGB (H, W, 3) with the visible Cb/Cr when the
-    visible image is colour, else the fused luminance itself; float32 clipped to [0, 1].
-    """
-    y = from_tensor(fused_y) if isinstance(fused_y, torch.Tensor) else np.asarray(fused_y, dtype=np.float32)
-    if y.shape != pair.vis_y.shape:
-        raise ValueError(f"fused luminance has shape {y.shape}, the visible image {pair.vis_y.shape}")
-    if pair.vis_cb is None or pair.vis_cr is None:
-        return np.clip(y, 0.0, 1.0).astype(np.float32)
-    return ycbcr_to_rgb(y, pair.vis_cb, pair.vis_cr)

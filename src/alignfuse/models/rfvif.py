@@ -31,14 +31,12 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from alignfuse.errors import UnknownNameError
-from alignfuse.stages import luminance
 
 __all__ = [
     "RFVIFConfig",
     "RFVIF_CONFIGS",
     "RFVIFOutput",
     "RFVIF",
-    "RFVIFFuser",
     "MSRB",
     "CrossModulation",
     "DynamicKernelGenerator",
@@ -734,36 +732,6 @@ class RFVIF(nn.Module):
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """Only the fused image (B, 1, H, W)."""
         return self(ir, vis).fused
-
-
-class RFVIFFuser:
-    """:class:`alignfuse.stages.Fuser` stage around a trained :class:`RFVIF`.
-
-    ``fuser(ir, vis)`` runs the model under ``torch.no_grad`` in eval mode (its previous mode is restored
-    afterwards) on the model's device, and returns the fused luminance (B, 1, H, W) in [0, 1] on the
-    input's device. A colour ``vis`` (B, 3, H, W) is reduced to its BT.601 luminance first.
-    """
-
-    def __init__(self, model: RFVIF) -> None:
-        if not isinstance(model, RFVIF):
-            raise TypeError(f"model must be an RFVIF, got {type(model).__name__}")
-        self.model = model
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def __call__(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        vis = luminance(vis)
-        device = self.device
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                fused = self.model.fuse(ir.to(device, torch.float32), vis.to(device, torch.float32))
-        finally:
-            self.model.train(was_training)
-        return fused.to(ir.device)
 
 
 # --------------------------------------------------------------------------------------------------
