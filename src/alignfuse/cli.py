@@ -346,6 +346,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = dict(_parse_override(s) for s in args.set)
     if args.steps is not None:
         overrides["steps"] = args.steps
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     targs = TrainArgs(model=args.stage, data=Path(args.data), split=Path(args.split) if args.split else None,
                       config=args.config, out=Path(args.out), resume=args.resume, device=args.device,
                       overrides=overrides, progress=not args.quiet)
@@ -458,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, log.jsonl, export.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--seed", type=int, help="seed of the initialisation and the batches (default 0; recorded in "
+                   "OUT/export.json)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads")

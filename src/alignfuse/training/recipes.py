@@ -15,10 +15,11 @@ import torch
 
 from .. import checkpoints
 from ..errors import UnknownNameError, UserError
+from ..learned_stages import weights_path
 from .data import load_bank, pick_image, resize_bank, shifted_crops
 from .loop import LoopConfig, TrainLoop, setup_distributed
 
-__all__ = ["RECIPES", "TrainArgs", "run_recipe"]
+__all__ = ["RECIPES", "COMMON_KEYS", "TrainArgs", "run_recipe"]
 
 
 @dataclass
@@ -65,7 +66,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                  "paired_l1": 10.0, "checkpoint_every": 1, "log_every": 1},
     },
     # MRRN on (reference, IR distorted by a synthetic generator). The paper: pseudo-IR reference from a trained
-    # CPSTN, unsupervised. translator: a CPSTN export (safetensors) or "none" (VIS luminance as the reference).
+    # CPSTN, unsupervised. translator: a CPSTN export (safetensors), "shipped" (the CPSTN that ships with alignfuse,
+    # weights/cpstn_cpu) or "none" (VIS luminance as the reference).
     "mrrn": {
         # stage 1 of the shipped mrrn_cpu (session 4; stage 2 = init from it, lr 3e-4, zero_fraction 0.1, 3000
         # steps, see MODEL_CARD.md): MIND-input MRRN (`cpu-mind`) on the *visible* reference, supervised by
@@ -85,10 +87,10 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # the `--config cpu --set ...` commands in docs/RESULTS.md §4, §7.3 and §8.5
         "cpu-intensity": {"net": "cpu", "steps": 2000, "batch": 4, "crop": 160, "lr": 1e-3, "similarity": "ncc",
                           "smooth": "l2", "lambda_smooth": 10.0, "preset": "custom:tfrac=0.02,elastic=1,alpha=2",
-                          "translator": "", "mono_fraction": 0.5, "zero_fraction": 0.0, "target": "reference",
+                          "translator": "shipped", "mono_fraction": 0.5, "zero_fraction": 0.0, "target": "reference",
                           "flow_weight": 0.0, "arch": "mrrn", "init": "", "long_side": 0, "checkpoint_every": 100, "log_every": 20},
         "paper": {"net": "paper", "steps": 9000, "batch": 16, "crop": 256, "lr": 1e-3, "similarity": "feature",
-                  "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "",
+                  "smooth": "l2", "lambda_smooth": 10.0, "preset": "umf", "translator": "shipped",
                   "mono_fraction": 0.0, "zero_fraction": 0.0, "target": "reference", "flow_weight": 0.0,
                   "arch": "mrrn", "init": "", "long_side": 0, "checkpoint_every": 500, "log_every": 50},
         "tiny": {"net": "tiny", "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "similarity": "ncc",
@@ -109,13 +111,17 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# keys every recipe takes; seed: torch initialisation and the batch stream (TrainLoop), recorded in the export
+COMMON_KEYS: dict[str, Any] = {"seed": 0}
+
+
 def _merged(args: TrainArgs) -> dict[str, Any]:
     table = RECIPES.get(args.model)
     if table is None:
         raise UnknownNameError(f"no training recipe for {args.model!r}; known: {', '.join(RECIPES)}")
     if args.config not in table:
         raise UnknownNameError(f"{args.model}: unknown config {args.config!r}; known: {', '.join(table)}")
-    cfg = dict(table[args.config])
+    cfg = {**COMMON_KEYS, **table[args.config]}
     unknown = set(args.overrides) - set(cfg)
     if unknown:
         raise UnknownNameError(f"{args.model}: unknown override(s) {sorted(unknown)}; known: {sorted(cfg)}")
@@ -165,7 +171,7 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
     from ..models.vgg import build_feature_extractor
 
     dist = setup_distributed(args.device)
-    torch.manual_seed(int(cfg.get("seed", 0)))
+    torch.manual_seed(int(cfg["seed"]))
     net_config = rfvif_variant(cfg["net"], cfg.get("variant", ""))
     net = RFVIF(net_config)
     if cfg.get("init"):
@@ -198,7 +204,7 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
         opt.step()
         return terms
 
-    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg.get("seed", 0)), checkpoint_every=cfg["checkpoint_every"],
+    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg["seed"]), checkpoint_every=cfg["checkpoint_every"],
                           log_every=cfg["log_every"], lr_milestones=(1 / 3, 2 / 3))
     run_cfg = {**cfg, "features_description": extractor.description, "data": str(args.data),
                "split": str(args.split)}
@@ -219,7 +225,7 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
     from .data import paired_crops
 
     dist = setup_distributed(args.device)
-    gen = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+    gen = torch.Generator().manual_seed(int(cfg["seed"]))
     nets = build_cpstn(cfg["net"], generator=gen).to(dist.device)
     extractor = build_feature_extractor(cfg["features"], layers=PST_LAYERS, arch="vgg19").to(dist.device)
     g_loss = CPSTNGeneratorLoss(PSTLoss(extractor))
@@ -255,7 +261,7 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
         return terms
 
     # official schedule: constant, then linear decay to 0 over the second half
-    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg.get("seed", 0)), checkpoint_every=cfg["checkpoint_every"],
+    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg["seed"]), checkpoint_every=cfg["checkpoint_every"],
                           log_every=cfg["log_every"], linear_decay_from=0.5)
     run_cfg = {**cfg, "features_description": extractor.description, "data": str(args.data), "split": str(args.split)}
 
@@ -294,6 +300,14 @@ def pseudo_ir_bank(bank, translator_path: str, device: torch.device) -> list:
     return out
 
 
+def _translator_path(cfg: dict[str, Any]) -> Path:
+    """The CPSTN export named by ``cfg["translator"]``: a path, or "shipped" for the packaged CPSTN."""
+    if cfg["translator"] in ("", None):
+        raise UserError("mrrn: set translator=PATH of a CPSTN export, translator=shipped (the packaged CPSTN) "
+                        "or translator=none (the VIS luminance as the reference)")
+    return weights_path("cpstn", None) if cfg["translator"] == "shipped" else Path(cfg["translator"])
+
+
 def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
     from ..losses.registration import RegistrationLoss
     from ..models.mrrn import MRRN_CONFIGS, UNET_CONFIGS, build_mrrn, build_unet_registrar
@@ -304,7 +318,7 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
     if cfg.get("target", "reference") not in ("reference", "ir_gt"):
         raise UserError(f"mrrn: target must be 'reference' or 'ir_gt', got {cfg['target']!r}")
     dist = setup_distributed(args.device)
-    torch.manual_seed(int(cfg.get("seed", 0)))
+    torch.manual_seed(int(cfg["seed"]))
     # arch "unet": the VoxelMorph-style U-Net registrar of the paper's Table 1 comparison, same loss and data
     arch = cfg.get("arch", "mrrn")
     if arch not in ("mrrn", "unet"):
@@ -326,9 +340,7 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
     bank = load_bank(args.data, args.split)
     if int(cfg.get("long_side", 0)) > 0:
         bank = resize_bank(bank, int(cfg["long_side"]))
-    if cfg["translator"] in ("", None):
-        raise UserError("mrrn: set translator=PATH of a CPSTN export (or translator=none for cross-modal)")
-    reference = None if cfg["translator"] == "none" else pseudo_ir_bank(bank, cfg["translator"], dist.device)
+    reference = None if cfg["translator"] == "none" else pseudo_ir_bank(bank, _translator_path(cfg), dist.device)
 
     def step(rng, _step: int) -> dict[str, float]:
         b = misaligned_crops(bank, rng, cfg["batch"], cfg["crop"], cfg["preset"], reference, cfg["mono_fraction"],
@@ -353,7 +365,7 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
         terms["total"] = float(total.detach())
         return terms
 
-    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg.get("seed", 0)), checkpoint_every=cfg["checkpoint_every"],
+    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg["seed"]), checkpoint_every=cfg["checkpoint_every"],
                           log_every=cfg["log_every"])
     run_cfg = {**cfg, "features_description": getattr(extractor, "description", "none (pixel similarity)"),
                "data": str(args.data), "split": str(args.split)}
@@ -373,7 +385,7 @@ def _difn(args: TrainArgs, cfg: dict[str, Any]):
     from ..models.difn import build_difn
 
     dist = setup_distributed(args.device)
-    torch.manual_seed(int(cfg.get("seed", 0)))
+    torch.manual_seed(int(cfg["seed"]))
     net = build_difn(cfg["net"]).to(dist.device)
     loss_fn = FusionLoss(cfg["loss"])
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
@@ -403,7 +415,7 @@ def _difn(args: TrainArgs, cfg: dict[str, Any]):
         opt.step()
         return terms
 
-    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg.get("seed", 0)), checkpoint_every=cfg["checkpoint_every"],
+    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg["seed"]), checkpoint_every=cfg["checkpoint_every"],
                           log_every=cfg["log_every"])
     run_cfg = {**cfg, "data": str(args.data), "split": str(args.split), "training_ir": "ground-truth aligned IR"}
 
