@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test install clean
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins the versions tested here (torch); pyproject.toml only declares ranges
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
