@@ -11,6 +11,8 @@ its luminance Y (BT.601 full range, as in JPEG) and the VIS chroma is put back.
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
@@ -46,9 +48,28 @@ def load_pipeline(name: str = DEFAULT_PIPELINE, device: str | None = "cpu", weig
     training run's ``export.*``) from this folder instead of the shipped ones, for registered pipelines
     and learned fusers in the grid (``ecc+difn``) alike; a pipeline without networks warns that it is ignored.
     """
-    pipe = create_pipeline(name, weights_dir=weights_dir, **kwargs)
-    pipe.device = resolve_device(device)  # type: ignore[attr-defined]
-    return pipe.to(pipe.device)  # type: ignore[attr-defined]
+    dev = resolve_device(device)
+    pipe = create_pipeline(name, weights_dir=weights_dir, **kwargs).to(dev)
+    _REQUESTED_DEVICE[pipe] = dev
+    return pipe
+
+
+# The device load_pipeline was asked for, for pipelines without networks (classical stages run where their
+# inputs are, e.g. mind+gff on CUDA); Pipeline does not record it itself yet. Weak: no pipeline is kept alive.
+_REQUESTED_DEVICE: weakref.WeakKeyDictionary[Pipeline, torch.device] = weakref.WeakKeyDictionary()
+
+
+def _pipeline_device(pipeline: Pipeline) -> torch.device:
+    """Where the pipeline's networks are: the first parameter or buffer of a stage that is a module; for a
+    pipeline without any, the device :func:`load_pipeline` was given, else CPU.
+
+    Read from the stages, not from an attribute set by :func:`load_pipeline`, so a pipeline composed and
+    moved by hand (``Pipeline(...).to("cuda")``) gets its inputs on its own device."""
+    for stage in (pipeline.translator, pipeline.registrar, pipeline.fuser):
+        if isinstance(stage, torch.nn.Module):
+            for tensor in itertools.chain(stage.parameters(), stage.buffers()):
+                return tensor.device
+    return _REQUESTED_DEVICE.get(pipeline, torch.device("cpu"))
 
 
 @dataclass
@@ -82,7 +103,7 @@ def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = Non
     """Register ``ir`` onto ``vis`` and fuse them with ``pipeline`` (default pipeline if None)."""
     _check_pair(ir, vis)
     pipeline = pipeline or load_pipeline()
-    device = getattr(pipeline, "device", torch.device("cpu"))
+    device = _pipeline_device(pipeline)
     out = pipeline(io.to_tensor(ir, device), io.to_tensor(vis, device))
     fused_y = out.fused[0, 0].float().cpu().numpy()
     if vis.ndim == 3:
@@ -104,7 +125,7 @@ def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None =
     """Register only: same result type, with ``fused`` left as the aligned IR."""
     _check_pair(ir, vis)
     pipeline = pipeline or load_pipeline()
-    device = getattr(pipeline, "device", torch.device("cpu"))
+    device = _pipeline_device(pipeline)
     with torch.no_grad():
         reg, reference = pipeline.register(io.to_tensor(ir, device), io.to_tensor(vis, device))
     aligned = reg.aligned[0, 0].float().cpu().numpy()
