@@ -125,8 +125,23 @@ def _merged(args: TrainArgs) -> dict[str, Any]:
     unknown = set(args.overrides) - set(cfg)
     if unknown:
         raise UnknownNameError(f"{args.model}: unknown override(s) {sorted(unknown)}; known: {sorted(cfg)}")
+    for key, value in args.overrides.items():
+        _check_override(args.model, key, cfg[key], value)
     cfg.update(args.overrides)
     return cfg
+
+
+def _check_override(model: str, key: str, default: Any, value: Any) -> None:
+    """A number where the recipe has a number (an int for an int), a bool for a bool: ``--set lr=abc`` is the
+    user's error, not a crash inside the optimiser. Strings may become anything (``net`` may be a config dict)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, int if isinstance(default, int) else (int, float)) and not isinstance(value, bool)
+    else:
+        ok = True
+    if not ok:
+        raise UserError(f"{model}: {key} expects {type(default).__name__} like {default!r}, got {value!r}")
 
 
 def rfvif_variant(name: str, variant: str = ""):
@@ -149,7 +164,10 @@ def rfvif_variant(name: str, variant: str = ""):
             overrides[key] = _variant_value(current, text)
         except ValueError:
             raise UserError(f"rfvif variant: {key} expects a value like {current!r}, got {text!r}") from None
-    return replace(base, **overrides)
+    try:
+        return replace(base, **overrides)
+    except ValueError as exc:  # RFVIFConfig's own checks, e.g. num_res_blocks >= 0
+        raise UserError(f"rfvif variant {variant!r}: {exc}") from None
 
 
 def _variant_value(current: Any, text: str) -> Any:
