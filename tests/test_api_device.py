@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from alignfuse.api import _pipeline_device, fuse_arrays, load_pipeline, register_arrays
+from alignfuse.api import fuse_arrays, load_pipeline, register_arrays
 from alignfuse.baselines import AverageFuser, PhaseCorrelationRegistrar
 from alignfuse.learned_stages import NetFuser
 from alignfuse.pipeline import Pipeline, PipelineOutput
@@ -23,11 +23,11 @@ class _Tiny(torch.nn.Module):
 
 def test_device_of_a_composed_pipeline_is_that_of_its_networks():
     """README's 'compose your own': Pipeline(...).to(device) must get its inputs on that device."""
-    assert _pipeline_device(Pipeline(registrar=PhaseCorrelationRegistrar(), fuser=AverageFuser())).type == "cpu"
+    assert (Pipeline(registrar=PhaseCorrelationRegistrar(), fuser=AverageFuser())).device.type == "cpu"
     pipe = Pipeline(registrar=PhaseCorrelationRegistrar(), fuser=NetFuser(_Tiny()))
-    assert _pipeline_device(pipe).type == "cpu"
-    assert _pipeline_device(pipe.to("meta")).type == "meta"
-    assert _pipeline_device(load_pipeline("identity+average", device="meta")).type == "meta"  # no networks
+    assert (pipe).device.type == "cpu"
+    assert (pipe.to("meta")).device.type == "meta"
+    assert (load_pipeline("identity+average", device="meta")).device.type == "meta"  # no networks
 
 
 class _RecordingPipeline(Pipeline):
@@ -40,11 +40,11 @@ class _RecordingPipeline(Pipeline):
         self.seen = ir.device
         return torch.zeros(1, 1, *ir.shape[-2:])
 
-    def __call__(self, ir, vis):
+    def __call__(self, ir, vis, ir_size=None):
         z = self._record(ir)
         return PipelineOutput(z, z, torch.zeros(1, 2, *ir.shape[-2:]), z, [{}])
 
-    def register(self, ir, vis):
+    def register(self, ir, vis, ir_size=None):
         z = self._record(ir)
         return RegistrationResult(z, torch.zeros(1, 2, *ir.shape[-2:]), [{}]), z
 

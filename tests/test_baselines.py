@@ -86,7 +86,7 @@ def check_result(res: RegistrationResult, moving: torch.Tensor) -> None:
 
 
 def test_tables_and_protocols():
-    assert set(REGISTRARS) == {"identity", "phase", "ecc", "eccgrad", "elastix", "mind", "mindaffine"}
+    assert set(REGISTRARS) == {"identity", "phase", "ecc", "eccgrad", "elastix", "mind", "mindaffine", "global"}
     assert REGISTRARS["eccgrad"]().use_gradients
     assert set(FUSERS) == {"average", "max", "laplacian", "gff"}
     assert REGISTRARS["identity"] is IdentityRegistrar

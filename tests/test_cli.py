@@ -73,7 +73,7 @@ def test_register_recovers_known_shift(tmp_path, capsys):
     assert abs(np.median(est[0]) + 5) < 0.5 and abs(np.median(est[1]) - 3) < 0.5
 
 
-@pytest.mark.parametrize("problem", ["truncated", "empty", "missing", "size"])
+@pytest.mark.parametrize("problem", ["truncated", "empty", "missing"])
 def test_bad_input_is_one_line_error(tmp_path, capsys, problem):
     ir = tmp_path / "ir.png"
     vis = tmp_path / "vi.png"
@@ -84,8 +84,6 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, problem):
         ir.write_bytes(data[: len(data) // 2])
     elif problem == "empty":
         ir.write_bytes(b"")
-    elif problem == "size":
-        io.write_image(ir, _textured(64, 64))
     code, _, err = run(capsys, "fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--model",
                        "identity+average")
     assert code == 2
@@ -93,11 +91,21 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, problem):
     assert len(lines) == 1 and lines[0].startswith("alignfuse: error:")
     assert "ir.png" in lines[0] and "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
-    if problem == "size":
-        assert "--resize-ir" in lines[0]
-        code, _, _ = run(capsys, "fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--model",
-                         "identity+average", "--resize-ir")
-        assert code == 0 and (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("flag", [[], ["--resize-ir"]])
+def test_different_sizes_are_normal_input(tmp_path, capsys, flag):
+    """An IR of another size and aspect ratio is resampled onto the visible grid with a note (no option
+    needed; --resize-ir stays accepted); outputs are on the visible grid."""
+    ir, vis = tmp_path / "ir.png", tmp_path / "vi.png"
+    io.write_image(ir, _textured(80, 100))
+    io.write_image(vis, _textured(50, 83))
+    code, _, err = run(capsys, "fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--model",
+                       "identity+average", "--field", str(tmp_path / "f.npy"), *flag)
+    assert code == 0, err
+    assert "resampled onto the 83x50 visible grid" in err
+    assert io.read_image(tmp_path / "o.png").data.shape == (50, 83)
+    assert np.load(tmp_path / "f.npy").shape == (2, 50, 83)
 
 
 def test_folder_mode_continues_and_reports(tmp_path, capsys):

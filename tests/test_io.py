@@ -535,26 +535,43 @@ def test_load_pair_size_mismatch_and_resize(tmp_path):
     ir_p = _save(tmp_path / "ir.png", ir_raw)
     vis = _u8((20, 30, 3))
     vis_p = _save(tmp_path / "vis.png", vis)
-    with pytest.raises(PairingError) as e:
-        load_pair(ir_p, vis_p)
-    assert str(e.value) == (
-        f"{ir_p} is 50x40 but {vis_p} is 30x20; pass --resize-ir to resample the infrared onto the visible grid"
-    )
-
-    pair = load_pair(ir_p, vis_p, resize_ir=True)  # downsampling: area
+    pair = load_pair(ir_p, vis_p)  # sizes differ: always resampled; downsampling: area
+    assert load_pair(ir_p, vis_p, resize_ir=True).ir.tobytes() == pair.ir.tobytes()  # the old flag: same
     assert isinstance(pair, Pair) and pair.ir_resized and pair.ir_size == (50, 40)
     assert pair.ir.shape == (20, 30) and pair.ir.dtype == np.float32
     assert pair.ir.min() >= 0 and pair.ir.max() <= 1
     full = read_image(ir_p, kind="ir").data
     np.testing.assert_allclose(pair.ir, np.clip(cv2.resize(full, (30, 20), interpolation=cv2.INTER_AREA), 0, 1))
     assert pair.size == (30, 20) and pair.is_colour and pair.ir_bit_depth == 16 and pair.vis_bit_depth == 8
-    assert any("resampled from 50x40 to 30x20" in n for n in pair.notes)
+    assert any("50x40 resampled onto the 30x20 visible grid" in n for n in pair.notes)
 
     small_ir = _save(tmp_path / "small_ir.png", _u8((10, 15)))  # upsampling: bicubic, clipped
     pair = load_pair(small_ir, vis_p, resize_ir=True)
     src = read_image(small_ir, kind="ir").data
     np.testing.assert_allclose(pair.ir, np.clip(cv2.resize(src, (30, 20), interpolation=cv2.INTER_CUBIC), 0, 1))
     assert pair.ir.min() >= 0 and pair.ir.max() <= 1
+
+
+def test_field_to_ir_coordinates_maps_back_to_raw_pixels():
+    """The README convention: visible pixel (x, y) with field (dx, dy) is raw IR pixel
+    ((x + dx + 0.5) * ir_w / W - 0.5, (y + dy + 0.5) * ir_h / H - 0.5); identity for equal sizes."""
+    from alignfuse.io import field_to_ir_coordinates, resample_to
+
+    field = np.zeros((2, 20, 30), np.float32)
+    field[0], field[1] = 1.5, -2.0
+    c = field_to_ir_coordinates(field, (30, 20))
+    assert np.allclose(c[0, 3, 4], 5.5) and np.allclose(c[1, 3, 4], 1.0)
+    c = field_to_ir_coordinates(np.zeros((2, 20, 30)), (60, 40))  # raw IR twice the size
+    assert np.allclose(c[:, 0, 0], [0.5, 0.5]) and np.allclose(c[:, 19, 29], [58.5, 38.5])
+    # a bright raw pixel lands where the mapping says after resampling
+    raw = np.zeros((40, 60), np.float32)
+    raw[20:24, 30:34] = 1.0  # centre (31.5, 21.5) in raw pixels
+    small = resample_to(raw, (30, 20))
+    ys, xs = np.nonzero(small > 0.5)
+    cx, cy = xs.mean(), ys.mean()
+    back = field_to_ir_coordinates(np.zeros((2, 20, 30)), (60, 40))
+    assert abs(np.interp(cx, np.arange(30), back[0, 0]) - 31.5) < 0.3
+    assert abs(np.interp(cy, np.arange(20), back[1, :, 0]) - 21.5) < 0.3
 
 
 def test_load_pair(tmp_path):

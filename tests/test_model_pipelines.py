@@ -45,7 +45,7 @@ def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["umf-cmgr", "umf-cmgr-noreg", "umf-reg+gff", "umf-mrrn+gff", "umf-nocpstn+gff",
-                                  "umf-nocpstn+difn", "mrrn+difn", "mrrn+gff", "rfvif"])
+                                  "umf-nocpstn+difn", "mrrn+difn", "mrrn+gff", "rfvif", "default", "default+gff"])
 def test_pipelines_run_on_odd_sizes_and_colour(tiny_weights, name):
     pipe = create_pipeline(name, weights_dir=tiny_weights)
     ir = _texture(333, 517)

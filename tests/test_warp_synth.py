@@ -139,3 +139,34 @@ def test_same_seed_same_field_other_seed_differs():
     c = synth.sample_distortion(spec, 32, 48, synth.pair_rng(8, "p"))
     assert a.tobytes() == b.tobytes()
     assert not np.array_equal(a, c)
+
+
+def test_normalised_grids_and_pixel_fields_sample_the_same_values():
+    """The MIND registrar's normalised affine grids and warp()'s pixel fields: one convention (warp.py)."""
+    from alignfuse import warp as w
+
+    img = torch.rand(1, 1, 37, 53, dtype=torch.float64)
+    theta = torch.tensor([[[1.02, 0.05, 0.03], [-0.04, 0.97, -0.02]]], dtype=torch.float64)
+    grid = w.affine_grid(theta, (37, 53))
+    a = w.sample_grid(img, grid)
+    b = w.warp(img, w.grid_to_field(grid))
+    inner = (slice(None), slice(None), slice(3, -3), slice(3, -3))  # borders: zero vs replicate conventions
+    assert torch.allclose(a[inner], b[inner], atol=1e-9)
+    # and a pure pixel shift in grid units is that many pixels in the field
+    shift = w.affine_grid(torch.eye(2, 3, dtype=torch.float64)[None], (37, 53)) + (
+        torch.tensor([3.0, -2.0], dtype=torch.float64).view(1, 2, 1, 1) * w.pixel_to_grid_scale((37, 53), img)
+    ).permute(0, 2, 3, 1)
+    f = w.grid_to_field(shift)
+    assert torch.allclose(f[:, 0], torch.full_like(f[:, 0], 3.0)) and torch.allclose(f[:, 1], torch.full_like(f[:, 1], -2.0))
+
+
+def test_field_from_matrix_matches_affine_and_homography():
+    from alignfuse import warp as w
+
+    m = torch.tensor([[[1.1, 0.02, 3.0], [-0.01, 0.95, -2.0], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    assert torch.allclose(w.field_from_matrix(m, 20, 30), w.field_from_affine(m[:, :2], 20, 30))
+    m[0, 2, 0] = 1e-3
+    f = w.field_from_matrix(m, 20, 30)
+    x, y = 7.0, 11.0
+    q = m[0] @ torch.tensor([x, y, 1.0], dtype=torch.float64)
+    assert torch.allclose(f[0, :, 11, 7], q[:2] / q[2] - torch.tensor([x, y], dtype=torch.float64))

@@ -3,7 +3,7 @@
 Public API::
 
     import alignfuse
-    pipe = alignfuse.load_pipeline()                 # default umf-nocpstn+difn; any name from alignfuse.list_models()
+    pipe = alignfuse.load_pipeline()                 # the default pipeline; any name from alignfuse.list_models()
     result = alignfuse.fuse_arrays(ir, vis, pipe)    # numpy float32 [0,1]; result.fused, .aligned_ir, .field
     alignfuse.fuse("ir.png", "vis.png", "out.png")   # files in, file out
 
@@ -36,7 +36,8 @@ def fuse(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | None 
     from . import io
 
     pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)
-    result = fuse_arrays(pair.ir, pair.vis, load_pipeline(model, device=device))
+    result = fuse_arrays(pair.ir, pair.vis, load_pipeline(model, device=device),
+                         ir_size=pair.ir_size if pair.ir_resized else None)
     if out_path is not None:
         io.write_image(Path(out_path), result.fused)
     return result
@@ -48,7 +49,8 @@ def register(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | N
     from . import io
 
     pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)
-    result = register_arrays(pair.ir, pair.vis, load_pipeline(model, device=device))
+    result = register_arrays(pair.ir, pair.vis, load_pipeline(model, device=device),
+                             ir_size=pair.ir_size if pair.ir_resized else None)
     if out_path is not None:
         io.write_image(Path(out_path), result.aligned_ir)
     return result

@@ -11,8 +11,6 @@ its luminance Y (BT.601 full range, as in JPEG) and the VIS chroma is put back.
 
 from __future__ import annotations
 
-import itertools
-import weakref
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
@@ -49,32 +47,14 @@ def load_pipeline(name: str = DEFAULT_PIPELINE, device: str | None = "cpu", weig
     and learned fusers in the grid (``ecc+difn``) alike; a pipeline without networks warns that it is ignored.
     """
     dev = resolve_device(device)
-    pipe = create_pipeline(name, weights_dir=weights_dir, **kwargs).to(dev)
-    _REQUESTED_DEVICE[pipe] = dev
-    return pipe
-
-
-# The device load_pipeline was asked for, for pipelines without networks (classical stages run where their
-# inputs are, e.g. mind+gff on CUDA); Pipeline does not record it itself yet. Weak: no pipeline is kept alive.
-_REQUESTED_DEVICE: weakref.WeakKeyDictionary[Pipeline, torch.device] = weakref.WeakKeyDictionary()
-
-
-def _pipeline_device(pipeline: Pipeline) -> torch.device:
-    """Where the pipeline's networks are: the first parameter or buffer of a stage that is a module; for a
-    pipeline without any, the device :func:`load_pipeline` was given, else CPU.
-
-    Read from the stages, not from an attribute set by :func:`load_pipeline`, so a pipeline composed and
-    moved by hand (``Pipeline(...).to("cuda")``) gets its inputs on its own device."""
-    for stage in (pipeline.translator, pipeline.registrar, pipeline.fuser):
-        if isinstance(stage, torch.nn.Module):
-            for tensor in itertools.chain(stage.parameters(), stage.buffers()):
-                return tensor.device
-    return _REQUESTED_DEVICE.get(pipeline, torch.device("cpu"))
+    return create_pipeline(name, weights_dir=weights_dir, **kwargs).to(dev)
 
 
 @dataclass
 class FuseResult:
-    """fused: (H, W) or (H, W, 3) like the VIS; fused_y: (H, W); aligned_ir: (H, W); field: (2, H, W)."""
+    """fused: (H, W) or (H, W, 3) like the VIS; fused_y: (H, W); aligned_ir: (H, W); field: (2, H, W) on the
+    visible grid; ir_size: ``(width, height)`` of the IR as given (it was resampled onto the visible grid when
+    it differs from the visible size, and the field is in pixels of that resampled IR)."""
 
     fused: np.ndarray
     fused_y: np.ndarray
@@ -82,6 +62,13 @@ class FuseResult:
     field: np.ndarray
     reference: np.ndarray
     diagnostics: dict[str, Any] = dc_field(default_factory=dict)
+    ir_size: tuple[int, int] | None = None
+
+    def ir_coordinates(self) -> np.ndarray:
+        """(2, H, W) float64: for each visible pixel, the (x, y) position in the IR *as given* (raw IR pixels)
+        that the field maps it to; see :func:`alignfuse.io.field_to_ir_coordinates`."""
+        h, w = self.field.shape[-2:]
+        return io.field_to_ir_coordinates(self.field, self.ir_size or (w, h))
 
 
 def _check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
@@ -95,16 +82,30 @@ def _check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
         raise UserError(f"ir must be (H, W), got shape {ir.shape}")
     if vis.ndim not in (2, 3) or (vis.ndim == 3 and vis.shape[2] != 3):
         raise UserError(f"vis must be (H, W) or (H, W, 3), got shape {vis.shape}")
-    if ir.shape != vis.shape[:2]:
-        raise UserError(f"ir {ir.shape} and vis {vis.shape[:2]} differ in size (resize the IR first)")
 
 
-def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None) -> FuseResult:
-    """Register ``ir`` onto ``vis`` and fuse them with ``pipeline`` (default pipeline if None)."""
+def _prepare(ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Resample an IR of another size onto the visible grid (registration absorbs the stretch) -> (ir, ir_size
+    as given, or None when the sizes already match)."""
     _check_pair(ir, vis)
+    if ir.shape == vis.shape[:2]:
+        return ir, None
+    size = (ir.shape[1], ir.shape[0])
+    return io.resample_to(ir, (vis.shape[1], vis.shape[0])), size
+
+
+def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None,
+                ir_size: tuple[int, int] | None = None) -> FuseResult:
+    """Register ``ir`` onto ``vis`` and fuse them with ``pipeline`` (default pipeline if None).
+
+    ``ir`` may have another size than ``vis``: it is resampled onto the visible grid first and ``ir_size``
+    (its size as given, ``(width, height)``) tells the registration so; ``FuseResult.ir_coordinates()`` maps
+    the field back to raw IR pixels. Pass ``ir_size`` yourself when ``ir`` was already resampled."""
+    ir, given = _prepare(ir, vis)
+    ir_size = ir_size or given
     pipeline = pipeline or load_pipeline()
-    device = _pipeline_device(pipeline)
-    out = pipeline(io.to_tensor(ir, device), io.to_tensor(vis, device))
+    device = pipeline.device
+    out = pipeline(io.to_tensor(ir, device), io.to_tensor(vis, device), ir_size=ir_size)
     fused_y = out.fused[0, 0].float().cpu().numpy()
     if vis.ndim == 3:
         _, cb, cr = io.rgb_to_ycbcr(vis)
@@ -118,16 +119,19 @@ def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = Non
         field=out.field[0].float().cpu().numpy(),
         reference=out.reference[0, 0].float().cpu().numpy(),
         diagnostics=out.diagnostics[0] if out.diagnostics else {},
+        ir_size=ir_size,
     )
 
 
-def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None) -> FuseResult:
-    """Register only: same result type, with ``fused`` left as the aligned IR."""
-    _check_pair(ir, vis)
+def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None,
+                    ir_size: tuple[int, int] | None = None) -> FuseResult:
+    """Register only: same result type, with ``fused`` left as the aligned IR (sizes: see :func:`fuse_arrays`)."""
+    ir, given = _prepare(ir, vis)
+    ir_size = ir_size or given
     pipeline = pipeline or load_pipeline()
-    device = _pipeline_device(pipeline)
+    device = pipeline.device
     with torch.no_grad():
-        reg, reference = pipeline.register(io.to_tensor(ir, device), io.to_tensor(vis, device))
+        reg, reference = pipeline.register(io.to_tensor(ir, device), io.to_tensor(vis, device), ir_size=ir_size)
     aligned = reg.aligned[0, 0].float().cpu().numpy()
     return FuseResult(aligned, aligned, aligned, reg.field[0].float().cpu().numpy(),
-                      reference[0, 0].float().cpu().numpy(), reg.diagnostics[0] if reg.diagnostics else {})
+                      reference[0, 0].float().cpu().numpy(), reg.diagnostics[0] if reg.diagnostics else {}, ir_size)

@@ -113,7 +113,7 @@ def _fuse_one(pipe, ir_path: Path, vis_path: Path, out: Path, args: argparse.Nam
     pair = io.load_pair(ir_path, vis_path, resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
     if not getattr(args, "_folder", False):
         _print_notes(pair)
-    result = fuse_arrays(pair.ir, pair.vis, pipe)
+    result = fuse_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size if pair.ir_resized else None)
     if args.strict and result.diagnostics.get("suspect"):
         raise UserError(f"{ir_path}: registration is suspect and --strict was given "
                         f"({result.diagnostics.get('fallback', 'no detail')})")
@@ -201,7 +201,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     pipe = _load_pipeline(args)
     pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
     _print_notes(pair)
-    result = register_arrays(pair.ir, pair.vis, pipe)
+    result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size if pair.ir_resized else None)
     if args.strict and result.diagnostics.get("suspect"):
         raise UserError(f"{args.ir}: registration is suspect and --strict was given")
     io.write_image(Path(args.output), result.aligned_ir, bit_depth=args.bit_depth)
@@ -373,8 +373,8 @@ def _common(p: argparse.ArgumentParser, pipeline: bool = True) -> None:
                        "see `alignfuse models`)")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
         p.add_argument("--weights-dir", help="folder of NAME.safetensors + NAME.json to use instead of the shipped weights")
-    p.add_argument("--resize-ir", action="store_true", help="resample the IR onto the VIS grid when sizes differ "
-                   "(fields then refer to the resampled IR)")
+    p.add_argument("--resize-ir", action="store_true", help="accepted for compatibility: an IR of another size is "
+                   "always resampled onto the VIS grid (fields refer to the resampled IR; see README, Conventions)")
     p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
                    help="16-bit IR normalisation: 0.5/99.5 percentiles (default), min-max, or /65535")
     p.add_argument("--bit-depth", type=int, default=8, choices=[8, 16], help="bit depth of written images")

@@ -783,6 +783,31 @@ def pair_folders(
     return pairs, unpaired
 
 
+def resample_to(ir: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) float image -> ``size = (width, height)``: ``cv2.INTER_AREA`` when neither side grows, bicubic
+    otherwise, clipped to [0, 1]. Pixel centres follow ``align_corners=False``: resampled x_r = (x + 0.5) *
+    width / w - 0.5 (see :func:`field_to_ir_coordinates`)."""
+    h, w = ir.shape[:2]
+    interp = cv2.INTER_AREA if (size[0] <= w and size[1] <= h) else cv2.INTER_CUBIC
+    out = cv2.resize(np.ascontiguousarray(ir, dtype=np.float32), tuple(size), interpolation=interp)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def field_to_ir_coordinates(field: np.ndarray | torch.Tensor, ir_size: tuple[int, int]) -> np.ndarray:
+    """Field (2, H, W) on the visible grid -> (2, H, W) float64 (x, y) positions in the IR as delivered.
+
+    The field is in pixels of the IR resampled onto the visible grid (:func:`resample_to`), so visible pixel
+    ``(x, y)`` maps to the raw IR position ``((x + dx + 0.5) * ir_w / W - 0.5, (y + dy + 0.5) * ir_h / H - 0.5)``
+    with ``ir_size = (ir_w, ir_h)``; for an IR of the visible size this is just ``(x + dx, y + dy)``."""
+    f = field.detach().cpu().numpy() if isinstance(field, torch.Tensor) else np.asarray(field)
+    if f.ndim != 3 or f.shape[0] != 2:
+        raise UserError(f"field must be (2, H, W), got shape {f.shape}")
+    h, w = f.shape[1:]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    iw, ih = ir_size
+    return np.stack([(xs + f[0] + 0.5) * iw / w - 0.5, (ys + f[1] + 0.5) * ih / h - 0.5])
+
+
 def load_pair(
     ir_path: PathLike,
     vis_path: PathLike,
@@ -793,10 +818,10 @@ def load_pair(
 ) -> Pair:
     """Read an infrared / visible pair (``ir_norm``/``vis_norm``: 16-bit policy, see :func:`read_image`).
 
-    The visible grid is the reference. When the sizes differ, ``resize_ir=False`` raises
-    :class:`PairingError`; ``resize_ir=True`` resamples the infrared to the visible size
-    (``cv2.INTER_AREA`` when neither side grows, bicubic otherwise; clipped to [0, 1]).
-    Aspect ratio is not preserved: registration takes care of the residual misalignment.
+    The visible grid is the reference. When the sizes differ the infrared is resampled onto the visible grid
+    (:func:`resample_to`; aspect ratio not preserved) and ``Pair.ir_size`` keeps its size as delivered, which
+    the registration uses as its prior; a note says so. ``resize_ir`` is accepted for compatibility (resampling
+    is always done).
     """
     ir_img = read_image(ir_path, kind="ir", norm=ir_norm)
     vis_img = read_image(vis_path, kind="vis", norm=vis_norm)
@@ -806,19 +831,11 @@ def load_pair(
         f"{vis_img.path.name} (visible): {n}" for n in vis_img.notes]
     resized = False
     if (iw, ih) != (vw, vh):
-        if not resize_ir:
-            raise PairingError(
-                f"{ir_img.path} is {iw}x{ih} but {vis_img.path} is {vw}x{vh}; "
-                "pass --resize-ir to resample the infrared onto the visible grid"
-            )
-        interp = cv2.INTER_AREA if (vw <= iw and vh <= ih) else cv2.INTER_CUBIC
-        ir = cv2.resize(ir, (vw, vh), interpolation=interp)
-        ir = np.clip(ir, 0.0, 1.0, out=ir).astype(np.float32, copy=False)
+        ir = resample_to(ir, (vw, vh))
         resized = True
-        notes.append(f"{ir_img.path.name} (infrared): resampled from {iw}x{ih} to {vw}x{vh}")
-        if abs((iw / ih) / (vw / vh) - 1.0) > 0.01:
-            notes.append(f"{ir_img.path.name} (infrared): aspect ratios differ ({iw}x{ih} vs {vw}x{vh}), "
-                         "the infrared is stretched")
+        notes.append(f"{ir_img.path.name} (infrared): {iw}x{ih} resampled onto the {vw}x{vh} visible grid; the "
+                     "registration absorbs the difference in field of view (the field is in pixels of the "
+                     "resampled infrared)")
     if vis.ndim == 3:
         vis_y, vis_cb, vis_cr = rgb_to_ycbcr(vis)
     else:

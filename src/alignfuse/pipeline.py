@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
+import itertools
+
 import torch
+from torch import nn
 
 from . import warp as warp_ops
 from .stages import Fuser, IdentityRegistrar, IdentityTranslator, Registrar, RegistrationResult, Translator, luminance
@@ -62,16 +65,32 @@ class Pipeline:
         self.fuser = fuser
         self.register_long_side = register_long_side
         self.name = name
+        self._device = torch.device("cpu")  # the last .to(): the device of a pipeline without networks
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the stages' networks (their first parameter or buffer); for a pipeline without any, the
+        device of the last ``.to()`` (classical stages run where their inputs are), else CPU."""
+        for stage in (self.translator, self.registrar, self.fuser):
+            if isinstance(stage, nn.Module):
+                for tensor in itertools.chain(stage.parameters(), stage.buffers()):
+                    return tensor.device
+        return self._device
 
     def to(self, device: torch.device | str) -> "Pipeline":
-        """Move every stage that has ``.to`` (networks) to ``device``."""
+        """Move every stage that has ``.to`` (networks) to ``device``; the API sends inputs there."""
+        self._device = torch.device(device)
         for stage in (self.translator, self.registrar, self.fuser):
             if hasattr(stage, "to"):
                 stage.to(device)
         return self
 
-    def register(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[RegistrationResult, torch.Tensor]:
-        """ir (B, 1, H, W), vis (B, 1|3, H, W) -> (registration at full resolution, reference image)."""
+    def register(self, ir: torch.Tensor, vis: torch.Tensor,
+                 ir_size: tuple[int, int] | None = None) -> tuple[RegistrationResult, torch.Tensor]:
+        """ir (B, 1, H, W), vis (B, 1|3, H, W) -> (registration at full resolution, reference image).
+
+        ir_size: ``(width, height)`` of the IR before it was resampled onto the visible grid (when it was);
+        registrars that model the two cameras (``wants_ir_size``) use it as their prior."""
         if ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
             raise ValueError(f"ir {tuple(ir.shape)} and vis {tuple(vis.shape)} must share batch and size")
         h, w = ir.shape[-2:]
@@ -83,6 +102,8 @@ class Pipeline:
         reference = self.translator(vis_w)
         # a registrar whose global stage works on the visible image (not the translator's output) says so
         extra = {"visible": luminance(vis_w)} if getattr(self.registrar, "uses_visible", False) else {}
+        if ir_size is not None and getattr(self.registrar, "wants_ir_size", False):
+            extra["ir_size"] = tuple(ir_size)
         result = self.registrar(warp_ops.resize_image(ir, work), reference, **extra)
         if work != (h, w):
             full_field = warp_ops.resize_field(result.field, (h, w))
@@ -94,9 +115,10 @@ class Pipeline:
         return result, reference
 
     @torch.no_grad()
-    def __call__(self, ir: torch.Tensor, vis: torch.Tensor) -> PipelineOutput:
-        """ir (B, 1, H, W) misaligned infrared, vis (B, 1|3, H, W) visible -> PipelineOutput."""
-        reg, reference = self.register(ir, vis)
+    def __call__(self, ir: torch.Tensor, vis: torch.Tensor, ir_size: tuple[int, int] | None = None) -> PipelineOutput:
+        """ir (B, 1, H, W) misaligned infrared, vis (B, 1|3, H, W) visible -> PipelineOutput (``ir_size``: see
+        :meth:`register`)."""
+        reg, reference = self.register(ir, vis, ir_size)
         fused = self.fuser(reg.aligned, luminance(vis)).clamp(0, 1)
         return PipelineOutput(fused, reg.aligned, reg.field, reference, reg.diagnostics)
 

@@ -27,10 +27,10 @@ from .pipeline import Pipeline
 __all__ = ["register_pipeline", "create_pipeline", "list_pipelines", "uses_weights", "DEFAULT_PIPELINE",
            "PipelineEntry"]
 
-# The default `alignfuse fuse` pipeline: UMF-CMGR's registration network (MRRN on MIND descriptors, against the
-# visible luminance) + DIFN fusion. Best measured registration and CC/SSIM/VIFF on small misalignment on both
-# test sets (docs/RESULTS.md §9); `ecc+gff` was the default before the MRRN shipped.
-DEFAULT_PIPELINE = "umf-nocpstn+difn"
+# The default `alignfuse fuse` pipeline (model_pipelines.default): cross-modal global search + MRRN local stage
+# under one acceptance policy, DIFN fusion; handles real rigs and keeps aligned pairs at the identity
+# (docs/RESULTS.md, Registration).
+DEFAULT_PIPELINE = "default"
 
 
 @dataclass(frozen=True)

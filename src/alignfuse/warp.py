@@ -29,6 +29,13 @@ __all__ = [
     "folding_fraction",
     "magnitude",
     "check_field",
+    "sample",
+    "field_from_matrix",
+    "inside",
+    "affine_grid",
+    "sample_grid",
+    "grid_to_field",
+    "pixel_to_grid_scale",
 ]
 
 
@@ -70,6 +77,64 @@ def warp(
         align_corners=True,
         normalized_coordinates=False,
     )
+
+
+def sample(image: torch.Tensor, coords: torch.Tensor, mode: str = "bilinear",
+           padding_mode: str = "border") -> torch.Tensor:
+    """``out[b, :, y, x] = image[b, :, coords[b, 1, y, x], coords[b, 0, y, x]]``: image (B, C, h, w) read at absolute
+    pixel coordinates (B, 2, H, W) (x, y), pixel centres at integers; the output grid may differ from the input's."""
+    if coords.ndim != 4 or coords.shape[1] != 2 or coords.shape[0] != image.shape[0]:
+        raise ValueError(f"coords must be (B, 2, H, W) with B = {image.shape[0]}, got {tuple(coords.shape)}")
+    return remap(image, coords[:, 0], coords[:, 1], mode=mode, padding_mode=padding_mode, align_corners=True,
+                 normalized_coordinates=False)
+
+
+def inside(coords: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, H, W) float mask of the coordinates (B, 2, H, W) that fall inside an image of ``size = (h, w)``."""
+    h, w = size
+    x, y = coords[:, 0:1], coords[:, 1:2]
+    return ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).to(coords.dtype)
+
+
+def field_from_matrix(matrix: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel field (B, 2, H, W) of 3x3 sampling matrices (B, 3, 3): output pixel p samples the moving image at
+    ``matrix @ p`` (homogeneous, divided by the third coordinate), so the field is ``matrix @ p - p``."""
+    if matrix.ndim != 3 or matrix.shape[-2:] != (3, 3):
+        raise ValueError(f"matrix must be (B, 3, 3), got {tuple(matrix.shape)}")
+    grid = create_meshgrid(height, width, normalized_coordinates=False, device=matrix.device, dtype=matrix.dtype)
+    hom = torch.cat([grid, torch.ones_like(grid[..., :1])], dim=-1).reshape(1, -1, 3)  # (1, HW, 3)
+    mapped = hom @ matrix.transpose(1, 2)  # (B, HW, 3)
+    den = mapped[..., 2:]
+    den = torch.where(den.abs() < 1e-12, torch.full_like(den, 1e-12), den)
+    field = mapped[..., :2] / den - hom[..., :2]
+    return field.transpose(1, 2).reshape(matrix.shape[0], 2, height, width)
+
+
+# Normalised sampling grids (``grid_sample``'s [-1, 1] units, ``align_corners=False``: pixel x sits at
+# (2 x + 1) / w - 1). Registrars that optimise affine parameters in these units (the MIND registrar) use the
+# four functions below; a grid and its pixel field (:func:`grid_to_field`) sample the same image values.
+
+
+def pixel_to_grid_scale(size: tuple[int, int], ref: torch.Tensor) -> torch.Tensor:
+    """(1, 2, 1, 1) factors turning pixel displacements (dx, dy) on a ``size = (h, w)`` grid into grid units."""
+    return torch.tensor([2.0 / size[1], 2.0 / size[0]], device=ref.device, dtype=ref.dtype).view(1, 2, 1, 1)
+
+
+def affine_grid(theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Normalised sampling grid (B, h, w, 2) of affine maps ``theta`` (B, 2, 3) in grid units."""
+    return F.affine_grid(theta, [theta.shape[0], 1, *size], align_corners=False)
+
+
+def sample_grid(image: torch.Tensor, grid: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    """image (B, C, h, w) read bilinearly at a normalised grid (B, H, W, 2)."""
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+def grid_to_field(grid: torch.Tensor) -> torch.Tensor:
+    """Normalised grid (B, h, w, 2) on its own output grid -> the pixel field (B, 2, h, w) of :func:`warp`."""
+    b, h, w, _ = grid.shape
+    identity = affine_grid(torch.eye(2, 3, dtype=grid.dtype, device=grid.device).expand(b, 2, 3), (h, w))
+    return (grid - identity).permute(0, 3, 1, 2) / pixel_to_grid_scale((h, w), grid)
 
 
 def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

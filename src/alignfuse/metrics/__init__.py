@@ -30,7 +30,7 @@ from .fusion import (
     VIFp_sum,
     compute_fusion_metrics,
 )
-from .registration import compute_registration_metrics, epe, mse, mutual_information, ncc
+from .registration import compute_registration_metrics, epe, mse, mutual_information, ncc, target_registration_error
 
 __all__ = [
     "METRIC_INFO",
@@ -42,6 +42,7 @@ __all__ = [
     "ncc",
     "mutual_information",
     "epe",
+    "target_registration_error",
     "Entropy",
     "Variance",
     "Mutinf",

@@ -225,8 +225,9 @@ def _normalize1(x: _Array) -> _Array:
         return _mround((x - mn) / (mx - mn) * 255)
 
 
-def _pearson(a: _Array, b: _Array) -> float:
-    """MATLAB corr2: sum(a0*b0)/sqrt(sum(a0^2)*sum(b0^2)); NaN for a constant input (0/0)."""
+def pearson(a: _Array, b: _Array) -> float:
+    """Pearson correlation, the package's one numpy implementation (registration's NCC and the registrars' checks
+    call it). MATLAB corr2: sum(a0*b0)/sqrt(sum(a0^2)*sum(b0^2)); NaN for a constant input (0/0)."""
     a0 = a - a.mean()
     b0 = b - b.mean()
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -547,11 +548,11 @@ def _k_vifp_sum(c: _Channel) -> float:
 
 
 def _k_scd(c: _Channel) -> float:
-    return _pearson(c.f - c.ir, c.vi) + _pearson(c.f - c.vi, c.ir)
+    return pearson(c.f - c.ir, c.vi) + pearson(c.f - c.vi, c.ir)
 
 
 def _k_cc_mean(c: _Channel) -> float:
-    return (_pearson(c.f, c.vi) + _pearson(c.f, c.ir)) / 2.0
+    return (pearson(c.f, c.vi) + pearson(c.f, c.ir)) / 2.0
 
 
 def _spatial_frequency_whole(f: _Array) -> float:

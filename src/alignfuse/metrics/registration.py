@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["mse", "ncc", "mutual_information", "epe", "compute_registration_metrics"]
+__all__ = ["mse", "ncc", "mutual_information", "epe", "compute_registration_metrics", "target_registration_error"]
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -62,12 +62,13 @@ def ncc(a: Any, b: Any, eps: float = 1e-12) -> float:
     ``eps`` only avoids 0/0: the denominator is ``max(sqrt(var_a * var_b), eps)``, so a constant image
     gives 0.0.
     """
+    from .fusion import pearson  # the one numpy Pearson (MATLAB corr2, validated against VIFB)
+
     x, y = _pair(a, b)
-    x0 = x - x.mean()
-    y0 = y - y.mean()
-    cov = np.mean(x0 * y0)
-    den = math.sqrt(float(np.mean(x0 * x0)) * float(np.mean(y0 * y0)))
-    return float(cov / max(den, eps))
+    x0, y0 = x - x.mean(), y - y.mean()
+    if math.sqrt(float(np.mean(x0 * x0)) * float(np.mean(y0 * y0))) < eps:
+        return 0.0
+    return pearson(x.astype(np.float64), y.astype(np.float64))
 
 
 def _entropy(counts: np.ndarray) -> float:
@@ -160,3 +161,20 @@ def compute_registration_metrics(
         out["EPE_mean"] = e["mean"]
         out["EPE_p95"] = e["p95"]
     return out
+
+
+def target_registration_error(ir_coordinates: Any, points: Any) -> float:
+    """Mean check-point error (raw IR pixels) of a registration.
+
+    ir_coordinates: (2, H, W) for every visible pixel its (x, y) position in the IR as delivered
+    (:func:`alignfuse.io.field_to_ir_coordinates`); points: (N, 4) rows ``vis_x, vis_y, ir_x, ir_y`` (the
+    ``roadscene_raw`` check-point format). The coordinates are read at the visible points bilinearly."""
+    import cv2
+
+    coords = _to_numpy(ir_coordinates).astype(np.float32)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 4)
+    x = pts[:, 0].astype(np.float32)[None]
+    y = pts[:, 1].astype(np.float32)[None]
+    pred = np.stack([cv2.remap(np.ascontiguousarray(c), x, y, cv2.INTER_LINEAR)[0] for c in coords], 1)
+    return float(np.hypot(pred[:, 0] - pts[:, 2], pred[:, 1] - pts[:, 3]).mean())
+

@@ -27,26 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import warp as warp_ops
-from .stages import RegistrationResult
+from .. import warp as warp_ops
+from ..stages import RegistrationResult
 
 __all__ = ["DeformableRegistrar", "pearson"]
 
-
-def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Global Pearson correlation per batch item: (B, 1, H, W) x2 -> (B,)."""
-    a = a.flatten(1).double()
-    b = b.flatten(1).double()
-    if mask is not None:
-        m = mask.flatten(1).double()
-    else:
-        m = torch.ones_like(a)
-    n = m.sum(1).clamp_min(1)
-    am = a - (a * m).sum(1, keepdim=True) / n[:, None]
-    bm = b - (b * m).sum(1, keepdim=True) / n[:, None]
-    cov = (am * bm * m).sum(1)
-    den = ((am**2 * m).sum(1) * (bm**2 * m).sum(1)).sqrt().clamp_min(1e-12)
-    return (cov / den).float()
+from .features import pearson  # noqa: E402  (re-exported: the one Pearson of the package)
 
 
 class DeformableRegistrar(nn.Module):
@@ -91,11 +77,11 @@ class DeformableRegistrar(nn.Module):
         self.criterion = criterion
         self._global = None
         if global_stage == "mind":
-            from .baselines.dense import MINDRegistrar
+            from .instance import MINDRegistrar
 
             self._global = MINDRegistrar(deformable=False)
         elif global_stage is not None:
-            from .baselines.registration import ECCRegistrar, PhaseCorrelationRegistrar
+            from .classical import ECCRegistrar, PhaseCorrelationRegistrar
 
             self._global = ECCRegistrar(use_gradients=True) if global_stage == "ecc" else PhaseCorrelationRegistrar()
 
@@ -107,7 +93,7 @@ class DeformableRegistrar(nn.Module):
         """``a -> similarity(a, fixed)``; for ``"mind"`` the fixed image's descriptors are computed once."""
         if self.criterion == "ncc":
             return lambda a: pearson(a, fixed)
-        from .losses.mind import descriptor_distance, mind_descriptors
+        from ..losses.mind import descriptor_distance, mind_descriptors
 
         desc_fixed = mind_descriptors(fixed)
         return lambda a: 1.0 - descriptor_distance(mind_descriptors(a), desc_fixed, per_item=True)

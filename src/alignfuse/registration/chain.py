@@ -1,0 +1,146 @@
+"""Registrars in sequence, composed into one field, under one acceptance policy.
+
+``ChainRegistrar([Stage("global", GlobalSearchRegistrar()), Stage("local", mrrn, long_side=384)])`` runs each
+stage on the IR as the stages before it left it, composes the fields (``warp.compose``) and keeps a stage's
+contribution only when it lowers the MIND distance between the IR and the visible image (the *declared
+space* of the policy: modality-independent, so contrast inversions do not count as misalignment) by at least
+the stage's ``min_gain`` (relative). A registration is therefore never accepted when it is worse than its
+input by that measure, and pairs that are already aligned stay at the identity.
+
+The chain is also the one guard step of the pipeline: each stage sees its own working size (the field is
+resized back), constant images are not registered at all, and every stage's own diagnostics are kept.
+
+diagnostics: ``method``, ``stages`` (per stage: ``name``, ``accepted``, ``gain``, its registrar's
+diagnostics), ``mind_before`` / ``mind_after`` (the policy's distance), ``confidence`` (relative gain, 0..1),
+``model`` and ``matrix`` (from a global stage, when one was accepted), ``suspect``, ``fallback``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .. import warp as warp_ops
+from ..stages import Registrar, RegistrationResult
+from .features import mind_distance_to
+
+__all__ = ["ChainRegistrar", "Stage"]
+
+
+@dataclass
+class Stage:
+    """One link of a chain: a registrar, the long side (px) it works at (``None``: the input size) and the
+    relative MIND gain it must bring to be kept."""
+
+    name: str
+    registrar: Registrar
+    long_side: int | None = None
+    min_gain: float = 0.0
+
+
+def _work_size(size: tuple[int, int], long_side: int | None, min_short: int = 64) -> tuple[int, int]:
+    """``size`` shrunk so its long side is ``long_side``, the short side kept >= ``min_short`` (elongated images)."""
+    h, w = size
+    if not long_side or max(h, w) <= long_side:
+        return size
+    s = max(long_side / max(h, w), min(1.0, min_short / min(h, w)))
+    return max(8, round(h * s)), max(8, round(w * s))
+
+
+class ChainRegistrar(torch.nn.Module):
+    """Stages applied in order (module docstring).
+
+    Args:
+        stages: the links; a registrar that wants the original IR size (``wants_ir_size``) gets it.
+        judge_long_side: working size (long side, px) of the acceptance measure.
+        dead_zone: a final field whose mean displacement is below this fraction of the long side is replaced by
+            the identity. Cross-modal registration has a noise floor: on aligned RoadScene *training* pairs the
+            MIND optimum lies 1.2-2.6 px (of ~500) from the hand alignment, so a sub-floor "correction" is as
+            likely noise as signal, while keeping a truly misaligned pair at the identity costs at most the
+            floor. 0.005 (2.5 px at 500 px) was chosen on 20 RoadScene training pairs per preset: aligned input
+            1.80 -> 0.35 px mean field, ``umf`` EPE 2.80 -> 2.82 px (docs/RESULTS.md, Registration).
+        name: reported as ``method``.
+    """
+
+    def __init__(self, stages: Sequence[Stage], judge_long_side: int = 384, dead_zone: float = 0.0,
+                 name: str = "chain") -> None:
+        super().__init__()
+        if not stages:
+            raise ValueError("a chain needs at least one stage")
+        self.stages = list(stages)
+        # registered so .to() / .parameters() reach the networks of the stages
+        self.nets = torch.nn.ModuleList([s.registrar for s in stages if isinstance(s.registrar, torch.nn.Module)])
+        self.judge_long_side = judge_long_side
+        self.dead_zone = float(dead_zone)
+        self.suspect_loss = 0.05  # a stage that raised the distance by 5 %: its registrar failed on this pair
+        self.name = name
+
+    wants_ir_size = True
+
+    @torch.no_grad()
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor,
+                ir_size: tuple[int, int] | None = None) -> RegistrationResult:
+        """moving IR (B, 1, H, W), fixed reference (B, 1, H, W) -> RegistrationResult at the input size."""
+        if moving.ndim != 4 or moving.shape[1] != 1 or moving.shape != fixed.shape:
+            raise ValueError(f"moving and fixed must be equal (B, 1, H, W), got {tuple(moving.shape)}, "
+                             f"{tuple(fixed.shape)}")
+        fields, diags = [], []
+        for i in range(moving.shape[0]):
+            f, d = self._register_one(moving[i : i + 1], fixed[i : i + 1], ir_size)
+            fields.append(f)
+            diags.append(d)
+        field = torch.cat(fields)
+        return RegistrationResult(warp_ops.warp(moving, field), field, diags)
+
+    def _register_one(self, moving: torch.Tensor, fixed: torch.Tensor,
+                      ir_size: tuple[int, int] | None) -> tuple[torch.Tensor, dict[str, Any]]:
+        size = tuple(moving.shape[-2:])
+        field = torch.zeros(1, 2, *size, dtype=moving.dtype, device=moving.device)
+        d: dict[str, Any] = {"method": self.name, "stages": [], "suspect": False, "fallback": None, "model": "identity",
+                             "matrix": None}
+        if float(moving.std()) < 1e-4 or float(fixed.std()) < 1e-4:
+            d.update(suspect=True, fallback="an image is constant (no structure); kept the input (identity)",
+                     confidence=0.0, mind_before=None, mind_after=None)
+            return field, d
+        judge_size = _work_size(size, self.judge_long_side)
+        distance = mind_distance_to(warp_ops.resize_image(fixed, judge_size))
+
+        def judge(f: torch.Tensor) -> float:
+            return float(distance(warp_ops.resize_image(warp_ops.warp(moving, f), judge_size))[0])
+
+        before = current = judge(field)
+        for stage in self.stages:
+            work = _work_size(size, stage.long_side)
+            moved = warp_ops.warp(moving, field)
+            kwargs = {"ir_size": ir_size} if getattr(stage.registrar, "wants_ir_size", False) else {}
+            result = stage.registrar(warp_ops.resize_image(moved, work), warp_ops.resize_image(fixed, work), **kwargs)
+            candidate = warp_ops.compose(field, warp_ops.resize_field(result.field, size))
+            score = judge(candidate)
+            gain = 1.0 - score / max(current, 1e-12)
+            accepted = gain >= stage.min_gain and bool(torch.isfinite(candidate).all())
+            own = result.diagnostics[0] if result.diagnostics else {}
+            d["stages"].append({"name": stage.name, "accepted": accepted, "gain": gain, **own})
+            if accepted:
+                field, current = candidate, score
+                if own.get("matrix") is not None and own.get("model") is not None:
+                    d.update(model=own["model"], matrix=own["matrix"])
+        mean_shift = float(warp_ops.magnitude(field).mean())
+        if 0 < mean_shift < self.dead_zone * max(size):
+            field, current = torch.zeros_like(field), before
+            d.update(model="identity", matrix=None, dead_zone=True)
+            for s in d["stages"]:
+                s["accepted"] = False
+        rejected = [s["name"] for s in d["stages"] if not s["accepted"]]
+        if d.get("dead_zone"):
+            d["fallback"] = (f"registration would move the IR by {mean_shift:.2f} px on average, below the cross-modal "
+                             f"noise floor ({self.dead_zone * max(size):.1f} px); kept the input")
+        elif rejected:
+            d["fallback"] = (f"{', '.join(rejected)} stage{'s' if len(rejected) > 1 else ''} did not lower the MIND "
+                             "distance enough; kept the field without")
+        gain = 1.0 - current / max(before, 1e-12)
+        d.update(mind_before=before, mind_after=current, confidence=max(0.0, min(1.0, gain)))
+        # a stage whose own result was worse than its input (by the chain's measure) is worth a warning
+        d["suspect"] = any(s["gain"] < -self.suspect_loss for s in d["stages"])
+        return field, d

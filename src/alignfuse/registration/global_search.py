@@ -1,0 +1,440 @@
+"""Global registration for real camera rigs: exhaustive coarse search, then sub-pixel refinement.
+
+Two cameras on a rig differ by tens of pixels of offset, a field-of-view (scale) ratio, a few degrees of
+roll and some perspective; their images also differ in modality (contrast inversions are normal). The
+stage works in three steps, all on the visible grid (the IR already resampled onto it):
+
+1. **Anchor.** Pixels are square on nearly every camera, so when the original IR size is known
+   (``ir_size``) the search is centred on the *aspect-preserving* map (the IR scaled by the same factor in
+   x and y, centres matched), not on the stretch that resampling onto the visible grid introduced.
+2. **Coarse search** at about ``search_size`` px: every rotation x scale x anisotropy candidate warps the IR
+   onto a canvas with ``max_shift`` margins and is correlated with the visible image for *all* translations
+   at once (FFT) on doubled-angle gradient orientations (:func:`~.features.orientation_field`). The best
+   ``top_k`` (plus the identity) go on.
+3. **Refinement** by inverse-compositional Lucas-Kanade on MIND descriptors over a pyramid
+   (:func:`refine_matrix`): affine at the coarse levels, ``model`` (homography by default) at the finest.
+   The start with the lowest MIND distance after the first level wins.
+
+The result is accepted only when it lowers the MIND distance to the visible image by ``min_gain``
+(relative) against the identity, so pairs that are already aligned stay exactly where they are.
+
+diagnostics: ``method`` ("global"), ``model`` (the simplest of translation / similarity / affine /
+homography that is within 0.5 px of the estimate at the frame corners), ``matrix`` (3x3 sampling matrix:
+visible pixel -> pixel of the IR on the visible grid), ``start`` (the winning candidate), ``mind_before`` /
+``mind_after`` (MIND distance at the finest refinement size), ``gain`` (relative distance gain),
+``confidence`` (= gain clipped to [0, 1]), ``suspect``, ``fallback``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .. import warp as warp_ops
+from ..losses.mind import mind_descriptors
+from ..stages import RegistrationResult
+from .features import orientation_field, sobel
+
+__all__ = ["GlobalSearchRegistrar", "refine_matrix", "describe_model"]
+
+
+# ----------------------------------------------------------------------------------------------
+# coordinate helpers (3x3 sampling matrices: output pixel -> moving pixel, pixel centres at integers)
+# ----------------------------------------------------------------------------------------------
+
+
+def _scale_matrix(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Pixel map from an image of size ``src = (h, w)`` to its resize ``dst`` (align_corners=False resampling)."""
+    sy, sx = dst[0] / src[0], dst[1] / src[1]
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def _rescale(matrix: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """A sampling matrix between two images of size ``src`` expressed between their resizes to ``dst``."""
+    a = _scale_matrix(src, dst)
+    return a @ matrix @ np.linalg.inv(a)
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_grid(h: int, w: int, dtype=torch.float32) -> torch.Tensor:
+    """(1, 3, h*w) homogeneous pixel coordinates (cached: every LK iteration needs the same grid; read-only)."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=dtype), torch.arange(w, dtype=dtype), indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten(), torch.ones(h * w, dtype=dtype)])[None]
+
+
+def _warp_by(image: torch.Tensor, matrices: torch.Tensor, out_size: tuple[int, int],
+             origin: tuple[float, float] = (0.0, 0.0), padding_mode: str = "zeros") -> tuple[torch.Tensor, torch.Tensor]:
+    """image (1|N, C, h, w) sampled at ``matrices (N, 3, 3) @ (p + origin)`` on an ``out_size`` grid ->
+    (warped (N, C, H, W), inside mask (N, 1, H, W))."""
+    hh, ww = out_size
+    p = _pixel_grid(hh, ww, torch.float64)
+    if origin != (0.0, 0.0):
+        p = p.clone()
+        p[:, 0] += origin[0]
+        p[:, 1] += origin[1]
+    q = matrices.to(torch.float64) @ p  # (N, 3, HW)
+    coords = (q[:, :2] / q[:, 2:].where(q[:, 2:].abs() > 1e-12, torch.full_like(q[:, 2:], 1e-12)))
+    coords = coords.reshape(-1, 2, hh, ww).to(image.dtype)
+    image = image.expand(matrices.shape[0], -1, -1, -1) if image.shape[0] == 1 else image
+    return warp_ops.sample(image, coords, padding_mode=padding_mode), warp_ops.inside(coords, image.shape[-2:])
+
+
+class ImagePyramid:
+    """An image (1, 1, H, W) and its antialiased halvings, read through sampling matrices onto any grid from the
+    level whose pixel pitch matches the sampling step: no blur from magnifying a shrunk copy (a wide-field IR seen
+    through a narrow visible crop is magnified 1.5-2x), no aliasing from minifying a large one."""
+
+    def __init__(self, image: torch.Tensor, min_side: int = 16) -> None:
+        self.size = tuple(image.shape[-2:])
+        self.levels = [image]
+        while min(self.levels[-1].shape[-2:]) >= 2 * min_side:
+            h, w = self.levels[-1].shape[-2:]
+            self.levels.append(warp_ops.resize_image(self.levels[-1], ((h + 1) // 2, (w + 1) // 2)))
+
+    def read(self, matrices: np.ndarray, out_size: tuple[int, int], origin: tuple[float, float] = (0.0, 0.0),
+             padding_mode: str = "zeros") -> tuple[torch.Tensor, torch.Tensor]:
+        """matrices (N, 3, 3): output pixel (+ origin) -> full-resolution image pixel -> (warped (N, 1, H, W),
+        inside (N, 1, H, W))."""
+        matrices = np.asarray(matrices, dtype=np.float64).reshape(-1, 3, 3)
+        step = np.sqrt(np.abs(np.linalg.det(matrices[:, :2, :2])))  # image pixels per output pixel
+        level = np.clip(np.floor(np.log2(np.maximum(step, 1e-6)) + 0.5), 0, len(self.levels) - 1).astype(int)
+        out = torch.zeros(len(matrices), 1, *out_size, dtype=self.levels[0].dtype)
+        ins = torch.zeros_like(out)
+        for j in np.unique(level):
+            idx = np.nonzero(level == j)[0]
+            to_level = _scale_matrix(self.size, tuple(self.levels[j].shape[-2:]))
+            w_, i_ = _warp_by(self.levels[j], torch.from_numpy(to_level @ matrices[idx]), out_size, origin,
+                              padding_mode)
+            out[idx], ins[idx] = w_, i_
+        return out, ins
+
+
+def describe_model(matrix: np.ndarray, size: tuple[int, int], tol: float = 0.5) -> str:
+    """The simplest motion model within ``tol`` px of ``matrix`` at the corners of a frame of ``size = (h, w)``."""
+    h, w = size
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], dtype=np.float64).T
+
+    def apply(m: np.ndarray) -> np.ndarray:
+        q = m @ corners
+        return q[:2] / q[2:]
+
+    target = apply(matrix)
+    m = matrix / matrix[2, 2]
+    affine = np.vstack([m[:2], [0.0, 0.0, 1.0]])
+    if np.abs(apply(affine) - target).max() > tol:
+        return "homography"
+    a = affine[:2, :2]
+    sim = np.array([[a[0, 0] + a[1, 1], a[0, 1] - a[1, 0]], [a[1, 0] - a[0, 1], a[0, 0] + a[1, 1]]]) / 2
+    similarity = affine.copy()
+    similarity[:2, :2] = sim
+    # the similarity that keeps the frame centre where the affine puts it
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    similarity[:2, 2] = a @ c + affine[:2, 2] - sim @ c
+    if np.abs(apply(similarity) - target).max() > tol:
+        return "affine"
+    translation = np.eye(3)
+    translation[:2, 2] = a @ c + affine[:2, 2] - c
+    if np.abs(apply(translation) - target).max() > tol:
+        return "similarity"
+    return "translation" if np.abs(translation[:2, 2]).max() > 1e-6 else "identity"
+
+
+# ----------------------------------------------------------------------------------------------
+# refinement: inverse-compositional Lucas-Kanade on MIND descriptors (Baker & Matthews 2004)
+# ----------------------------------------------------------------------------------------------
+
+
+class _FixedLevel:
+    """What one pyramid level of the refinement needs from the fixed (visible) image, computed once for all the
+    starts that are refined there: its MIND descriptors and their Jacobian with respect to the warp parameters
+    (homography; the first six columns are the affine ones), in coordinates normalised to [-1, 1]."""
+
+    def __init__(self, fixed: torch.Tensor) -> None:
+        h, w = self.size = tuple(fixed.shape[-2:])
+        desc = mind_descriptors(fixed)[0]  # (C, h, w)
+        gx = torch.zeros_like(desc)
+        gy = torch.zeros_like(desc)
+        gx[..., 1:-1] = (desc[..., 2:] - desc[..., :-2]) / 2
+        gy[..., 1:-1, :] = (desc[..., 2:, :] - desc[..., :-2, :]) / 2
+        s = max(h, w) / 2.0  # conditioning: parameters of order 1
+        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=desc.dtype), torch.arange(w, dtype=desc.dtype), indexing="ij")
+        xn, yn = (xs - cx) / s, (ys - cy) / s
+        gx, gy = gx * s, gy * s
+        radial = gx * xn + gy * yn
+        self.jacobian = torch.stack([gx * xn, gx * yn, gx, gy * xn, gy * yn, gy, -radial * xn, -radial * yn], -1)
+        self.desc = desc
+        border = torch.ones(h, w, dtype=desc.dtype)
+        border[:2], border[-2:], border[:, :2], border[:, -2:] = 0, 0, 0, 0  # central differences undefined there
+        self.border = border
+        self.to_norm = torch.tensor([[1 / s, 0, -cx / s], [0, 1 / s, -cy / s], [0, 0, 1]], dtype=torch.float64)
+        self.from_norm = torch.linalg.inv(self.to_norm)
+
+
+def _lk_level(moving: ImagePyramid, fixed: _FixedLevel, matrix: np.ndarray, iterations: int,
+              model: str) -> tuple[np.ndarray, float]:
+    """One pyramid level: refine ``matrix`` (pixels of this level, both images) so MIND(moving @ matrix) matches
+    MIND(fixed).
+
+    The IR is warped by the current estimate once (from the pyramid level of matching resolution) and its
+    descriptors are computed on that image, so only a small residual warp is fitted; the Jacobian lives on the
+    fixed (visible) descriptors (inverse compositional): each iteration costs one descriptor warp and a 6x6 /
+    8x8 solve."""
+    h, w = fixed.size
+    to_full = np.linalg.inv(_scale_matrix(moving.size, (h, w)))
+    moved, inside = moving.read((to_full @ matrix)[None], (h, w), padding_mode="border")
+    desc_m = mind_descriptors(moved)  # (1, C, h, w)
+    n_params = 8 if model == "homography" else 6
+    valid = inside[0, 0] * fixed.border
+    jf = (fixed.jacobian[..., :n_params] * valid[None, ..., None]).reshape(-1, n_params)
+    hess = (jf.T @ jf).double()
+    hess = hess + 1e-6 * hess.diagonal().mean().clamp_min(1e-12) * torch.eye(n_params, dtype=hess.dtype)
+    hess_inv = torch.linalg.inv(hess)
+    residual_warp = torch.eye(3, dtype=torch.float64)
+    cost = float("nan")
+    for _ in range(max(1, iterations)):
+        warped, ins = _warp_by(desc_m, (fixed.from_norm @ residual_warp @ fixed.to_norm)[None], (h, w),
+                               padding_mode="border")
+        mask = ins[0, 0] * valid
+        r = (warped[0] - fixed.desc) * mask[None]
+        cost = float(r.abs().sum() / (mask.sum() * fixed.desc.shape[0]).clamp_min(1))
+        dp = hess_inv @ (jf.T @ r.flatten()).double()
+        if not torch.isfinite(dp).all():
+            break
+        d = torch.eye(3, dtype=torch.float64)
+        d[0, 0] += dp[0]
+        d[0, 1], d[0, 2], d[1, 0] = dp[1], dp[2], dp[3]
+        d[1, 1] += dp[4]
+        d[1, 2] = dp[5]
+        if model == "homography":
+            d[2, 0], d[2, 1] = dp[6], dp[7]
+        residual_warp = residual_warp @ torch.linalg.inv(d)
+        residual_warp = residual_warp / residual_warp[2, 2]
+        if float(dp.abs().max()) < 1e-4:  # 1e-4 of the half-size: < 0.03 px at 384 px
+            break
+    return matrix @ (fixed.from_norm @ residual_warp @ fixed.to_norm).numpy(), cost
+
+
+def _resized(img: torch.Tensor, long_side: int) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    f = min(1.0, long_side / max(h, w))
+    return warp_ops.resize_image(img, (max(round(h * f), 8), max(round(w * f), 8)))
+
+
+def refine_matrix(moving: torch.Tensor | ImagePyramid, fixed: torch.Tensor, matrix: np.ndarray,
+                  sizes: Sequence[int] = (256, 384), iterations: Sequence[int] = (10, 8),
+                  models: Sequence[str] = ("affine", "homography"),
+                  fixed_levels: dict[int, _FixedLevel] | None = None) -> tuple[np.ndarray, float]:
+    """Refine a full-resolution sampling matrix over a pyramid (long sides ``sizes``) -> (matrix, MIND distance
+    at the last level). moving (or its :class:`ImagePyramid`), fixed: (1, 1, H, W) on the same grid."""
+    full = tuple(fixed.shape[-2:])
+    pyr = moving if isinstance(moving, ImagePyramid) else ImagePyramid(moving)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    cost = float("nan")
+    for size, its, model in zip(sizes, iterations, models):
+        fix = fixed_levels[size] if fixed_levels and size in fixed_levels else _FixedLevel(_resized(fixed, size))
+        work = fix.size
+        m, cost = _lk_level(pyr, fix, _rescale(matrix, full, work), its, model)
+        matrix = _rescale(m, work, full)
+    return matrix, cost
+
+
+# ----------------------------------------------------------------------------------------------
+# the registrar
+# ----------------------------------------------------------------------------------------------
+
+
+class GlobalSearchRegistrar:
+    """Cross-modal global registration (translation up to ``max_shift`` of the frame, anisotropic scale, roll,
+    mild perspective) for pairs as real rigs deliver them.
+
+    Args:
+        search_size: the coarse search runs on images of about ``0.75 * search_size^2`` pixels (80: 80x60 for 4:3).
+        angles: rotations searched (degrees).
+        scales: isotropic scales searched, relative to the anchor (sampling scale: < 1 = the IR field of view
+            is wider than the visible one).
+        anisotropies: x/y scale ratios searched on top of the anchor.
+        max_shift: translations searched, as a fraction of the frame in each direction.
+        second_pass: the best candidates of the coarse search re-scored, with their half-step neighbours, at twice
+            ``search_size`` (0: one pass).
+        top_k: coarse candidates refined at the first pyramid level.
+        finalists: of those, how many (lowest MIND distance after ``select_after`` levels) are refined through the
+            whole pyramid.
+        sizes / iterations / models: the refinement pyramid (long side in px, LK iterations, motion model).
+        min_gain: relative MIND gain over the identity below which the identity is kept (aligned pairs stay put).
+        min_overlap: a candidate must cover this fraction of the visible frame with IR.
+
+    ``ir_size``: ``(width, height)`` of the IR before it was resampled onto the visible grid, if it was; the
+    search is then centred on the square-pixel map (module docstring).
+    """
+
+    wants_ir_size = True
+
+    def __init__(self, search_size: int = 80, angles: Sequence[float] = (-15, -10, -5, 0, 5, 10, 15),
+                 scales: Sequence[float] | None = None, anisotropies: Sequence[float] = (1 / 1.2, 1.0, 1.2),
+                 max_shift: float = 0.25, top_k: int = 8, sizes: Sequence[int] = (128, 256, 384),
+                 iterations: Sequence[int] = (15, 10, 8), models: Sequence[str] = ("affine", "affine", "homography"),
+                 min_gain: float = 0.02, min_overlap: float = 0.5, finalists: int = 3, select_after: int = 1,
+                 second_pass: int = 16) -> None:
+        if not (len(sizes) == len(iterations) == len(models)) or not sizes:
+            raise ValueError("sizes, iterations and models must have the same (non-zero) length")
+        for m in models:
+            if m not in ("affine", "homography"):
+                raise ValueError(f"refinement models are 'affine' or 'homography', got {m!r}")
+        self.search_size = int(search_size)
+        self.angles = tuple(float(a) for a in angles)
+        self.scales = tuple(float(s) for s in (scales if scales is not None
+                                                else np.exp(np.linspace(math.log(0.45), math.log(1.6), 19))))
+        self.anisotropies = tuple(float(a) for a in anisotropies)
+        self.max_shift = float(max_shift)
+        self.top_k = int(top_k)
+        self.sizes, self.iterations, self.models = tuple(sizes), tuple(iterations), tuple(models)
+        self.min_gain = float(min_gain)
+        self.min_overlap = float(min_overlap)
+        self.finalists = int(finalists)
+        self.second_pass = int(second_pass)
+        self.select_after = max(1, min(int(select_after), len(self.sizes)))
+
+    # -- coarse search -------------------------------------------------------------------------
+
+    def _anchor(self, size: tuple[int, int], ir_size: tuple[int, int] | None) -> np.ndarray:
+        """2x2 linear part of the square-pixel hypothesis on the visible grid (identity when unknown)."""
+        if ir_size is None:
+            return np.eye(2)
+        (iw, ih), (vh, vw) = ir_size, size
+        # resampled IR pixel (x_r, y_r) = raw (x vw/iw, y vh/ih); square pixels with the widths matched sample
+        # the resampled IR at (x, y * (iw/vw) * (vh/ih))
+        return np.diag([1.0, (iw / vw) * (vh / ih)])
+
+    def candidates(self, anchor: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """(label, 2x2 linear sampling map) for every rotation x scale x anisotropy."""
+        out = []
+        for a in self.angles:
+            c, s = math.cos(math.radians(a)), math.sin(math.radians(a))
+            rot = np.array([[c, -s], [s, c]])
+            for k in self.scales:
+                for r in self.anisotropies:
+                    lin = rot @ np.diag([k * math.sqrt(r), k / math.sqrt(r)]) @ anchor
+                    out.append((f"rot{a:+g}_scale{k:.3f}_aniso{r:.3f}", lin))
+        return out
+
+    def coarse(self, moving: torch.Tensor | ImagePyramid, fixed: torch.Tensor,
+               ir_size: tuple[int, int] | None = None) -> list[tuple[float, str, np.ndarray]]:
+        """moving (or its pyramid), fixed (1, 1, H, W) -> the ``top_k`` (score, label, full-resolution 3x3 sampling
+        matrix).
+
+        Two passes: every candidate at ``search_size``; then the ``second_pass`` best, each with its neighbours at
+        half a grid step in scale and angle, at twice that size (finer translations, scales and angles for the
+        price of about one more first pass)."""
+        pyr = moving if isinstance(moving, ImagePyramid) else ImagePyramid(moving.float())
+        cands = self.candidates(self._anchor(tuple(fixed.shape[-2:]), ir_size))
+        first = self._score(pyr, fixed, cands, self.search_size)
+        if self.second_pass <= 0:
+            return [(sc, label, m) for sc, label, _, m in first[: self.top_k]]
+        half_scale = math.sqrt(self.scales[1] / self.scales[0]) if len(self.scales) > 1 else 1.0
+        half_angle = (self.angles[1] - self.angles[0]) / 2 if len(self.angles) > 1 else 0.0
+        variants = []
+        for _, label, lin, _ in first[: self.second_pass]:
+            for tag, k, a in (("", 1.0, 0.0), ("_s+", half_scale, 0.0), ("_s-", 1 / half_scale, 0.0),
+                              ("_a+", 1.0, half_angle), ("_a-", 1.0, -half_angle)):
+                c, sn = math.cos(math.radians(a)), math.sin(math.radians(a))
+                variants.append((label + tag, k * np.array([[c, -sn], [sn, c]]) @ lin))
+        second = self._score(pyr, fixed, variants, 2 * self.search_size)
+        return [(sc, label, m) for sc, label, _, m in second[: self.top_k]]
+
+    def _score(self, pyr: ImagePyramid, fixed: torch.Tensor, cands: list[tuple[str, np.ndarray]],
+               search_size: int) -> list[tuple[float, str, np.ndarray, np.ndarray]]:
+        """Best translation of every (label, 2x2 linear map about the centre) by FFT orientation correlation at
+        about ``0.75 search_size^2`` px -> (score, label, linear map, full-resolution matrix), best first."""
+        full = tuple(fixed.shape[-2:])
+        f = min(1.0, search_size * math.sqrt(0.75) / math.sqrt(full[0] * full[1]))
+        h, w = max(round(full[0] * f), 8), max(round(full[1] * f), 8)
+        fix = warp_ops.resize_image(fixed.float(), (h, w))
+        mh, mw = max(1, round(self.max_shift * h)), max(1, round(self.max_shift * w))
+        ch, cw = h + 2 * mh, w + 2 * mw
+        z_fix = torch.zeros(ch, cw, dtype=torch.complex64)
+        z_fix[mh : mh + h, mw : mw + w] = orientation_field(fix)[0]
+        mask_fix = torch.zeros(ch, cw)
+        mask_fix[mh : mh + h, mw : mw + w] = 1.0
+        centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+        mats = np.zeros((len(cands), 3, 3))
+        for i, (_, lin) in enumerate(cands):  # about the frame centre
+            mats[i, :2, :2], mats[i, :2, 2], mats[i, 2, 2] = lin, centre - lin @ centre, 1.0
+        warped, inside = pyr.read(np.linalg.inv(_scale_matrix(full, (h, w))) @ mats, (ch, cw), origin=(-mw, -mh))
+        # each candidate's edge-noise level over the part of the canvas its IR covers
+        m2 = sobel(warped).pow(2).sum(1)
+        eta2 = ((m2 * inside[:, 0]).sum((1, 2)) / inside[:, 0].sum((1, 2)).clamp_min(1)).reshape(-1, 1, 1)
+        z_mov = orientation_field(warped, eta2) * inside[:, 0]
+        fz = torch.fft.fft2(z_fix)
+        # corr[d] = sum_p fix(p + d) conj(mov(p)): the fixed image matches the canvas shifted by -d
+        corr = torch.fft.ifft2(fz[None] * torch.fft.fft2(z_mov).conj()).real
+        # the moving edge energy and IR coverage inside the visible frame, for every shift: two real correlations
+        # with the (real) frame mask packed into one complex transform
+        packed = torch.fft.ifft2(torch.fft.fft2(mask_fix)[None]
+                                 * torch.fft.fft2(torch.complex(z_mov.abs() ** 2, inside[:, 0])).conj())
+        energy, cover = packed.real, -packed.imag / (h * w)  # conj() flipped the imaginary part
+        score = corr / (z_fix.abs().pow(2).sum() * energy.clamp_min(1e-6)).sqrt()
+        dy = torch.fft.fftfreq(ch) * ch
+        dx = torch.fft.fftfreq(cw) * cw
+        valid = (dy.abs()[:, None] <= mh) & (dx.abs()[None] <= mw)
+        score = torch.where(valid[None] & (cover > self.min_overlap), score, torch.full_like(score, -1.0))
+        best, idx = score.flatten(1).max(1)
+        out = []
+        for n in torch.argsort(best, descending=True).tolist():
+            iy, ix = divmod(int(idx[n]), cw)
+            shift = np.eye(3)
+            shift[:2, 2] = [-float(dx[ix]), -float(dy[iy])]  # fix(p) ~ canvas(p - d) = mov(M (p - d))
+            out.append((float(best[n]), cands[n][0], cands[n][1], _rescale(mats[n] @ shift, (h, w), full)))
+        return out
+
+    # -- registrar -----------------------------------------------------------------------------
+
+    def register_pair(self, moving: torch.Tensor, fixed: torch.Tensor,
+                      ir_size: tuple[int, int] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """moving, fixed (1, 1, H, W) float -> (3x3 sampling matrix, diagnostics)."""
+        full = tuple(fixed.shape[-2:])
+        pyr = ImagePyramid(moving)
+        levels = {s: _FixedLevel(_resized(fixed, s)) for s in self.sizes}
+        starts = [("identity", np.eye(3))] + [(label, m) for _, label, m in self.coarse(pyr, fixed, ir_size)]
+        k = self.select_after
+        first = self.sizes[:k], self.iterations[:k], self.models[:k]
+        refined = [(label, *refine_matrix(pyr, fixed, m, *first, fixed_levels=levels)) for label, m in starts]
+        # the best few starts after the first levels go through the whole pyramid; the lowest final distance wins
+        finalists = sorted(refined[1:] or refined, key=lambda t: t[2])[: max(1, self.finalists)]
+        if len(self.sizes) > k:
+            finalists = [(label, *refine_matrix(pyr, fixed, m, self.sizes[k:], self.iterations[k:], self.models[k:],
+                                                fixed_levels=levels)) for label, m, _ in finalists]
+        label, matrix, cost = min(finalists, key=lambda t: t[2])
+        # the identity's distance at the finest size: what the estimate must beat
+        _, cost_identity = refine_matrix(pyr, fixed, np.eye(3), self.sizes[-1:], (0,), self.models[-1:],
+                                         fixed_levels=levels)
+        gain = 1.0 - cost / max(cost_identity, 1e-12) if np.isfinite(cost) else -1.0
+        d: dict[str, Any] = {"method": "global", "start": label, "mind_before": cost_identity, "mind_after": cost,
+                             "gain": gain, "suspect": False, "fallback": None}
+        if not np.all(np.isfinite(matrix)) or gain < self.min_gain:
+            matrix = np.eye(3)
+            d.update(mind_after=cost_identity, fallback=f"no global alignment lowers the MIND distance by "
+                     f"{self.min_gain:.0%} (best {gain:+.1%}); kept the input")
+        d.update(matrix=matrix.tolist(), model=describe_model(matrix, full),
+                 confidence=float(min(max(gain, 0.0), 1.0)) if d["fallback"] is None else 0.0)
+        return matrix, d
+
+    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor,
+                 ir_size: tuple[int, int] | None = None) -> RegistrationResult:
+        """moving IR (B, 1, H, W), fixed reference (B, 1, H, W) -> RegistrationResult (field on the fixed grid)."""
+        if moving.ndim != 4 or moving.shape[1] != 1 or moving.shape != fixed.shape:
+            raise ValueError(f"moving and fixed must be equal (B, 1, H, W), got {tuple(moving.shape)}, "
+                             f"{tuple(fixed.shape)}")
+        b, _, h, w = moving.shape
+        mats, diags = [], []
+        with torch.no_grad():
+            for i in range(b):
+                m, d = self.register_pair(moving[i : i + 1].float().cpu(), fixed[i : i + 1].float().cpu(), ir_size)
+                mats.append(m)
+                diags.append(d)
+            field = warp_ops.field_from_matrix(torch.from_numpy(np.stack(mats)), h, w).to(moving.device, moving.dtype)
+        return RegistrationResult(warp_ops.warp(moving, field), field, diags)

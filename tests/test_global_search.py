@@ -1,0 +1,151 @@
+"""The real-rig registration: global search, the chain's acceptance policy, different-size pairs end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alignfuse import io, warp
+from alignfuse.api import fuse_arrays, load_pipeline, register_arrays
+from alignfuse.registration import ChainRegistrar, GlobalSearchRegistrar, Stage, describe_model
+from alignfuse.stages import IdentityRegistrar, RegistrationResult
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def _sample(name: str = "FLIR_00211") -> tuple[np.ndarray, np.ndarray]:
+    pair = io.load_pair(SAMPLES / "ir" / f"{name}.jpg", SAMPLES / "vi" / f"{name}.jpg")
+    return pair.ir, pair.vis_y
+
+
+def _similarity(scale: float, angle: float, tx: float, ty: float, size: tuple[int, int]) -> np.ndarray:
+    """3x3 sampling matrix: rotation + scale about the frame centre, then a translation (px)."""
+    h, w = size
+    c, s = scale * math.cos(math.radians(angle)), scale * math.sin(math.radians(angle))
+    lin = np.array([[c, -s], [s, c]])
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    m = np.eye(3)
+    m[:2, :2], m[:2, 2] = lin, centre - lin @ centre + [tx, ty]
+    return m
+
+
+def _apply(img: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """moving(q) = img(matrix^-1 q): the image a camera whose sampling map is ``matrix`` would deliver."""
+    h, w = img.shape
+    field = warp.field_from_matrix(torch.from_numpy(np.linalg.inv(matrix))[None], h, w).float()
+    return warp.warp(torch.from_numpy(img)[None, None], field)[0, 0].numpy()
+
+
+def test_known_similarity_recovered_within_a_pixel():
+    """Scale 0.8, 10 degrees, 40 px on a real sample pair (IR vs visible, cross-modal).
+
+    The reference is the registrar's own optimum on the untouched pair composed with the known transform:
+    RoadScene's hand alignment and the MIND optimum disagree by ~1.7 px on this pair (docs/RESULTS.md), which is
+    a property of the data, not of the search; against the hand alignment itself the bound is looser."""
+    ir, vis = _sample()
+    h, w = ir.shape
+    registrar = GlobalSearchRegistrar(min_gain=-1.0)  # report its optimum even where the gain is small
+    own = np.array(registrar(torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None])
+                   .diagnostics[0]["matrix"])
+    true = _similarity(0.8, 10.0, 40.0, -25.0, ir.shape)
+    moving = _apply(ir, true)
+    res = GlobalSearchRegistrar()(torch.from_numpy(moving)[None, None], torch.from_numpy(vis)[None, None])
+    expected = warp.field_from_matrix(torch.from_numpy(true @ own)[None], h, w)[0].numpy()
+    err = np.sqrt(((res.field[0].numpy() - expected) ** 2).sum(0))
+    assert err.mean() < 1.0, (err.mean(), res.diagnostics[0])
+    hand = warp.field_from_matrix(torch.from_numpy(true)[None], h, w)[0].numpy()
+    assert np.sqrt(((res.field[0].numpy() - hand) ** 2).sum(0)).mean() < 2.5
+    d = res.diagnostics[0]
+    assert d["model"] in ("similarity", "affine", "homography") and 0 < d["confidence"] <= 1 and not d["suspect"]
+
+
+def test_same_modality_identity_is_kept():
+    """Nothing to correct: the identity is kept exactly (no sub-pixel drift from the refinement)."""
+    ir, _ = _sample()
+    t = torch.from_numpy(ir)[None, None]
+    res = GlobalSearchRegistrar()(t, t.clone())
+    assert float(res.field.abs().max()) == 0.0
+    assert res.diagnostics[0]["model"] == "identity"
+
+
+def test_describe_model():
+    size = (100, 200)
+    assert describe_model(np.eye(3), size) == "identity"
+    t = np.eye(3)
+    t[:2, 2] = [3, -2]
+    assert describe_model(t, size) == "translation"
+    assert describe_model(_similarity(0.9, 5, 3, 1, size), size) == "similarity"
+    a = np.eye(3)
+    a[0, 0] = 1.1
+    assert describe_model(a, size) == "affine"
+    p = np.eye(3)
+    p[2, 0] = 1e-3
+    assert describe_model(p, size) == "homography"
+
+
+class _Shift:
+    """A registrar that always proposes the same constant shift (to test the chain's policy)."""
+
+    def __init__(self, dx: float) -> None:
+        self.dx = dx
+
+    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
+        field = torch.zeros(moving.shape[0], 2, *moving.shape[-2:])
+        field[:, 0] = self.dx
+        return RegistrationResult(warp.warp(moving, field), field, [{"method": "shift"}])
+
+
+def test_chain_keeps_a_stage_only_when_it_helps():
+    ir, _ = _sample()
+    t = torch.from_numpy(ir)[None, None]
+    moving = warp.warp(t, torch.full((1, 2, *ir.shape), 0.0).index_fill_(1, torch.tensor([0]), -6.0))
+    chain = ChainRegistrar([Stage("good", _Shift(6.0)), Stage("bad", _Shift(5.0))])
+    res = chain(moving, t)
+    d = res.diagnostics[0]
+    assert [s["accepted"] for s in d["stages"]] == [True, False]
+    assert abs(float(res.field[0, 0].mean()) - 6.0) < 1e-4 and d["mind_after"] < d["mind_before"]
+    assert "bad stage did not lower" in d["fallback"]
+
+
+def test_chain_dead_zone_and_flat_input():
+    ir, _ = _sample()
+    t = torch.from_numpy(ir)[None, None]
+    res = ChainRegistrar([Stage("small", _Shift(1.0))], dead_zone=0.005)(warp.warp(t, torch.full((1, 2, *ir.shape), 0.0)
+                                                                                    .index_fill_(1, torch.tensor([0]), -1.0)), t)
+    assert float(res.field.abs().max()) == 0.0 and "noise floor" in res.diagnostics[0]["fallback"]
+    flat = torch.full_like(t, 0.5)
+    res = ChainRegistrar([Stage("id", IdentityRegistrar())])(flat, t)
+    assert res.diagnostics[0]["suspect"] and "constant" in res.diagnostics[0]["fallback"]
+
+
+@pytest.mark.slow
+def test_different_size_pair_through_fuse_and_register(tmp_path):
+    """A real raw pair (IR 640x512 vs visible 496x301): registered without --resize-ir, outputs on the visible
+    grid, and the field mapped back to raw IR pixels lands within a few pixels of the ground truth."""
+    from alignfuse.cli import main
+
+    raw = SAMPLES / "raw"
+    ir_p, vis_p = raw / "ir" / "FLIR_00211.png", raw / "vi" / "FLIR_00211.jpg"
+    assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png"), "--field",
+                 str(tmp_path / "f.npy")]) == 0
+    field = np.load(tmp_path / "f.npy")
+    assert field.shape == (2, 301, 496)
+    points = np.loadtxt(raw / "points" / "FLIR_00211.csv", delimiter=",", skiprows=1)
+    coords = io.field_to_ir_coordinates(field, (640, 512))
+    xi, yi = np.round(points[:, 0]).astype(int), np.round(points[:, 1]).astype(int)
+    err = np.hypot(coords[0, yi, xi] - points[:, 2], coords[1, yi, xi] - points[:, 3])
+    assert err.mean() < 5.0, err.mean()  # doing nothing: ~50 raw px
+    assert main(["fuse", str(ir_p), str(vis_p), "-o", str(tmp_path / "f.png")]) == 0
+    assert io.read_image(tmp_path / "f.png").data.shape == (301, 496, 3)
+    # the Python API: the same pair as arrays of different sizes, and the raw-pixel mapping
+    pair_ir = io.read_image(ir_p, kind="ir").data
+    pair_vis = io.read_image(vis_p).data
+    res = register_arrays(pair_ir, pair_vis, load_pipeline("global+average"))
+    assert res.ir_size == (640, 512) and res.field.shape == (2, 301, 496)
+    assert res.ir_coordinates().shape == (2, 301, 496)
+    out = fuse_arrays(pair_ir, pair_vis, load_pipeline("identity+average"))
+    assert out.fused.shape == (301, 496, 3)
