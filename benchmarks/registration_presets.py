@@ -31,8 +31,8 @@ def pairs_of(dataset: str, split: str | None):
 
 
 def run(model: str, dataset: str, split: str | None, preset: str, seed: int = 0, limit: int = 0,
-        verbose: bool = True) -> dict:
-    pipe = load_pipeline(model)
+        verbose: bool = True, **options) -> dict:
+    pipe = load_pipeline(model, **options)
     spec = synth.parse_preset(preset)
     rows = []
     pairs = pairs_of(dataset, split)

@@ -108,7 +108,7 @@ def test_chain_keeps_a_stage_only_when_it_helps():
     d = res.diagnostics[0]
     assert [s["accepted"] for s in d["stages"]] == [True, False]
     assert abs(float(res.field[0, 0].mean()) - 6.0) < 1e-4 and d["mind_after"] < d["mind_before"]
-    assert "bad stage did not lower" in d["fallback"]
+    assert "bad (MIND gain" in d["fallback"] and d["stages_used"] == ["good"]
 
 
 def test_chain_dead_zone_and_flat_input():

@@ -26,7 +26,7 @@ from .registry import DEFAULT_PIPELINE
 # checkpoints' errors subclass it), files that cannot be read or written (OSError) and a missing
 # optional dependency (ImportError, e.g. elastix: its message says what to install). Anything else,
 # ValueError and KeyError included, is a bug: an internal error. --debug shows every traceback.
-USER_ERRORS = (UserError, OSError, ImportError)
+USER_ERRORS = (UserError, OSError)  # a missing optional extra is a MissingDependency (a UserError)
 
 
 def _err(msg: str) -> None:

@@ -9,7 +9,7 @@ ValueError`` keeps working.
 
 from __future__ import annotations
 
-__all__ = ["UserError", "UnknownNameError"]
+__all__ = ["UserError", "UnknownNameError", "MissingDependency"]
 
 
 class UserError(ValueError):
@@ -21,3 +21,8 @@ class UnknownNameError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError's str() would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class MissingDependency(UserError, ImportError):
+    """An optional extra the chosen option needs is not installed; the message names the install command."""
+

@@ -10,8 +10,8 @@ input by that measure, and pairs that are already aligned stay at the identity.
 The chain is also the one guard step of the pipeline: each stage sees its own working size (the field is
 resized back), constant images are not registered at all, and every stage's own diagnostics are kept.
 
-diagnostics: ``method``, ``stages`` (per stage: ``name``, ``accepted``, ``gain``, its registrar's
-diagnostics), ``mind_before`` / ``mind_after`` (the policy's distance), ``confidence`` (relative gain, 0..1),
+diagnostics: ``method``, ``stages`` (per stage: ``name``, ``accepted``, ``gain`` (the chain's measure),
+``mean_shift_px``, ``diagnostics`` (its registrar's own)), ``mind_before`` / ``mind_after`` (the policy's distance), ``confidence`` (relative gain, 0..1),
 ``model`` and ``matrix`` (from a global stage, when one was accepted), ``suspect``, ``fallback``.
 """
 
@@ -24,20 +24,25 @@ import torch
 
 from .. import warp as warp_ops
 from ..stages import Registrar, RegistrationResult
-from .features import mind_distance_to
+from kornia.geometry import create_meshgrid
+
+from ..losses.mind import mind_descriptors
 
 __all__ = ["ChainRegistrar", "Stage"]
 
 
 @dataclass
 class Stage:
-    """One link of a chain: a registrar, the long side (px) it works at (``None``: the input size) and the
-    relative MIND gain it must bring to be kept."""
+    """One link of a chain: a registrar, the long side (px) it works at (``None``: the input size), the relative
+    MIND gain it must bring to be kept and, optionally, the mean displacement (fraction of the long side) below
+    which its field is not used: a global stage whose correction lies within the reach of the local stage after
+    it leaves that misalignment to the local stage."""
 
     name: str
     registrar: Registrar
     long_side: int | None = None
     min_gain: float = 0.0
+    min_shift: float = 0.0
 
 
 def _work_size(size: tuple[int, int], long_side: int | None, min_short: int = 64) -> tuple[int, int]:
@@ -57,10 +62,10 @@ class ChainRegistrar(torch.nn.Module):
         judge_long_side: working size (long side, px) of the acceptance measure.
         dead_zone: a final field whose mean displacement is below this fraction of the long side is replaced by
             the identity. Cross-modal registration has a noise floor: on aligned RoadScene *training* pairs the
-            MIND optimum lies 1.2-2.6 px (of ~500) from the hand alignment, so a sub-floor "correction" is as
-            likely noise as signal, while keeping a truly misaligned pair at the identity costs at most the
-            floor. 0.005 (2.5 px at 500 px) was chosen on 20 RoadScene training pairs per preset: aligned input
-            1.80 -> 0.35 px mean field, ``umf`` EPE 2.80 -> 2.82 px (docs/RESULTS.md, Registration).
+            MIND optimum lies 1-2.6 px (of ~500) from the hand alignment and the MRRN moves aligned pairs by ~1 px,
+            so a sub-floor "correction" is as likely noise as signal. The default chain uses 0.0035 (1.75 px at
+            500 px), chosen on 20 RoadScene training pairs per preset: aligned input 0.98 -> 0.36 px mean field
+            with ``umf`` EPE unchanged (2.68 px); 0.005 gave 0.16 px / 2.82 px (docs/RESULTS.md, Registration).
         name: reported as ``method``.
     """
 
@@ -105,10 +110,17 @@ class ChainRegistrar(torch.nn.Module):
                      confidence=0.0, mind_before=None, mind_after=None)
             return field, d
         judge_size = _work_size(size, self.judge_long_side)
-        distance = mind_distance_to(warp_ops.resize_image(fixed, judge_size))
+        desc_fixed = mind_descriptors(warp_ops.resize_image(fixed, judge_size))
 
         def judge(f: torch.Tensor) -> float:
-            return float(distance(warp_ops.resize_image(warp_ops.warp(moving, f), judge_size))[0])
+            """Mean MIND distance over the pixels whose IR sample lies inside the IR frame (replicated borders of
+            a shifted IR are not evidence against the shift)."""
+            small = warp_ops.resize_field(f, judge_size)
+            desc = mind_descriptors(warp_ops.resize_image(warp_ops.warp(moving, f), judge_size))
+            grid = create_meshgrid(*judge_size, normalized_coordinates=False, device=f.device, dtype=f.dtype)
+            inside = warp_ops.inside(grid.permute(0, 3, 1, 2) + small, judge_size)
+            per_pixel = (desc - desc_fixed).abs().mean(1, keepdim=True)
+            return float((per_pixel * inside).sum() / inside.sum().clamp_min(1.0))
 
         before = current = judge(field)
         for stage in self.stages:
@@ -116,12 +128,22 @@ class ChainRegistrar(torch.nn.Module):
             moved = warp_ops.warp(moving, field)
             kwargs = {"ir_size": ir_size} if getattr(stage.registrar, "wants_ir_size", False) else {}
             result = stage.registrar(warp_ops.resize_image(moved, work), warp_ops.resize_image(fixed, work), **kwargs)
-            candidate = warp_ops.compose(field, warp_ops.resize_field(result.field, size))
+            stage_field = warp_ops.resize_field(result.field, size)
+            candidate = warp_ops.compose(field, stage_field)
             score = judge(candidate)
             gain = 1.0 - score / max(current, 1e-12)
-            accepted = gain >= stage.min_gain and bool(torch.isfinite(candidate).all())
+            shift = float(warp_ops.magnitude(stage_field).mean())
+            reason = None
+            if not bool(torch.isfinite(candidate).all()):
+                reason = "non-finite field"
+            elif shift < stage.min_shift * max(size):
+                reason = f"moves {shift:.1f} px, within reach of the next stage"
+            elif gain < stage.min_gain:
+                reason = f"MIND gain {gain:+.1%} < {stage.min_gain:.1%}"
+            accepted = reason is None
             own = result.diagnostics[0] if result.diagnostics else {}
-            d["stages"].append({"name": stage.name, "accepted": accepted, "gain": gain, **own})
+            d["stages"].append({"name": stage.name, "accepted": accepted, "gain": gain, "mean_shift_px": shift,
+                                "reason": reason, "diagnostics": own})
             if accepted:
                 field, current = candidate, score
                 if own.get("matrix") is not None and own.get("model") is not None:
@@ -132,15 +154,15 @@ class ChainRegistrar(torch.nn.Module):
             d.update(model="identity", matrix=None, dead_zone=True)
             for s in d["stages"]:
                 s["accepted"] = False
-        rejected = [s["name"] for s in d["stages"] if not s["accepted"]]
+        rejected = [f"{s['name']} ({s['reason']})" for s in d["stages"] if not s["accepted"] and s.get("reason")]
         if d.get("dead_zone"):
             d["fallback"] = (f"registration would move the IR by {mean_shift:.2f} px on average, below the cross-modal "
                              f"noise floor ({self.dead_zone * max(size):.1f} px); kept the input")
         elif rejected:
-            d["fallback"] = (f"{', '.join(rejected)} stage{'s' if len(rejected) > 1 else ''} did not lower the MIND "
-                             "distance enough; kept the field without")
+            d["fallback"] = f"not used: {'; '.join(rejected)}"
         gain = 1.0 - current / max(before, 1e-12)
         d.update(mind_before=before, mind_after=current, confidence=max(0.0, min(1.0, gain)))
         # a stage whose own result was worse than its input (by the chain's measure) is worth a warning
         d["suspect"] = any(s["gain"] < -self.suspect_loss for s in d["stages"])
+        d["stages_used"] = [s["name"] for s in d["stages"] if s["accepted"]]
         return field, d

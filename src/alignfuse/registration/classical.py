@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import warp as _warp
+from ..errors import MissingDependency
 from ..stages import IdentityRegistrar, RegistrationResult
 
 __all__ = [
@@ -467,7 +468,7 @@ def _import_itk():
 
         itk.ParameterObject  # noqa: B018  (the elastix wrapping, not plain ITK)
     except (ImportError, AttributeError) as exc:
-        raise ImportError(ELASTIX_MISSING) from exc
+        raise MissingDependency(ELASTIX_MISSING) from exc
     return itk
 
 
@@ -475,7 +476,7 @@ class ElastixRegistrar:
     """Dense B-spline registration with elastix (Mattes mutual information), via itk-elastix.
 
     Needs the optional extra ``alignfuse[baselines]``; constructing it without ``itk-elastix``
-    raises ``ImportError`` with the install command. ``transforms`` lists elastix default
+    raises :class:`~alignfuse.errors.MissingDependency` (an ``ImportError``) with the install command. ``transforms`` lists elastix default
     parameter maps run in sequence (e.g. ``("translation", "bspline")`` for a rigid
     pre-alignment); the first metric of every map is set to ``metric``. The field is
     transformix's deformation field (unit spacing, zero origin: pixels), which already is our

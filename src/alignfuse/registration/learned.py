@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .. import warp as warp_ops
+from ..errors import UserError
 from ..stages import RegistrationResult
 
 __all__ = ["DeformableRegistrar", "pearson"]
@@ -65,12 +66,12 @@ class DeformableRegistrar(nn.Module):
         self.global_min_shift = global_min_shift
         self.global_margin = global_margin
         if global_reference not in ("reference", "visible"):
-            raise ValueError(f"global_reference must be 'reference' or 'visible', got {global_reference!r}")
+            raise UserError(f"global_reference must be 'reference' or 'visible', got {global_reference!r}")
         self.global_reference = global_reference
         if global_stage not in (None, "ecc", "phase", "mind"):
-            raise ValueError(f"global_stage must be 'ecc', 'phase', 'mind' or None, got {global_stage!r}")
+            raise UserError(f"global_stage must be 'ecc', 'phase', 'mind' or None, got {global_stage!r}")
         if criterion not in ("ncc", "mind"):
-            raise ValueError(f"criterion must be 'ncc' or 'mind', got {criterion!r}")
+            raise UserError(f"criterion must be 'ncc' or 'mind', got {criterion!r}")
         self.net = net
         self.global_stage = global_stage
         self.tolerance = tolerance
