@@ -26,7 +26,9 @@ from .registry import DEFAULT_PIPELINE
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
-def _grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, titles: list[str] | None = None) -> None:
+def image_grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, titles: list[str] | None = None,
+               dpi: int = 80) -> None:
+    """One row per (label, images) with column ``titles``, written atomically to ``path`` (PNG); images in [0, 1]."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +47,8 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, titles: list[str
         axes[r, 0].set_ylabel(name, fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)
 
@@ -80,7 +83,7 @@ def _real_pairs(raw: Path, pipe, out: Path) -> str:
         raw_ir = io.read_image(ir_path, kind="ir").data
         grid.append((stem, [pair.vis, raw_ir, result.aligned_ir, result.fused]))
     if grid:
-        _grid(grid, out / "grid.png", ["visible", "infrared as delivered", "infrared (registered)", "fused"])
+        image_grid(grid, out / "grid.png", ["visible", "infrared as delivered", "infrared (registered)", "fused"])
     return "\n".join(lines)
 
 
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         grid_rows.append((stem, [s.vis, s.ir_warp, result.aligned_ir, result.fused]))
     synth.write_manifest(out / "misaligned" / "manifest.json", spec, args.seed, entries)
     print(f"  registered, fused and scored in {time.perf_counter() - t0:.1f} s")
-    _grid(grid_rows, out / "grid.png")
+    image_grid(grid_rows, out / "grid.png")
     results = {name: summarise(r) for name, r in rows.items()}
     reg = format_table(results, ["EPE_mean", "EPE_p95", "NCC", "MSE", "MI"])
     fus = format_table(results, ["Qabf", "SSIM_mean", "CC_mean", "VIFF", "Mutinf", "Entropy"])

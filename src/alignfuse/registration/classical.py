@@ -160,6 +160,23 @@ def _finish(moving: torch.Tensor, fields: list[torch.Tensor], diags: list[dict[s
     return RegistrationResult(aligned=aligned, field=field, diagnostics=diags)
 
 
+class _PairwiseRegistrar:
+    """Registrars that work one numpy pair at a time: ``register_pair(mov, fix) -> ((2, H, W) field, diagnostics)``;
+    this runs it over the batch and warps the input with the fields (:func:`_finish`)."""
+
+    def register_pair(self, mov: np.ndarray, fix: np.ndarray) -> tuple[torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
+        _check_pair(moving, fixed)
+        fields, diags = [], []
+        for i in range(moving.shape[0]):
+            f, d = self.register_pair(_np(moving[i, 0]), _np(fixed[i, 0]))
+            fields.append(f)
+            diags.append(d)
+        return _finish(moving, fields, diags)
+
+
 # ----------------------------------------------------------------------------------------------
 # phase correlation
 # ----------------------------------------------------------------------------------------------
@@ -225,7 +242,7 @@ _MOTIONS = {
 }
 
 
-class ECCRegistrar:
+class ECCRegistrar(_PairwiseRegistrar):
     """OpenCV ``findTransformECC`` on a Gaussian pyramid, coarse to fine.
 
     ``template = fixed`` and ``input = moving``; the returned ``W`` satisfies
@@ -447,14 +464,6 @@ class ECCRegistrar:
         }
         return cur, field, diag
 
-    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
-        _check_pair(moving, fixed)
-        fields, diags = [], []
-        for i in range(moving.shape[0]):
-            f, d = self.register_pair(_np(moving[i, 0]), _np(fixed[i, 0]))
-            fields.append(f)
-            diags.append(d)
-        return _finish(moving, fields, diags)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -472,7 +481,7 @@ def _import_itk():
     return itk
 
 
-class ElastixRegistrar:
+class ElastixRegistrar(_PairwiseRegistrar):
     """Dense B-spline registration with elastix (Mattes mutual information), via itk-elastix.
 
     Needs the optional extra ``alignfuse[baselines]``; constructing it without ``itk-elastix``
@@ -551,14 +560,6 @@ class ElastixRegistrar:
         }
         return field, diag
 
-    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
-        _check_pair(moving, fixed)
-        fields, diags = [], []
-        for i in range(moving.shape[0]):
-            f, d = self.register_pair(_np(moving[i, 0]), _np(fixed[i, 0]))
-            fields.append(f)
-            diags.append(d)
-        return _finish(moving, fields, diags)
 
 
 REGISTRARS: dict[str, Callable[[], Any]] = {

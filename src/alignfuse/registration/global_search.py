@@ -191,13 +191,17 @@ def _lk_level(moving: ImagePyramid, fixed: _FixedLevel, matrix: np.ndarray, iter
     desc_m = mind_descriptors(moved)  # (1, C, h, w)
     n_params = 8 if model == "homography" else 6
     valid = inside[0, 0] * fixed.border
+    if iterations <= 0:  # the distance of ``matrix`` itself (e.g. of the identity, for the acceptance test)
+        mask = valid
+        return matrix, float(((desc_m[0] - fixed.desc).abs() * mask[None]).sum()
+                             / (mask.sum() * fixed.desc.shape[0]).clamp_min(1))
     jf = (fixed.jacobian[..., :n_params] * valid[None, ..., None]).reshape(-1, n_params)
     hess = (jf.T @ jf).double()
     hess = hess + 1e-6 * hess.diagonal().mean().clamp_min(1e-12) * torch.eye(n_params, dtype=hess.dtype)
     hess_inv = torch.linalg.inv(hess)
     residual_warp = torch.eye(3, dtype=torch.float64)
     cost = float("nan")
-    for _ in range(max(1, iterations)):
+    for _ in range(iterations):
         warped, ins = _warp_by(desc_m, (fixed.from_norm @ residual_warp @ fixed.to_norm)[None], (h, w),
                                padding_mode="border")
         mask = ins[0, 0] * valid
