@@ -99,10 +99,29 @@ def _warn_diagnostics(name: str, diagnostics: dict) -> None:
         print(f"alignfuse: warning: {name}: suspect registration ({detail})", file=sys.stderr)
 
 
+def _pipeline_options(args: argparse.Namespace) -> dict:
+    """Pipeline keyword options from the command line (only those given, so every pipeline takes the defaults)."""
+    options: dict = {}
+    if getattr(args, "rig", None):
+        options["rig"] = _read_rig(args.rig)
+    if getattr(args, "no_local", False):
+        options["local"] = False
+    return options
+
+
+def _read_rig(path: str):
+    from .registration.rig import RigModel
+
+    rig = RigModel.load(path)
+    if rig.verdict == "failed":
+        raise UserError(f"{path}: this calibration failed ({rig.reason}); calibrate again with more frames")
+    return rig
+
+
 def _load_pipeline(args: argparse.Namespace):
     from .api import load_pipeline
 
-    return load_pipeline(args.model, device=args.device, weights_dir=args.weights_dir)
+    return load_pipeline(args.model, device=args.device, weights_dir=args.weights_dir, **_pipeline_options(args))
 
 
 # ---------------------------------------------------------------------------------------------- fuse
@@ -213,6 +232,46 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.verbose:
         print(_json(result.diagnostics, default=str))
     return 0
+
+
+# ------------------------------------------------------------------------------------------ calibrate
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .registration.rig import estimate_rig
+
+    if args.ir_dir is None or args.vis_dir is None:
+        raise UserError("calibrate needs --ir-dir and --vis-dir (frames of one rig, paired by file name)")
+    names = io.read_split(Path(args.split)) if args.split else None
+    pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
+    if not pairs:
+        raise UserError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
+    if args.limit:
+        pairs = pairs[:: max(1, len(pairs) // args.limit)][: args.limit]  # spread over the sequence
+    out = Path(args.output)
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give the rig file's path (e.g. rig.json)")
+    out.parent.mkdir(parents=True, exist_ok=True)  # fail before the work, not after it
+    failures: list[str] = []
+
+    def frames():
+        for stem, ir_path, vis_path in tqdm(pairs, desc="calibrate", unit="frame"):
+            try:
+                pair = io.load_pair(ir_path, vis_path, ir_norm=_ir_norm(args))
+            except USER_ERRORS as exc:
+                failures.append(f"{stem}: {_message(exc)}")
+                continue
+            yield stem, pair.ir, pair.vis_y, pair.ir_size
+
+    rig, estimates = estimate_rig(frames())
+    rig.save(out)
+    spread = rig.spread_px
+    print(f"rig: {rig.model}, {rig.frames.get('agreed', 0)}/{rig.frames.get('frames', 0)} frames agree"
+          + (f", corner spread RMS {spread['corner_rms']:.2f} px (max {spread['corner_max']:.2f})" if spread else "")
+          + f"; verdict {rig.verdict}: {rig.reason} -> {out}")
+    for line in failures + unpaired:
+        print(f"alignfuse: warning: skipped {line}", file=sys.stderr)
+    return 0 if rig.verdict != "failed" else 1
 
 
 # --------------------------------------------------------------------------------------------- synth
@@ -373,6 +432,9 @@ def _common(p: argparse.ArgumentParser, pipeline: bool = True) -> None:
                        "see `alignfuse models`)")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
         p.add_argument("--weights-dir", help="folder of NAME.safetensors + NAME.json to use instead of the shipped weights")
+        p.add_argument("--rig", help="rig file from `alignfuse calibrate`: its IR->visible model replaces the per-frame "
+                       "global search (pipelines default, default+gff)")
+        p.add_argument("--no-local", action="store_true", help="skip the local (MRRN) stage of the default registration")
     p.add_argument("--resize-ir", action="store_true", help="accepted for compatibility: an IR of another size is "
                    "always resampled onto the VIS grid (fields refer to the resampled IR; see README, Conventions)")
     p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
@@ -418,6 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print the registration diagnostics as JSON")
     _common(p)
     p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("calibrate", help="estimate one IR->visible model of a fixed rig from many frames (rig.json)")
+    p.add_argument("--ir-dir", help="infrared frames")
+    p.add_argument("--vis-dir", help="visible frames (paired by file name)")
+    p.add_argument("--split", help="only the names listed in this file")
+    p.add_argument("--limit", type=_positive_int, help="use at most N frames, spread over the sequence")
+    p.add_argument("-o", "--output", required=True, help="rig file to write (JSON)")
+    p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
+                   help="16-bit IR normalisation, as in `fuse`")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("synth", help="write a misaligned test set with ground-truth fields")
     p.add_argument("--data", required=True, help="folder with ir/ and vi/")

@@ -8,8 +8,10 @@ naming the missing file.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -167,11 +169,16 @@ def mrrn_gff(weights_dir: str | Path | None = None, global_stage: str | None = "
 
 
 def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, local_min_gain: float = 0.035,
-                  global_min_gain: float = 0.02, global_min_shift: float = 0.015, dead_zone: float = 0.0035):
+                  global_min_gain: float = 0.02, global_min_shift: float = 0.015, dead_zone: float = 0.0035,
+                  rig: str | Path | None = None):
     """The default registration: the cross-modal global search (real rigs: offset, field of view, roll,
     perspective) then, for what a global model cannot express (parallax, lens differences, elastic residuals),
     the shipped MRRN on the visible luminance at 384 px; each kept only when it lowers the MIND distance by its
     ``min_gain`` (relative), so aligned pairs stay at the identity (``registration/chain.py``).
+
+    ``rig``: a rig file written by ``alignfuse calibrate`` (or a :class:`~alignfuse.registration.RigModel`): its
+    homography replaces the per-frame global search and is always applied (no gate, no dead zone); the local
+    stage still runs unless ``local=False``.
 
     All thresholds were chosen on *training* pairs (RoadScene ``train.txt``, ``roadscene_raw`` train names):
 
@@ -182,25 +189,31 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
       which was trained on the hand-aligned RoadScene ground truth, while the MIND optimum of the global stage
       sits 1-2 px from it (``umf`` train EPE 2.93 -> 2.82 px);
     * dead_zone: see :class:`~alignfuse.registration.ChainRegistrar`."""
-    from .registration import ChainRegistrar, GlobalSearchRegistrar, Stage
+    from .registration import ChainRegistrar, GlobalSearchRegistrar, RigRegistrar, Stage
 
-    stages = [Stage("global", GlobalSearchRegistrar(min_gain=global_min_gain), None, global_min_gain,
-                    global_min_shift if local else 0.0)]
+    if rig is not None:
+        stages = [Stage("rig", RigRegistrar(rig), None, -math.inf, 0.0)]
+        dead_zone = 0.0
+    else:
+        stages = [Stage("global", GlobalSearchRegistrar(min_gain=global_min_gain), None, global_min_gain,
+                        global_min_shift if local else 0.0)]
     if local:
         stages.append(Stage("local", _umf_registrar(None, weights_dir, "mind"), REGISTER_LONG_SIDE, local_min_gain))
-    return ChainRegistrar(stages, dead_zone=dead_zone, name="global+mrrn" if local else "global")
+    first = "rig" if rig is not None else "global"
+    return ChainRegistrar(stages, dead_zone=dead_zone, name=f"{first}+mrrn" if local else first)
 
 
 @register_pipeline("default", _desc("what `alignfuse fuse` uses: cross-modal global search (translation, field of "
                                     "view, anisotropic scale, roll, perspective) + MRRN local stage, each kept only "
                                     "when it helps; DIFN fusion", "mrrn", "difn"))
-def default(weights_dir: str | Path | None = None, local: bool = True, **registration: float) -> Pipeline:
+def default(weights_dir: str | Path | None = None, local: bool = True, **registration: Any) -> Pipeline:
     return Pipeline(IdentityTranslator(), rig_registrar(weights_dir, local, **registration),
                     NetFuser(load_difn(weights_dir)), name="default")
 
 
 @register_pipeline("default+gff", _desc("the default registration, guided-filter fusion", "mrrn"))
-def default_gff(weights_dir: str | Path | None = None, local: bool = True) -> Pipeline:
+def default_gff(weights_dir: str | Path | None = None, local: bool = True, **registration: Any) -> Pipeline:
     from .baselines import FUSERS
 
-    return Pipeline(IdentityTranslator(), rig_registrar(weights_dir, local), FUSERS["gff"](), name="default+gff")
+    return Pipeline(IdentityTranslator(), rig_registrar(weights_dir, local, **registration), FUSERS["gff"](),
+                    name="default+gff")

@@ -1,0 +1,143 @@
+"""Fixed rigs: rig files, the consensus of per-frame estimates, the rig as a global stage, `calibrate` / `--rig`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from alignfuse import cli, io
+from alignfuse.errors import UserError
+from alignfuse.registration.rig import (FrameEstimate, RigModel, RigRegistrar, _ir_to_grid, consensus, corner_error,
+                                        frame_corners)
+from alignfuse.synth_rig import deliver_ir, example_rig, jittered, true_field
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+VIS, IRS = (256, 192), (256, 205)
+
+
+def _rig() -> np.ndarray:
+    return example_rig(VIS, IRS, shift=(9.0, -6.0), scale=0.9, angle_deg=2.0, perspective=1e-5)
+
+
+def test_rig_file_round_trip(tmp_path):
+    rig = RigModel(_rig(), VIS, IRS, "homography", {"frames": 5, "agreed": 4}, {"corner_rms": 0.5}, "ok", "fine")
+    path = rig.save(tmp_path / "rig.json")
+    back = RigModel.load(path)
+    np.testing.assert_allclose(back.matrix, rig.matrix)
+    assert (back.vis_size, back.ir_size, back.verdict) == (VIS, IRS, "ok")
+    text = json.loads(path.read_text())
+    assert "raw IR pixel" in text["convention"] and text["frames"]["agreed"] == 4
+
+
+@pytest.mark.parametrize("content, what", [
+    ("{not json", "invalid JSON"),
+    ('{"format": "other"}', "format"),
+    ('{"format": "alignfuse-rig/1", "matrix": [[1, 0], [0, 1]], "vis_size": [4, 4], "ir_size": [4, 4]}', "3x3"),
+    ('{"format": "alignfuse-rig/1", "matrix": [[1, 0, NaN], [0, 1, 0], [0, 0, 1]], "vis_size": [4, 4], '
+     '"ir_size": [4, 4]}', "finite"),
+    ('{"format": "alignfuse-rig/1", "matrix": [[0, 0, 0], [0, 0, 0], [0, 0, 1]], "vis_size": [4, 4], '
+     '"ir_size": [4, 4]}', "singular"),
+    ('{"format": "alignfuse-rig/1", "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "vis_size": [4, -1], '
+     '"ir_size": [4, 4]}', "vis_size"),
+    ('{"format": "alignfuse-rig/1", "matrix": "eye", "vis_size": [4, 4], "ir_size": [4, 4]}', "3x3"),
+])
+def test_corrupt_rig_file_is_a_user_error_naming_it(tmp_path, content, what):
+    path = tmp_path / "rig.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=what) as info:
+        RigModel.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_consensus_averages_the_agreeing_frames_and_drops_the_outlier():
+    rng = np.random.default_rng(0)
+    truth = _ir_to_grid(VIS, IRS) @ _rig()
+    estimates = [FrameEstimate(f"f{i}", _ir_to_grid(VIS, IRS) @ jittered(_rig(), 0.4, rng), 0.3, None)
+                 for i in range(12)]
+    estimates.append(FrameEstimate("wrong", _ir_to_grid(VIS, IRS) @ jittered(_rig(), 40.0, rng), 0.3, None))
+    estimates.append(FrameEstimate("flat", np.eye(3), 0.0, "no global alignment lowers the MIND distance"))
+    rig = consensus(estimates, VIS, IRS)
+    assert rig.verdict == "ok"
+    assert rig.frames == {"frames": 14, "confident": 13, "agreed": 12}
+    # 12 frames of 0.4 px jitter: the mean is within ~0.4 / sqrt(12) of the truth, far below one frame's error
+    assert corner_error(rig.grid_matrix(), truth, VIS) < 0.5
+    assert 0.1 < rig.spread_px["corner_rms"] < 1.5
+
+
+def test_consensus_without_enough_confident_frames_fails_or_keeps_identity():
+    flat = [FrameEstimate(f"f{i}", np.eye(3), 0.0, "kept the input") for i in range(3)]
+    assert consensus(flat, VIS, VIS).model == "identity" and consensus(flat, VIS, VIS).verdict == "ok"
+    one = [FrameEstimate("a", np.eye(3), 0.5, None), FrameEstimate("b", np.eye(3), 0.0, "kept")]
+    assert consensus(one, VIS, VIS).verdict == "failed"
+
+
+def test_rig_registrar_field_is_the_rig_and_sizes_are_checked():
+    rig = RigModel(_rig(), VIS, IRS)
+    reg = RigRegistrar(rig)
+    moving = torch.rand(1, 1, VIS[1], VIS[0])
+    result = reg(moving, moving, ir_size=IRS)
+    np.testing.assert_allclose(result.field[0].numpy(), true_field(_rig(), VIS, IRS), atol=1e-3)
+    assert result.diagnostics[0]["method"] == "rig"
+    with pytest.raises(UserError, match="calibrated for visible 256x192"):
+        reg(moving, moving, ir_size=(320, 256))
+
+
+def _write_rig_frames(folder: Path, n: int = 3, jitter: float = 0.2) -> np.ndarray:
+    """n frames of the sample FLIR pairs through one rig (visible 256x192, IR 256x205) -> the rig."""
+    (folder / "ir").mkdir(parents=True)
+    (folder / "vi").mkdir()
+    rng = np.random.default_rng(1)
+    stems = ["FLIR_00211", "FLIR_04593", "FLIR_06282"]
+    for i in range(n):
+        pair = io.load_pair(SAMPLES / "ir" / f"{stems[i % 3]}.jpg", SAMPLES / "vi" / f"{stems[i % 3]}.jpg")
+        vis = cv2.resize(pair.vis, VIS, interpolation=cv2.INTER_AREA)
+        ir = cv2.resize(pair.ir, VIS, interpolation=cv2.INTER_AREA)
+        io.write_image(folder / "vi" / f"frame{i:03d}.png", vis)
+        io.write_image(folder / "ir" / f"frame{i:03d}.png", deliver_ir(ir, jittered(_rig(), jitter, rng), IRS))
+    return _rig()
+
+
+def test_calibrate_then_fuse_and_register_with_the_rig(tmp_path, capsys):
+    truth = _write_rig_frames(tmp_path)
+    rig_path = tmp_path / "rig.json"
+    assert cli.main(["calibrate", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "vi"),
+                     "-o", str(rig_path)]) == 0
+    assert "verdict ok" in capsys.readouterr().out
+    rig = RigModel.load(rig_path)
+    assert rig.vis_size == VIS and rig.ir_size == IRS and rig.frames["agreed"] == 3
+    # the sample pairs are hand-aligned to ~1-2 px; the rig must be found to within a few px at the corners
+    assert corner_error(rig.grid_matrix(), _ir_to_grid(VIS, IRS) @ truth, VIS) < 4.0
+    field_path = tmp_path / "field.npy"
+    assert cli.main(["register", str(tmp_path / "ir" / "frame000.png"), str(tmp_path / "vi" / "frame000.png"),
+                     "-o", str(tmp_path / "aligned.png"), "--field", str(field_path), "--rig", str(rig_path),
+                     "--no-local"]) == 0
+    np.testing.assert_allclose(np.load(field_path), true_field(rig.matrix, VIS, IRS), atol=1e-2)
+    assert cli.main(["fuse", str(tmp_path / "ir" / "frame001.png"), str(tmp_path / "vi" / "frame001.png"),
+                     "-o", str(tmp_path / "fused.png"), "--rig", str(rig_path), "--model", "default+gff"]) == 0
+    assert (tmp_path / "fused.png").exists()
+
+
+def test_rig_of_another_size_is_a_clear_error(tmp_path, capsys):
+    rig_path = RigModel(_rig(), VIS, IRS).save(tmp_path / "rig.json")
+    code = cli.main(["register", str(SAMPLES / "ir" / "FLIR_00211.jpg"), str(SAMPLES / "vi" / "FLIR_00211.jpg"),
+                     "-o", str(tmp_path / "a.png"), "--rig", str(rig_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "calibrated for visible 256x192" in err and str(rig_path) in err
+    assert err.count("\n") == 1
+
+
+def test_rig_with_a_pipeline_that_has_no_global_stage_is_a_user_error(tmp_path, capsys):
+    rig_path = RigModel(_rig(), VIS, IRS).save(tmp_path / "rig.json")
+    code = cli.main(["register", str(SAMPLES / "ir" / "FLIR_00211.jpg"), str(SAMPLES / "vi" / "FLIR_00211.jpg"),
+                     "-o", str(tmp_path / "a.png"), "--rig", str(rig_path), "--model", "identity+average"])
+    assert code == 2 and "rig" in capsys.readouterr().err
+
+
+def test_frame_corners_order():
+    c = frame_corners(np.eye(3), (10, 5))
+    np.testing.assert_array_equal(c, [[0, 0], [9, 0], [0, 4], [9, 4]])
