@@ -141,3 +141,21 @@ def test_rig_with_a_pipeline_that_has_no_global_stage_is_a_user_error(tmp_path, 
 def test_frame_corners_order():
     c = frame_corners(np.eye(3), (10, 5))
     np.testing.assert_array_equal(c, [[0, 0], [9, 0], [0, 4], [9, 4]])
+
+
+def test_joint_refinement_recovers_one_matrix_shared_by_several_frames():
+    from alignfuse.registration.global_search import refine_matrix_joint
+
+    rng = np.random.default_rng(3)
+    truth = np.array([[1.02, 0.01, 3.2], [-0.01, 0.99, -2.1], [0.0, 0.0, 1.0]])
+    movings, fixeds = [], []
+    for _ in range(2):
+        scene = cv2.GaussianBlur(rng.random((160, 200)).astype(np.float32), (0, 0), 5.0)
+        scene = (scene - scene.min()) / (scene.max() - scene.min())
+        # moving sampled at truth @ p equals fixed at p (warpPerspective: dst(u) = src(truth^-1 u))
+        moving = cv2.warpPerspective(scene, truth, (200, 160), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT)
+        movings.append(torch.from_numpy(moving)[None, None])
+        fixeds.append(torch.from_numpy(scene)[None, None])
+    found, _ = refine_matrix_joint(movings, fixeds, np.eye(3), (100, 200), (30, 30), ("affine", "affine"))
+    assert corner_error(found, truth, (200, 160)) < 0.3

@@ -40,7 +40,7 @@ from ..losses.mind import mind_descriptors
 from ..stages import RegistrationResult
 from .features import orientation_field, sobel
 
-__all__ = ["GlobalSearchRegistrar", "refine_matrix", "describe_model"]
+__all__ = ["GlobalSearchRegistrar", "refine_matrix", "refine_matrix_joint", "describe_model"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,35 +179,57 @@ class _FixedLevel:
 def _lk_level(moving: ImagePyramid, fixed: _FixedLevel, matrix: np.ndarray, iterations: int,
               model: str) -> tuple[np.ndarray, float]:
     """One pyramid level: refine ``matrix`` (pixels of this level, both images) so MIND(moving @ matrix) matches
-    MIND(fixed).
+    MIND(fixed). The single-frame case of :func:`_lk_level_joint`."""
+    return _lk_level_joint([moving], [fixed], matrix, iterations, model)
 
-    The IR is warped by the current estimate once (from the pyramid level of matching resolution) and its
+
+def _lk_level_joint(movings: Sequence[ImagePyramid], fixeds: Sequence[_FixedLevel], matrix: np.ndarray,
+                    iterations: int, model: str) -> tuple[np.ndarray, float]:
+    """Refine one ``matrix`` (pixels of this level) shared by several frame pairs of the same size (a fixed rig),
+    minimising the summed MIND residuals of all of them -> (matrix, mean MIND distance).
+
+    Each IR is warped by the current estimate once (from the pyramid level of matching resolution) and its
     descriptors are computed on that image, so only a small residual warp is fitted; the Jacobian lives on the
-    fixed (visible) descriptors (inverse compositional): each iteration costs one descriptor warp and a 6x6 /
-    8x8 solve."""
-    h, w = fixed.size
-    to_full = np.linalg.inv(_scale_matrix(moving.size, (h, w)))
-    moved, inside = moving.read((to_full @ matrix)[None], (h, w), padding_mode="border")
-    desc_m = mind_descriptors(moved)  # (1, C, h, w)
+    fixed (visible) descriptors (inverse compositional): each iteration costs one descriptor warp per frame and a
+    6x6 / 8x8 solve of the summed normal equations."""
+    h, w = fixeds[0].size
     n_params = 8 if model == "homography" else 6
-    valid = inside[0, 0] * fixed.border
+    frames = []  # (moved descriptors, valid mask, masked Jacobian (N, P)) per frame
+    hess = torch.zeros(n_params, n_params, dtype=torch.float64)
+    for moving, fixed in zip(movings, fixeds):
+        to_full = np.linalg.inv(_scale_matrix(moving.size, (h, w)))
+        moved, inside = moving.read((to_full @ matrix)[None], (h, w), padding_mode="border")
+        valid = inside[0, 0] * fixed.border
+        jf = (fixed.jacobian[..., :n_params] * valid[None, ..., None]).reshape(-1, n_params) if iterations > 0 else None
+        if jf is not None:
+            hess += (jf.T @ jf).double()
+        frames.append((mind_descriptors(moved), valid, jf))
+
+    def distance(warp: torch.Tensor | None) -> tuple[float, list[torch.Tensor]]:
+        total, count, residuals = 0.0, 0.0, []
+        for (desc_m, valid, _), fixed in zip(frames, fixeds):
+            if warp is None:
+                mask, warped = valid, desc_m[0]
+            else:
+                warped, ins = _warp_by(desc_m, warp[None], (h, w), padding_mode="border")
+                warped, mask = warped[0], ins[0, 0] * valid
+            r = (warped - fixed.desc) * mask[None]
+            total += float(r.abs().sum())
+            count += float(mask.sum()) * fixed.desc.shape[0]
+            residuals.append(r)
+        return total / max(count, 1.0), residuals
+
     if iterations <= 0:  # the distance of ``matrix`` itself (e.g. of the identity, for the acceptance test)
-        mask = valid
-        return matrix, float(((desc_m[0] - fixed.desc).abs() * mask[None]).sum()
-                             / (mask.sum() * fixed.desc.shape[0]).clamp_min(1))
-    jf = (fixed.jacobian[..., :n_params] * valid[None, ..., None]).reshape(-1, n_params)
-    hess = (jf.T @ jf).double()
+        return matrix, distance(None)[0]
+    fixed = fixeds[0]  # same size, so the same normalisation for every frame
     hess = hess + 1e-6 * hess.diagonal().mean().clamp_min(1e-12) * torch.eye(n_params, dtype=hess.dtype)
     hess_inv = torch.linalg.inv(hess)
     residual_warp = torch.eye(3, dtype=torch.float64)
     cost = float("nan")
     for _ in range(iterations):
-        warped, ins = _warp_by(desc_m, (fixed.from_norm @ residual_warp @ fixed.to_norm)[None], (h, w),
-                               padding_mode="border")
-        mask = ins[0, 0] * valid
-        r = (warped[0] - fixed.desc) * mask[None]
-        cost = float(r.abs().sum() / (mask.sum() * fixed.desc.shape[0]).clamp_min(1))
-        dp = hess_inv @ (jf.T @ r.flatten()).double()
+        cost, residuals = distance(fixed.from_norm @ residual_warp @ fixed.to_norm)
+        rhs = sum((jf.T @ r.flatten()).double() for (_, _, jf), r in zip(frames, residuals))
+        dp = hess_inv @ rhs
         if not torch.isfinite(dp).all():
             break
         d = torch.eye(3, dtype=torch.float64)
@@ -245,6 +267,24 @@ def refine_matrix(moving: torch.Tensor | ImagePyramid, fixed: torch.Tensor, matr
         work = fix.size
         m, cost = _lk_level(pyr, fix, _rescale(matrix, full, work), its, model)
         matrix = _rescale(m, work, full)
+    return matrix, cost
+
+
+def refine_matrix_joint(movings: Sequence[torch.Tensor], fixeds: Sequence[torch.Tensor], matrix: np.ndarray,
+                        sizes: Sequence[int] = (384, 640), iterations: Sequence[int] = (10, 8),
+                        models: Sequence[str] = ("homography", "homography")) -> tuple[np.ndarray, float]:
+    """:func:`refine_matrix` for one matrix shared by several pairs of one size (a fixed rig): the residuals of
+    every pair enter one Gauss-Newton step. movings, fixeds: (1, 1, H, W) each, all on the same grid."""
+    full = tuple(fixeds[0].shape[-2:])
+    pyrs = [ImagePyramid(m) for m in movings]
+    matrix = np.asarray(matrix, dtype=np.float64)
+    cost = float("nan")
+    for size, its, model in zip(sizes, iterations, models):
+        levels = [_FixedLevel(_resized(f, size)) for f in fixeds]
+        work = levels[0].size
+        m, cost = _lk_level_joint(pyrs, levels, _rescale(matrix, full, work), its, model)
+        matrix = _rescale(m, work, full)
+        del levels
     return matrix, cost
 
 

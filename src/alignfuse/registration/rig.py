@@ -68,6 +68,7 @@ class RigModel:
     verdict: str = "ok"
     reason: str = ""
     source: str = ""
+    agreeing: list[int] = dc_field(default_factory=list)  # indices of the agreeing frames (calibration only)
 
     def grid_matrix(self) -> np.ndarray:
         """Sampling matrix on the visible grid: visible pixel -> pixel of the IR resampled onto that grid."""
@@ -179,6 +180,8 @@ def consensus(estimates: list[FrameEstimate], vis_size: Size, ir_size: Size, min
     deviation = np.linalg.norm(corners - median, axis=2).max(axis=1)  # (N,) worst corner per frame
     agree = deviation <= tol
     counts["agreed"] = int(agree.sum())
+    index = {id(e): i for i, e in enumerate(estimates)}
+    agreeing = [index[id(e)] for e, ok in zip(confident, agree) if ok]
     if counts["agreed"] < 2:
         return RigModel(to_raw, vis_size, ir_size, "identity", counts, {}, "failed",
                         f"the {len(confident)} confident frames disagree (no two within {tol:.1f} px at the corners)")
@@ -195,15 +198,48 @@ def consensus(estimates: list[FrameEstimate], vis_size: Size, ir_size: Size, min
     else:
         verdict, reason = "weak", (f"only {counts['agreed']} of {len(confident)} confident frames agree; calibrate "
                                    "on more frames with structure in both images")
-    return RigModel(to_raw @ grid, vis_size, ir_size, describe_model(grid, (h, w)), counts, spread, verdict, reason)
+    return RigModel(to_raw @ grid, vis_size, ir_size, describe_model(grid, (h, w)), counts, spread, verdict, reason,
+                    agreeing=agreeing)
+
+
+def refine_rig(rig: RigModel, frames: list[tuple[np.ndarray, np.ndarray]], long_side: int = 640) -> RigModel:
+    """Refine the consensus with every given frame at once (:func:`refine_matrix_joint`: one Gauss-Newton problem
+    over all their MIND residuals, at 384 px then up to ``long_side``): the per-frame estimates each see one scene
+    and scatter by 1-2 % at the corners; together they constrain the rig far better. frames: (ir on the visible
+    grid, visible luminance), (H, W) float. A refinement that moves a corner by more than the consensus tolerance
+    is not trusted (it is reported and the consensus kept)."""
+    from .global_search import refine_matrix_joint
+
+    if len(frames) < 2 or rig.model == "identity":
+        return rig
+    h, w = frames[0][1].shape
+    top = min(long_side, max(h, w))
+    sizes = (384, top) if top > 384 else (top,)
+    movings = [torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None] for ir, _ in frames]
+    fixeds = [torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None, None] for _, v in frames]
+    with torch.no_grad():
+        grid, _ = refine_matrix_joint(movings, fixeds, rig.grid_matrix(), sizes, (10,) * len(sizes),
+                                      ("homography",) * len(sizes))
+    moved = corner_error(grid, rig.grid_matrix(), rig.vis_size)
+    rig.frames["refined_with"] = len(frames)
+    rig.spread_px["refinement_shift"] = moved
+    if not np.all(np.isfinite(grid)) or moved > rig.spread_px.get("tolerance", 3.0):
+        rig.reason += f"; joint refinement moved a corner by {moved:.1f} px, kept the consensus"
+        return rig
+    rig.matrix = np.linalg.inv(_ir_to_grid(rig.vis_size, rig.ir_size)) @ grid
+    rig.model = describe_model(grid, (h, w))
+    return rig
 
 
 def estimate_rig(frames: Iterable[tuple[str, np.ndarray, np.ndarray, Size]], registrar: GlobalSearchRegistrar | None = None,
-                 min_confidence: float = 0.02, tolerance_px: float | None = None) -> tuple[RigModel, list[FrameEstimate]]:
+                 min_confidence: float = 0.02, tolerance_px: float | None = None,
+                 refine_frames: int = 12) -> tuple[RigModel, list[FrameEstimate]]:
     """frames: (name, ir on the visible grid (H, W), visible luminance (H, W), raw IR size (w, h)), all of one
-    rig (same sizes) -> (rig, per-frame estimates)."""
+    rig (same sizes) -> (rig, per-frame estimates). The ``refine_frames`` most confident frames are kept in memory
+    for the joint refinement of the consensus (:func:`refine_rig`; 0: no refinement)."""
     registrar = registrar or GlobalSearchRegistrar()
     estimates: list[FrameEstimate] = []
+    kept: list[tuple[float, int, np.ndarray, np.ndarray]] = []  # (confidence, index, ir, vis_y), best first
     sizes: tuple[Size, Size] | None = None
     for name, ir, vis_y, ir_size in frames:
         vis_size = (vis_y.shape[1], vis_y.shape[0])
@@ -213,10 +249,18 @@ def estimate_rig(frames: Iterable[tuple[str, np.ndarray, np.ndarray, Size]], reg
             raise UserError(f"{name}: visible {vis_size[0]}x{vis_size[1]} / IR {ir_size[0]}x{ir_size[1]} differ from the "
                             f"first frame's ({sizes[0][0]}x{sizes[0][1]} / {sizes[1][0]}x{sizes[1][1]}); one rig, one size")
         same = tuple(ir_size) == vis_size
-        estimates.append(estimate_frame(registrar, name, ir, vis_y, None if same else tuple(ir_size)))
+        estimate = estimate_frame(registrar, name, ir, vis_y, None if same else tuple(ir_size))
+        estimates.append(estimate)
+        if refine_frames > 0 and estimate.fallback is None:
+            kept.append((estimate.confidence, len(estimates) - 1, ir, vis_y))
+            kept = sorted(kept, key=lambda t: -t[0])[:refine_frames]
     if sizes is None:
         raise UserError("no frames to calibrate from")
-    return consensus(estimates, sizes[0], sizes[1], min_confidence, tolerance_px), estimates
+    rig = consensus(estimates, sizes[0], sizes[1], min_confidence, tolerance_px)
+    if rig.verdict != "failed":
+        agreeing = set(rig.agreeing)
+        rig = refine_rig(rig, [(ir, v) for _, i, ir, v in kept if i in agreeing])
+    return rig, estimates
 
 
 class RigRegistrar:

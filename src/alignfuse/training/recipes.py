@@ -16,7 +16,7 @@ import torch
 from .. import checkpoints
 from ..errors import UnknownNameError, UserError
 from ..learned_stages import weights_path
-from .data import load_bank, pick_image, resize_bank, shifted_crops
+from .data import load_bank, paired_crops, pick_image, resize_bank, shifted_crops
 from .loop import LoopConfig, TrainLoop, setup_distributed
 
 __all__ = ["RECIPES", "COMMON_KEYS", "TrainArgs", "run_recipe"]
@@ -107,6 +107,15 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                   "checkpoint_every": 500, "log_every": 50},
         "tiny": {"net": "cpu", "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "loss": "paper",
                  "checkpoint_every": 1, "log_every": 1},
+    },
+    # PWF (the default pipeline's fuser): pyramid-weight fusion, unsupervised (losses/pwf.py), aligned training
+    # pairs. target: intensity target of the loss, "max" (max(IR, VIS)) or "svs" (DIFN's saliency weights, here
+    # computed on each crop).
+    "pwf": {
+        "cpu": {"net": "cpu", "steps": 3000, "batch": 8, "crop": 128, "lr": 1e-3, "w_ssim": 1.0, "w_grad": 30.0,
+                "w_int": 1.0, "target": "max", "checkpoint_every": 100, "log_every": 20},
+        "tiny": {"net": "tiny", "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "w_ssim": 1.0, "w_grad": 10.0,
+                 "w_int": 1.0, "target": "max", "checkpoint_every": 1, "log_every": 1},
     },
 }
 
@@ -444,7 +453,38 @@ def _difn(args: TrainArgs, cfg: dict[str, Any]):
     return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
 
 
-_BUILDERS: dict[str, Callable] = {"rfvif": _rfvif, "cpstn": _cpstn, "mrrn": _mrrn, "difn": _difn}
+def _pwf(args: TrainArgs, cfg: dict[str, Any]):
+    from ..losses.pwf import PWFLoss
+    from ..models.pwf import build_pwf
+
+    dist = setup_distributed(args.device)
+    torch.manual_seed(int(cfg["seed"]))
+    net = build_pwf(cfg["net"]).to(dist.device)
+    loss_fn = PWFLoss(w_ssim=cfg["w_ssim"], w_grad=cfg["w_grad"], w_int=cfg["w_int"], target=cfg["target"])
+    model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    bank = load_bank(args.data, args.split)
+
+    def step(rng, _step: int) -> dict[str, float]:
+        vis, ir = (t.to(dist.device) for t in paired_crops(bank, rng, cfg["batch"], cfg["crop"], colour=False))
+        total, terms = loss_fn(model(ir, vis).fused, ir, vis)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return terms
+
+    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg["seed"]), checkpoint_every=cfg["checkpoint_every"],
+                          log_every=cfg["log_every"])
+    run_cfg = {**cfg, "data": str(args.data), "split": str(args.split), "training_ir": "ground-truth aligned IR"}
+
+    def export(loop: TrainLoop) -> None:
+        checkpoints.save_weights(net, args.out / "export", "pwf", dict(net.config),
+                                 training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
+
+    return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
+
+
+_BUILDERS: dict[str, Callable] = {"rfvif": _rfvif, "cpstn": _cpstn, "mrrn": _mrrn, "difn": _difn, "pwf": _pwf}
 
 
 def run_recipe(args: TrainArgs) -> dict[str, float]:
