@@ -161,7 +161,7 @@ def test_mind_similarity_in_registration_loss_is_cross_modal():
 def test_mind_pipeline_recovers_known_shift_on_real_sample_pair():
     """`mind+gff` on the committed RoadScene sample FLIR_00211 (IR shifted by (5, -3) px, VIS as is): the field
     comes back within 1 px (measured -5.38, 2.33). Not every pair works: on FLIR_06282 a wrong global start wins
-    (median field (-9.4, 1.0)), see docs/RESULTS.md §8.1."""
+    (median field (-9.4, 1.0)), see docs/RESULTS.md §1.6."""
     from pathlib import Path
 
     from alignfuse import io

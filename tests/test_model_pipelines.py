@@ -193,7 +193,7 @@ def test_cross_modal_global_stage_and_mind_criterion():
 def test_shipped_registration_recovers_shift_on_real_pair(stem):
     """Users never get 'registration does nothing': a (5, -3) px shift is recovered within 1 px by the
     shipped MRRN (MIND global stage + MRRN on the visible luminance). The other samples are documented in
-    docs/RESULTS.md §9 (FLIR_04593 and FLIR_06282 end 1.3 and 1.6 px off in x)."""
+    docs/RESULTS.md §1.7 (FLIR_04593 and FLIR_06282 end 1.3 and 1.6 px off in x)."""
     from alignfuse import io
     from alignfuse.api import register_arrays
 

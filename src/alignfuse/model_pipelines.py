@@ -141,13 +141,13 @@ def _vis_reference_pipeline(fuser: nn.Module, name: str, weights_dir: str | Path
     """No translator: the registrar compares the IR with the visible luminance (fallback judged by MIND).
 
     With a global stage the network also runs from the identity and the start with the better final MIND
-    similarity wins (margin 0, chosen on 40 RoadScene *training* pairs per preset, docs/RESULTS.md §9); with
+    similarity wins (margin 0, chosen on 40 RoadScene *training* pairs per preset, docs/RESULTS.md §1.7); with
     ``global_min_shift`` instead, the global field is kept only when it is that large, with one network pass."""
     margin = GLOBAL_MARGIN if global_stage is not None and global_min_shift is None else None
     registrar = _umf_registrar(global_stage, weights_dir, "mind", margin, global_min_shift=global_min_shift)
     if getattr(registrar.net, "inputs", "image") != "mind":
         warnings.warn(f"{name}: the registration network reads image intensities, not MIND descriptors; against the "
-                      "visible luminance such networks did not learn here (docs/RESULTS.md §9)", stacklevel=3)
+                      "visible luminance such networks did not learn here (docs/RESULTS.md §1.10)", stacklevel=3)
     return Pipeline(IdentityTranslator(), registrar, fuser, register_long_side=register_long_side, name=name)
 
 

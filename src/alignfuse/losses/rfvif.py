@@ -15,7 +15,7 @@ loss (L1 between |Laplacian F| and max(|Laplacian VIS|, |Laplacian IR_gt|)). Def
 because without ImageNet VGG weights the perceptual term is computed on a fixed gradient pyramid whose
 magnitude is ~10x below the pixel L1, so the pixel term (which alone yields the source average) dominates
 and the output loses contrast and edges. Off in every shipped recipe: one 8000-step CPU run with weight 10
-did not raise Qabf or SD (docs/RESULTS.md §7.1).
+did not raise Qabf or SD (docs/RESULTS.md §3.7).
 
 Not in the paper either: ``teacher_weight * L1(f, teacher)`` where ``teacher`` is a fusion of the *aligned*
 pair by another method (the shipped CPU recipe uses guided-filtering fusion of the VIS and the GT-aligned IR).

@@ -31,7 +31,7 @@ __all__ = ["DIFN_CONFIGS", "RDB", "FuseModule", "PaperFuseModule", "DIFN", "buil
 DIFN_CONFIGS: dict[str, dict[str, Any]] = {
     "paper": {"nfeats": 64},  # official FusionNet(64): 0.629 M params
     "cpu": {"nfeats": 16},  # spec §5: ~1.2 s/iter at batch 8 @128^2 on 2 cores
-    # all DIFN layers run at full resolution, so cost ~ nfeats^2 (trained in RESULTS §8.6, not shipped)
+    # all DIFN layers run at full resolution, so cost ~ nfeats^2 (trained in docs/RESULTS.md §2.5, not shipped)
     "fast": {"nfeats": 8},
 }
 

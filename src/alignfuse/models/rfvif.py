@@ -89,7 +89,7 @@ class RFVIFConfig:
         vis_skip: [EXTENSION, not in the paper] feed the full-resolution visible head features to the
             reconstruction convs beside the nearest-upsampled H/2 features. In the paper's design every path to
             the output passes through H/2, so a narrow network cannot return full-resolution edges; the visible
-            image is the reference frame, so this skip adds no misaligned content (docs/RESULTS.md §8).
+            image is the reference frame, so this skip adds no misaligned content (docs/RESULTS.md §3.1).
     """
 
     width: int = 64
@@ -151,7 +151,7 @@ RFVIF_CONFIGS: dict[str, RFVIFConfig] = {
     # spec section 5: ~0.7 M params, ~10.5 GMACs @256^2, trainable on 2 CPU cores at 64^2 crops
     "cpu": replace(RFVIFConfig(), width=16, msrb_blocks=(1, 1, 1)),
     # no MSRB at full resolution: the two full-resolution MSRBs are 27.4 of the `cpu` config's 49.1 GMACs at
-    # 640x480 (count_params_and_macs); `fast` is 21.7 GMACs (for the 0.5 s target; trained once, not shipped: docs/RESULTS.md §7.1).
+    # 640x480 (count_params_and_macs); `fast` is 21.7 GMACs (for the 0.5 s target; trained once, not shipped: docs/RESULTS.md §3.7).
     "fast": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1)),
     # `fast` + the full-resolution visible skip into the reconstruction (RFVIFConfig.vis_skip).
     "fast-skip": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1), vis_skip=True),

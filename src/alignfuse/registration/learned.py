@@ -7,7 +7,7 @@ CPSTN, or the visible luminance for the cross-modal baselines):
    (default), an ECC affine or the MIND global search between the reference and the IR. With a perfect
    pseudo-IR the modality gap would be gone and a mono-modal ECC affine would handle rotations and scale;
    with our CPU-trained CPSTN it is not, and ECC on the pseudo-IR multiplies the error under small
-   misalignment by 1.5-2.3 (docs/RESULTS.md §12), so the default is the translation only.
+   misalignment by 1.5-2.3 (docs/RESULTS.md §1.8), so the default is the translation only.
 2. **local**: the network (MRRN or the U-Net) predicts a residual field on the globally aligned IR.
 3. The two fields are composed into one (``warp.compose``).
 
@@ -49,7 +49,7 @@ class DeformableRegistrar(nn.Module):
         global_reference: what the global stage registers the IR against: ``"reference"`` (the translator's
             output, e.g. the pseudo-IR) or ``"visible"`` (the visible luminance, passed as ``visible=``). With our
             CPU-trained CPSTN the pseudo-IR keeps too few edges for a global estimate while phase correlation
-            on the visible image's gradients works (docs/RESULTS.md §12.1), so ``umf-cmgr`` uses ``"visible"``.
+            on the visible image's gradients works (docs/RESULTS.md §1.8), so ``umf-cmgr`` uses ``"visible"``.
         global_min_shift: ``None`` keeps every global field; a number (px at the size the registrar is given)
             keeps it only where its mean displacement is at least that, so misalignment within the network's
             own reach never goes through the global stage (diagnostic ``start``: ``"identity (small global)"``).

@@ -40,7 +40,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # shipped CPU run (rfvif_cpu, session 3): the `fast-skip` net (no full-resolution MSRBs + the
         # full-resolution visible skip, RFVIFConfig.vis_skip), 64 px crops, shifts in [-8, 8]^2, paper loss
         # with the gradient-pyramid perceptual substitute. Earlier shipped weights: `--set net=cpu`. Tried and
-        # not shipped (docs/RESULTS.md §7.1): `--set net=fast --set grad_weight=10`.
+        # not shipped (docs/RESULTS.md §3.7): `--set net=fast --set grad_weight=10`.
         # `variant`: comma-separated RFVIFConfig overrides for ablations, e.g. "use_dkg=false,num_fab=1".
         # teacher: a pipeline name (e.g. "identity+gff") whose fusion of each *aligned* training pair is an
         # extra L1 target with weight teacher_weight (RFVIFLoss); "" = paper loss. init: warm-start export.
@@ -73,7 +73,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # steps, see MODEL_CARD.md): MIND-input MRRN (`cpu-mind`) on the *visible* reference, supervised by
         # the synthetic field (flow_weight, EPE in px) + NCC of the warped IR against the aligned IR
         # (target=ir_gt), 20 % mono-modal samples. Every earlier set-up (pseudo-IR or VIS reference with
-        # intensity inputs, with or without flow supervision) stayed at the input's EPE (docs/RESULTS.md §4, §7.3).
+        # intensity inputs, with or without flow supervision) stayed at the input's EPE (docs/RESULTS.md §1.10).
         # 160 px crops with the umf generator scaled x2 (alpha, translation): the official generator works in
         # normalised units, so on a crop it would be ~2x weaker than on our ~384 px working images.
         # long_side: > 0 resizes the training images to that long side first, as the pipelines do before
@@ -84,7 +84,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                 "translator": "none", "mono_fraction": 0.2, "zero_fraction": 0.0, "target": "ir_gt",
                 "flow_weight": 1.0, "arch": "mrrn", "init": "", "long_side": 0, "checkpoint_every": 100, "log_every": 20},
         # the `cpu` config of sessions 1-3 (intensity inputs, pseudo-IR/mono reference, unsupervised): the base of
-        # the `--config cpu --set ...` commands in docs/RESULTS.md §4, §7.3 and §8.5
+        # the `--config cpu --set ...` commands in docs/RESULTS.md §1.10
         "cpu-intensity": {"net": "cpu", "steps": 2000, "batch": 4, "crop": 160, "lr": 1e-3, "similarity": "ncc",
                           "smooth": "l2", "lambda_smooth": 10.0, "preset": "custom:tfrac=0.02,elastic=1,alpha=2",
                           "translator": "shipped", "mono_fraction": 0.5, "zero_fraction": 0.0, "target": "reference",
