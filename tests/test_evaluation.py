@@ -14,3 +14,23 @@ def test_score_fusion_scores_colour_on_luminance():
     grey = score_fusion(rgb_to_ycbcr(vis)[0], ir, fused, ["Qabf", "Mutinf"])
     assert list(colour) == ["Qabf", "Mutinf"] and colour == grey
     assert score_fusion(vis, ir, ir, ["Qabf"])["Qabf"] != colour["Qabf"]
+
+
+def test_evaluate_metrics_option_selects_vifb_or_named_metrics(tmp_path, capsys):
+    import json as _json
+
+    from alignfuse.cli import main
+
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    assert main(["evaluate", "--data", str(samples), "--preset", "none", "--limit", "1", "--model", "identity+average",
+                 "--metrics", "vifb", "--json", str(tmp_path / "e.json"), "-q"]) == 0
+    from alignfuse.metrics.fusion import VIFB_METRIC_NAMES
+
+    summary = _json.loads((tmp_path / "e.json").read_text())["summary"]["identity+average"]
+    assert set(VIFB_METRIC_NAMES) <= set(summary) and "CC_mean" not in summary
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(samples), "--preset", "none", "--limit", "1", "--model", "identity+average",
+                 "--metrics", "Qabf,Nope", "-q"]) == 2
+    assert "unknown metric(s) Nope" in capsys.readouterr().err

@@ -311,6 +311,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ evaluate
+def _fusion_metric_names(spec: str | None) -> tuple[str, ...]:
+    """``--metrics``: default (the papers' set), vifb (VIFB's 13), all, or comma-separated names."""
+    from .evaluation import DEFAULT_FUSION_METRICS
+    from .metrics.fusion import FUSION_METRIC_NAMES, VIFB_METRIC_NAMES
+
+    named = {"default": DEFAULT_FUSION_METRICS, "vifb": VIFB_METRIC_NAMES, "all": FUSION_METRIC_NAMES}
+    if spec is None or spec in named:
+        return tuple(named[spec or "default"])
+    names = tuple(n for n in spec.split(",") if n)
+    unknown = [n for n in names if n not in FUSION_METRIC_NAMES]
+    if unknown or not names:
+        listed = ", ".join(unknown) if unknown else repr(spec)
+        raise UserError(f"--metrics: unknown metric(s) {listed}; use default, vifb, all or "
+                        f"names from: {', '.join(FUSION_METRIC_NAMES)}")
+    return names
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import load_pipeline
     from .evaluation import REGISTRATION_METRICS, evaluate, format_table, iter_samples, summarise
@@ -324,9 +341,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           args.limit)
     # read and misalign each pair once; every model sees the same samples
     samples = list(source.samples) if len(models) > 1 else None
+    fusion_metrics = _fusion_metric_names(args.metrics)
     for model, pipe in pipes.items():
         rows, failures = evaluate(pipe, iter(samples) if samples is not None else source.samples,
-                                  total=source.count, progress=not args.quiet)
+                                  total=source.count, fusion_metrics=fusion_metrics, progress=not args.quiet)
         if not rows:  # a bug that fails every pair stays an internal error
             message = f"{model}: no pair could be evaluated ({failures[0].name}: {failures[0].message})"
             raise RuntimeError(message) if failures[0].internal else UserError(message)
@@ -511,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", help="folder of NAME.safetensors + NAME.json to use instead of the shipped weights")
     p.add_argument("--limit", type=_positive_int, help="first N pairs only")
     p.add_argument("--json", help="write the summary and per-pair values here")
+    p.add_argument("--metrics", help="fusion metrics: default (the papers' 8 + CC/SSIM means, VIFF), vifb (VIFB's 13), "
+                   "all, or comma-separated names")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 

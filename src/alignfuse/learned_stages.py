@@ -18,10 +18,10 @@ from . import checkpoints
 from .stages import luminance
 from .tiling import tiled
 
-__all__ = ["WEIGHT_NAMES", "weights_path", "weights_available", "NetFuser", "load_difn", "LEARNED_FUSERS"]
+__all__ = ["WEIGHT_NAMES", "weights_path", "weights_available", "NetFuser", "load_difn", "load_pwf", "LEARNED_FUSERS"]
 
 # shipped weight names per network
-WEIGHT_NAMES = {"cpstn": "cpstn_cpu", "mrrn": "mrrn_cpu", "difn": "difn_cpu", "rfvif": "rfvif_cpu"}
+WEIGHT_NAMES = {"cpstn": "cpstn_cpu", "mrrn": "mrrn_cpu", "difn": "difn_cpu", "rfvif": "rfvif_cpu", "pwf": "pwf_cpu"}
 
 
 def weights_path(net: str, weights_dir: str | Path | None) -> Path:
@@ -70,7 +70,17 @@ def load_difn(weights_dir: str | Path | None = None) -> nn.Module:
     return net.eval()
 
 
+def load_pwf(weights_dir: str | Path | None = None) -> nn.Module:
+    from .models.pwf import PWFNet
+
+    state, meta = checkpoints.load_weights(weights_path("pwf", weights_dir), architecture="pwf")
+    net = PWFNet(**meta["config"])
+    net.load_state_dict(state)
+    return net.eval()
+
+
 # learned fusers usable in the registrar+fuser grid (e.g. `eccgrad+difn`): name -> factory(weights_dir)
 LEARNED_FUSERS: dict[str, Callable[[str | Path | None], nn.Module]] = {
     "difn": lambda weights_dir=None: NetFuser(load_difn(weights_dir)),
+    "pwf": lambda weights_dir=None: NetFuser(load_pwf(weights_dir), output="fused"),
 }

@@ -112,10 +112,10 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # pairs. target: intensity target of the loss, "max" (max(IR, VIS)) or "svs" (DIFN's saliency weights, here
     # computed on each crop).
     "pwf": {
-        "cpu": {"net": "cpu", "steps": 3000, "batch": 8, "crop": 128, "lr": 1e-3, "w_ssim": 1.0, "w_grad": 30.0,
-                "w_int": 1.0, "target": "max", "checkpoint_every": 100, "log_every": 20},
-        "tiny": {"net": "tiny", "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "w_ssim": 1.0, "w_grad": 10.0,
-                 "w_int": 1.0, "target": "max", "checkpoint_every": 1, "log_every": 1},
+        "cpu": {"net": "cpu", "levels": 0, "steps": 3000, "batch": 8, "crop": 128, "lr": 1e-3, "w_ssim": 1.0,
+                "w_grad": 30.0, "w_int": 1.0, "target": "max", "checkpoint_every": 100, "log_every": 20},
+        "tiny": {"net": "tiny", "levels": 0, "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "w_ssim": 1.0,
+                 "w_grad": 10.0, "w_int": 1.0, "target": "max", "checkpoint_every": 1, "log_every": 1},
     },
 }
 
@@ -459,7 +459,12 @@ def _pwf(args: TrainArgs, cfg: dict[str, Any]):
 
     dist = setup_distributed(args.device)
     torch.manual_seed(int(cfg["seed"]))
-    net = build_pwf(cfg["net"]).to(dist.device)
+    from ..models.pwf import PWF_CONFIGS
+
+    if cfg["net"] not in PWF_CONFIGS:
+        raise UnknownNameError(f"pwf: unknown net {cfg['net']!r}; known: {', '.join(PWF_CONFIGS)}")
+    arch = {**PWF_CONFIGS[cfg["net"]], **({"levels": cfg["levels"]} if cfg["levels"] > 0 else {})}  # levels 0: the net's
+    net = build_pwf(arch).to(dist.device)
     loss_fn = PWFLoss(w_ssim=cfg["w_ssim"], w_grad=cfg["w_grad"], w_int=cfg["w_int"], target=cfg["target"])
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
