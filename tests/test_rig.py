@@ -159,3 +159,32 @@ def test_joint_refinement_recovers_one_matrix_shared_by_several_frames():
         fixeds.append(torch.from_numpy(scene)[None, None])
     found, _ = refine_matrix_joint(movings, fixeds, np.eye(3), (100, 200), (30, 30), ("affine", "affine"))
     assert corner_error(found, truth, (200, 160)) < 0.3
+
+
+def test_calibrate_from_two_videos(tmp_path, capsys):
+    av = pytest.importorskip("av")
+    frames = tmp_path / "frames"
+    _write_rig_frames(frames, n=3, jitter=0.0)
+    for kind, sub in (("ir", "ir"), ("vis", "vi")):
+        container = av.open(str(tmp_path / f"{kind}.mkv"), "w")
+        stream = container.add_stream("ffv1", rate=5)
+        first = io.read_image(next((frames / sub).glob("*.png")), kind="vis").data
+        stream.width, stream.height = first.shape[1], first.shape[0]
+        stream.pix_fmt = "yuv444p" if kind == "vis" else "gray"
+        for path in sorted((frames / sub).glob("*.png")):
+            img = np.round(io.read_image(path, kind="vis").data * 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24" if img.ndim == 3 else "gray")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+        container.close()
+    rig_path = tmp_path / "rig.json"
+    assert cli.main(["calibrate", "--ir-video", str(tmp_path / "ir.mkv"), "--vis-video", str(tmp_path / "vis.mkv"),
+                     "-o", str(rig_path)]) == 0
+    rig = RigModel.load(rig_path)
+    assert rig.ir_size == IRS and rig.vis_size == VIS and rig.frames["frames"] == 3
+    assert corner_error(rig.grid_matrix(), _ir_to_grid(VIS, IRS) @ _rig(), VIS) < 4.0
+    capsys.readouterr()
+    assert cli.main(["calibrate", "--ir-video", str(tmp_path / "ir.mkv"), "-o", str(rig_path)]) == 2
+    assert "--vis-video" in capsys.readouterr().err

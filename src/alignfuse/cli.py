@@ -118,34 +118,60 @@ def _read_rig(path: str):
     return rig
 
 
-def _load_pipeline(args: argparse.Namespace):
-    from .api import load_pipeline
+def _pipeline_spec(args: argparse.Namespace):
+    """The one place that turns options into the pipeline to build (a picklable ``batch.PipelineSpec``; batch
+    workers build theirs from it); extra factory keyword arguments go in its ``options``."""
+    from .batch import PipelineSpec
 
-    return load_pipeline(args.model, device=args.device, weights_dir=args.weights_dir, **_pipeline_options(args))
+    return PipelineSpec(args.model, device=args.device, weights_dir=args.weights_dir, options=_pipeline_options(args))
+
+
+def _load_pipeline(args: argparse.Namespace):
+    return _pipeline_spec(args).load()
+
+
+def _parallel(args: argparse.Namespace, jobs: int | None = None):
+    """--workers / --ray / --threads -> ``batch.Parallel`` (no more workers than ``jobs``, when known)."""
+    from .batch import Parallel
+
+    workers = min(args.workers, jobs) if args.workers and jobs else args.workers
+    return Parallel(workers=workers, ray=args.ray, threads=args.threads)
+
+
+def _print_report(report, what: str, name: str, dest: object, unpaired: Sequence[str] = (), extra: str = "") -> int:
+    """The end of a batch command: done/total, suspects, failures (and unpaired files); -> exit status."""
+    print(f"fused {report.done}/{report.total} {what} with {name} -> {dest}{extra}")
+    if report.suspects:
+        print(f"alignfuse: warning: {len(report.suspects)} suspect registrations: {', '.join(report.suspects)}",
+              file=sys.stderr)
+    if report.failures or unpaired:
+        print(f"alignfuse: {len(report.failures)} failed" + (f", {len(unpaired)} unpaired:" if what == "pairs" else ":"),
+              file=sys.stderr)
+        for line in list(report.failures) + list(unpaired):
+            print(f"  {line}", file=sys.stderr)
+    return 1 if report.failures or unpaired else 0
 
 
 # ---------------------------------------------------------------------------------------------- fuse
-def _fuse_one(pipe, ir_path: Path, vis_path: Path, out: Path, args: argparse.Namespace,
-              aligned_out: Path | None, field_out: Path | None) -> dict:
-    from .api import fuse_arrays
+def _pair_job(args: argparse.Namespace, name: str, ir_path: Path, vis_path: Path, out: Path,
+              aligned_out: Path | None, field_out: Path | None, show_notes: bool):
+    from .batch import PairJob
 
-    pair = io.load_pair(ir_path, vis_path, resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
-    if not getattr(args, "_folder", False):
-        _print_notes(pair)
-    result = fuse_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size if pair.ir_resized else None)
-    if args.strict and result.diagnostics.get("suspect"):
-        raise UserError(f"{ir_path}: registration is suspect and --strict was given "
-                        f"({result.diagnostics.get('fallback', 'no detail')})")
-    io.write_image(out, result.fused, bit_depth=args.bit_depth)
-    if aligned_out is not None:
-        io.write_image(aligned_out, result.aligned_ir, bit_depth=args.bit_depth)
-    if field_out is not None:
-        io.write_field(field_out, result.field)
-    return result.diagnostics
+    return PairJob(name, ir_path, vis_path, out, aligned_out, field_out, ir_norm=_ir_norm(args),
+                   bit_depth=args.bit_depth, strict=args.strict, resize_ir=args.resize_ir, show_notes=show_notes)
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     folder_mode = args.ir_dir is not None or args.vis_dir is not None
+    video_mode = args.ir_video is not None or args.vis_video is not None
+    if video_mode:
+        if folder_mode or args.ir is not None or args.vis is not None:
+            raise UserError("give either IR VIS files, --ir-dir/--vis-dir or --ir-video/--vis-video, not several")
+        if args.ir_video is None or args.vis_video is None:
+            raise UserError("video mode needs both --ir-video and --vis-video")
+        return _fuse_video(args)
+    if args.save_frames:
+        raise UserError("--save-frames applies to video mode (--ir-video/--vis-video)")
     if folder_mode:
         if args.ir is not None or args.vis is not None:
             raise UserError("give either IR VIS files or --ir-dir/--vis-dir, not both")
@@ -153,14 +179,22 @@ def cmd_fuse(args: argparse.Namespace) -> int:
             raise UserError("folder mode needs both --ir-dir and --vis-dir")
         return _fuse_folder(args)
     if args.ir is None or args.vis is None:
-        raise UserError("give IR and VIS image paths (or --ir-dir and --vis-dir)")
+        raise UserError("give IR and VIS image paths (or --ir-dir and --vis-dir, or --ir-video and --vis-video)")
+    if (args.workers or 1) > 1 or args.ray is not None or args.limit is not None:
+        raise UserError("--workers, --ray and --limit apply to folder mode (--ir-dir/--vis-dir) and video mode "
+                        "(--ir-video/--vis-video)")
     aligned_out = Path(args.aligned_ir) if args.aligned_ir else None
     field_out = Path(args.field) if args.field else None
     _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "fused image"),
                    (aligned_out, "aligned IR"), (field_out, "field")], args.bit_depth)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     pipe = _load_pipeline(args)
     t0 = time.perf_counter()
-    diag = _fuse_one(pipe, Path(args.ir), Path(args.vis), Path(args.output), args, aligned_out, field_out)
+    diag = _pair_job(args, Path(args.vis).stem, Path(args.ir), Path(args.vis), Path(args.output), aligned_out,
+                     field_out, show_notes=True).run(pipe)
     _warn_diagnostics(args.ir, diag)
     print(f"fused {args.ir} + {args.vis} with {pipe.name} in {time.perf_counter() - t0:.2f} s -> {args.output}")
     return 0
@@ -169,14 +203,16 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 def _fuse_folder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .batch import Report, open_runner
+
     if args.aligned_ir or args.field:
         raise UserError("in folder mode use --save-aligned / --save-field (written under OUT/aligned_ir, OUT/field)")
-    args._folder = True
     names = io.read_split(Path(args.split)) if args.split else None
     pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
     if not pairs:
         raise UserError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}"
                         + (f" ({len(unpaired)} problems, e.g. {unpaired[0]})" if unpaired else ""))
+    pairs = pairs[: args.limit] if args.limit else pairs
     out_dir = Path(args.output)
     args.ext = args.ext.lstrip(".")
     io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth)  # --ext / --bit-depth: fail before any work
@@ -186,29 +222,40 @@ def _fuse_folder(args: argparse.Namespace) -> int:
     for d in [out_dir] + [out_dir / sub for sub, on in (("aligned_ir", args.save_aligned), ("field", args.save_field)) if on]:
         if d.resolve() in inputs:
             raise UserError(f"{d}: is an input folder; outputs would overwrite or mix with the inputs")
-    pipe = _load_pipeline(args)
-    failures: list[str] = []
-    suspects: list[str] = []
-    for stem, ir_path, vis_path in tqdm(pairs, desc=f"fuse ({pipe.name})", unit="pair"):
-        try:
-            diag = _fuse_one(pipe, ir_path, vis_path, out_dir / f"{stem}.{args.ext}", args,
-                             out_dir / "aligned_ir" / f"{stem}.{args.ext}" if args.save_aligned else None,
-                             out_dir / "field" / f"{stem}.npy" if args.save_field else None)
-            if diag.get("suspect"):
-                suspects.append(stem)
-        except USER_ERRORS as exc:
-            failures.append(f"{stem}: {_message(exc)}")
-        except Exception as exc:  # noqa: BLE001 - one broken pair must not stop the batch
-            failures.append(f"{stem}: internal error ({type(exc).__name__}: {exc})")
-    ok = len(pairs) - len(failures)
-    print(f"fused {ok}/{len(pairs)} pairs with {pipe.name} -> {out_dir}")
-    if suspects:
-        print(f"alignfuse: warning: {len(suspects)} suspect registrations: {', '.join(suspects)}", file=sys.stderr)
-    if failures or unpaired:
-        print(f"alignfuse: {len(failures)} failed, {len(unpaired)} unpaired:", file=sys.stderr)
-        for line in failures + unpaired:
-            print(f"  {line}", file=sys.stderr)
-    return 1 if failures or unpaired else 0
+    jobs = [_pair_job(args, stem, ir_path, vis_path, out_dir / f"{stem}.{args.ext}",
+                      out_dir / "aligned_ir" / f"{stem}.{args.ext}" if args.save_aligned else None,
+                      out_dir / "field" / f"{stem}.npy" if args.save_field else None, show_notes=False)
+            for stem, ir_path, vis_path in pairs]
+    report = Report()
+    with open_runner(_pipeline_spec(args), _parallel(args, len(jobs))) as runner:
+        for outcome in tqdm(runner.map(jobs), total=len(jobs), desc=f"fuse ({runner.name})", unit="pair"):
+            report.add(outcome, suspect=bool(outcome.ok and outcome.value.get("suspect")))
+    return _print_report(report, "pairs", runner.name, out_dir, unpaired)
+
+
+def _fuse_video(args: argparse.Namespace) -> int:
+    from . import video
+    from .batch import open_runner
+
+    if args.aligned_ir or args.field or args.save_aligned or args.save_field:
+        raise UserError("video mode writes the fused video (and --save-frames PNGs) only")
+    ir_path, vis_path, out = Path(args.ir_video), Path(args.vis_video), Path(args.output)
+    video.check_output(out, [ir_path, vis_path])
+    with video.open_video(ir_path) as ir, video.open_video(vis_path) as vis, \
+            open_runner(_pipeline_spec(args), _parallel(args)) as runner:
+        notes, warns = video.pairing_notes(ir, vis)
+        for line in notes:
+            print(f"alignfuse: note: {line}", file=sys.stderr)
+        for line in warns:
+            print(f"alignfuse: warning: {line}", file=sys.stderr)
+        report = video.fuse_video(ir, vis, runner, out, save_frames=args.save_frames, limit=args.limit,
+                                  ir_norm=_ir_norm(args), bit_depth=args.bit_depth, strict=args.strict)
+    if report.total == 0 and not report.failures:
+        raise UserError(f"{ir_path}, {vis_path}: no frame pairs to fuse")
+    extra = f" ({report.written} frames, {report.codec}, {float(report.rate):.6g} fps)"
+    if args.save_frames:
+        extra += f", frames -> {args.save_frames}"
+    return _print_report(report, "frames", runner.name, out, extra=extra)
 
 
 # ------------------------------------------------------------------------------------------ register
@@ -235,41 +282,65 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ calibrate
+def _calibration_frames_from_folders(args: argparse.Namespace, failures: list[str]):
+    names = io.read_split(Path(args.split)) if args.split else None
+    pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
+    if not pairs:
+        raise UserError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
+    failures.extend(unpaired)
+    if args.limit:
+        pairs = pairs[:: max(1, len(pairs) // args.limit)][: args.limit]  # spread over the sequence
+    for stem, ir_path, vis_path in pairs:
+        try:
+            pair = io.load_pair(ir_path, vis_path, ir_norm=_ir_norm(args))
+        except USER_ERRORS as exc:
+            failures.append(f"{stem}: {_message(exc)}")
+            continue
+        yield stem, pair.ir, pair.vis_y, pair.ir_size
+
+
+def _calibration_frames_from_videos(args: argparse.Namespace, failures: list[str]):
+    from . import video
+
+    with video.open_video(args.ir_video) as ir, video.open_video(args.vis_video) as vis:
+        known = min(ir.frames, vis.frames) if ir.frames and vis.frames else 0
+        step = max(1, known // args.limit) if args.limit and known else 1
+        ir_frames, vis_frames = ir.frames_as_arrays("ir", _ir_norm(args)), vis.frames_as_arrays("vis")
+        used = 0
+        for index, (a, b) in enumerate(zip(ir_frames, vis_frames)):
+            if args.limit and used >= args.limit:
+                break
+            if index % step:
+                continue
+            used += 1
+            vis_y = io.rgb_to_ycbcr(b)[0] if b.ndim == 3 else b
+            ir_size = (a.shape[1], a.shape[0])
+            resampled = a if a.shape == vis_y.shape else io.resample_to(a, (vis_y.shape[1], vis_y.shape[0]))
+            yield video.frame_name(index), resampled, vis_y, ir_size
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .registration.rig import estimate_rig
 
-    if args.ir_dir is None or args.vis_dir is None:
-        raise UserError("calibrate needs --ir-dir and --vis-dir (frames of one rig, paired by file name)")
-    names = io.read_split(Path(args.split)) if args.split else None
-    pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
-    if not pairs:
-        raise UserError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
-    if args.limit:
-        pairs = pairs[:: max(1, len(pairs) // args.limit)][: args.limit]  # spread over the sequence
+    folders, videos = (args.ir_dir, args.vis_dir), (args.ir_video, args.vis_video)
+    if any(videos) == any(folders) or not (all(folders) or all(videos)):
+        raise UserError("calibrate needs --ir-dir and --vis-dir (frames paired by file name) or --ir-video and "
+                        "--vis-video (frames paired by index)")
     out = Path(args.output)
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the rig file's path (e.g. rig.json)")
     out.parent.mkdir(parents=True, exist_ok=True)  # fail before the work, not after it
     failures: list[str] = []
-
-    def frames():
-        for stem, ir_path, vis_path in tqdm(pairs, desc="calibrate", unit="frame"):
-            try:
-                pair = io.load_pair(ir_path, vis_path, ir_norm=_ir_norm(args))
-            except USER_ERRORS as exc:
-                failures.append(f"{stem}: {_message(exc)}")
-                continue
-            yield stem, pair.ir, pair.vis_y, pair.ir_size
-
-    rig, estimates = estimate_rig(frames())
+    source = (_calibration_frames_from_videos if all(videos) else _calibration_frames_from_folders)(args, failures)
+    rig, _ = estimate_rig(tqdm(source, desc="calibrate", unit="frame", total=args.limit))
     rig.save(out)
     spread = rig.spread_px
     print(f"rig: {rig.model}, {rig.frames.get('agreed', 0)}/{rig.frames.get('frames', 0)} frames agree"
           + (f", corner spread RMS {spread['corner_rms']:.2f} px (max {spread['corner_max']:.2f})" if spread else "")
           + f"; verdict {rig.verdict}: {rig.reason} -> {out}")
-    for line in failures + unpaired:
+    for line in failures:
         print(f"alignfuse: warning: skipped {line}", file=sys.stderr)
     return 0 if rig.verdict != "failed" else 1
 
@@ -461,6 +532,20 @@ def _common(p: argparse.ArgumentParser, pipeline: bool = True) -> None:
     p.add_argument("--strict", action="store_true", help="treat a suspect registration as an error")
 
 
+FUSE_EPILOG = """\
+video mode (pip install 'alignfuse[video]'):
+  alignfuse fuse --ir-video IR.mp4 --vis-video VIS.mp4 -o fused.mp4 [--save-frames DIR] [--limit N] [--workers N]
+  Frames are paired by index (not time stamp) and the run stops at the shorter stream; a warning says so once
+  when the frame counts or frame rates differ. The output runs at the visible stream's frame rate, on the
+  visible grid (H.264 / libx264 CRF 18 if available, else MPEG-4; yuv420p, an odd size padded by one pixel).
+  A frame that fails is skipped and listed at the end (exit 1); the frames fused so far are always kept.
+
+parallel runs (folder and video mode): --workers N starts N local processes, --ray auto|ADDRESS|local runs
+  them on Ray (pip install 'alignfuse[cluster]'); each worker loads the pipeline once and runs 1 torch thread
+  (--threads); outputs, order and summary are those of a serial run.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignfuse", description="Fuse misaligned infrared and visible images.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
@@ -475,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
-    p = sub.add_parser("fuse", help="register and fuse one pair or two folders")
+    p = sub.add_parser("fuse", help="register and fuse one pair, two folders or two videos",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FUSE_EPILOG)
     p.add_argument("ir", nargs="?", help="infrared image (moving)")
     p.add_argument("vis", nargs="?", help="visible image (reference grid)")
     p.add_argument("-o", "--output", required=True, help="fused image path (folder in folder mode)")
@@ -487,6 +573,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-aligned", action="store_true", help="folder mode: write OUT/aligned_ir/")
     p.add_argument("--save-field", action="store_true", help="folder mode: write OUT/field/*.npy")
     p.add_argument("--ext", default="png", help="folder mode: output extension (default png)")
+    p.add_argument("--ir-video", help="video mode: infrared video (frames paired with --vis-video by index)")
+    p.add_argument("--vis-video", help="video mode: visible video; -o is the fused video (.mp4, .mkv, .mov, .avi)")
+    p.add_argument("--save-frames", metavar="DIR", help="video mode: also write DIR/frame_000000.png ...")
+    p.add_argument("--limit", type=_positive_int, help="folder / video mode: first N pairs / frames only")
+    p.add_argument("--workers", type=_positive_int, help="folder / video mode: N local worker processes, each "
+                   "loading the pipeline once (default 1: serial; with --ray: the cluster's CPUs / --threads)")
+    p.add_argument("--ray", metavar="auto|ADDRESS|local", help="folder / video mode: run the workers as actors on a "
+                   "Ray cluster (auto: the running one, ADDRESS: ray://host:10001 or host:6379, local: start one "
+                   "here); needs `pip install 'alignfuse[cluster]'`; files must be visible to every node")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads per worker (default 1 with --workers / "
+                   "--ray, torch's default otherwise); outputs are byte-identical at equal thread counts")
     _common(p)
     p.set_defaults(func=cmd_fuse)
 
@@ -502,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="estimate one IR->visible model of a fixed rig from many frames (rig.json)")
     p.add_argument("--ir-dir", help="infrared frames")
     p.add_argument("--vis-dir", help="visible frames (paired by file name)")
+    p.add_argument("--ir-video", help="infrared video (frames paired by index with --vis-video)")
+    p.add_argument("--vis-video", help="visible video")
     p.add_argument("--split", help="only the names listed in this file")
     p.add_argument("--limit", type=_positive_int, help="use at most N frames, spread over the sequence")
     p.add_argument("-o", "--output", required=True, help="rig file to write (JSON)")
