@@ -1,12 +1,21 @@
-"""`alignfuse report`: exact-magnitude sweep presets."""
+"""`alignfuse report`: exact-magnitude sweep presets, and a --quick report on the committed sample pairs."""
 
 from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from alignfuse import synth
+from alignfuse import report, synth
+from alignfuse.cli import main
 from alignfuse.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+
 
 # ------------------------------------------------------------------------------------------------ synth
 def _pair(spec: synth.SynthSpec, name: str = "a", size: tuple[int, int] = (96, 128)) -> synth.SynthPair:
@@ -56,3 +65,130 @@ def test_exact_keys_draw_after_the_ranges():
     plain = _pair(synth.parse_preset("custom:tx=10")).field[:, 0, 0]
     both = _pair(synth.parse_preset("custom:tx=10,tnorm=5")).field[:, 0, 0]
     assert np.linalg.norm(both - plain) == pytest.approx(5, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------- report
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    rc = main(["report", "--data", str(SAMPLES), "--raw", str(SAMPLES / "raw"), "-o", str(out), "--quick", "-q"])
+    assert rc == 0
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return out, rows
+
+
+def _value(rows, **where) -> float:
+    hits = [r for r in rows if all(r[k] == v for k, v in where.items())]
+    assert len(hits) == 1, (where, len(hits))
+    return float(hits[0]["value"])
+
+
+def test_quick_report_writes_every_output(quick):
+    out, rows = quick
+    for name in ["index.html", "report.md", "results.csv"] + [f"sweep_{k}.png" for k in report.QUICK_SWEEPS]:
+        assert (out / name).stat().st_size > 0, name
+    assert list(out.glob("examples_*.jpg"))
+    page = (out / "index.html").read_text()
+    assert "<script" not in page and "http" not in page.replace("http-equiv", "")  # self-contained
+    for src in re.findall(r"<img src='([^']+)'", page):
+        assert (out / src).is_file(), src
+    md = (out / "report.md").read_text()
+    assert "alignfuse report --data" in md and "torch" in md and "date" in md
+    assert {r["sweep"] for r in rows} >= {"translation", "rotation", "scale", "elastic", "grid", "time", "real_rig"}
+    assert {r["role"] for r in rows} == {"pipeline", "floor", "ceiling"}
+    assert {r["pipeline"] for r in rows if r["role"] == "pipeline"} >= set(report.QUICK_PIPELINES)
+
+
+def test_floor_and_ceiling_structure(quick):
+    _, rows = quick
+    for fuser in ("gff", "average"):
+        floor = [_value(rows, sweep="translation", level=report.level_text(lv), pipeline=f"identity+{fuser}",
+                        role="floor", metric="EPE_mean") for lv in report.QUICK_SWEEPS["translation"]]
+        assert floor[0] == pytest.approx(0, abs=1e-6)
+        assert all(b > a for a, b in zip(floor, floor[1:]))  # the error of doing nothing grows with the shift
+        assert floor[-1] == pytest.approx(report.QUICK_SWEEPS["translation"][-1], rel=1e-3)  # it is the shift
+        # the ceiling is the floor at no misalignment, at every level
+        for lv in report.QUICK_SWEEPS["translation"]:
+            q = dict(sweep="translation", level=report.level_text(lv), pipeline=f"identity+{fuser}", metric="Qabf")
+            assert _value(rows, role="ceiling", **q) == _value(rows, sweep="translation", level="0",
+                                                                pipeline=f"identity+{fuser}", role="floor",
+                                                                metric="Qabf")
+    assert _value(rows, sweep="grid", level="umf", pipeline="identity+gff", role="ceiling", metric="EPE_mean") == 0
+
+
+def _md_table(md: str, heading: str) -> dict[str, list[str]]:
+    """The first table after ``heading`` -> {first cell: row cells}, header under ''."""
+    lines = md[md.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if not set(cells[0]) <= {"-"}:
+            table[cells[0] if table else ""] = cells[1:]
+    return table
+
+
+def test_report_md_shows_the_csv_numbers(quick):
+    out, rows = quick
+    md = (out / "report.md").read_text()
+    sweep = _md_table(md, "### samples: EPE_mean")  # the first one: translation
+    levels = report.QUICK_SWEEPS["translation"]
+    assert sweep[""] == [f"{report.level_text(lv)} px" for lv in levels]
+    for label, cells in sweep.items():
+        if not label:
+            continue
+        role, _, name = label.rpartition(": ")
+        for lv, cell in zip(levels, cells):
+            value = _value(rows, sweep="translation", level=report.level_text(lv), pipeline=name,
+                           role=role or "pipeline", metric="EPE_mean")
+            assert cell == report.fmt(value), (label, lv)
+    grid = _md_table(md, "| pipeline | EPE_mean | EPE_p95 | Qabf")
+    header = grid.pop("")
+    for label, cells in grid.items():
+        role, _, name = label.rpartition(": ")
+        for metric, cell in zip(header[:-1], cells):
+            assert cell == report.fmt(_value(rows, sweep="grid", level="umf", pipeline=name, role=role or "pipeline",
+                                             metric=metric)), (label, metric)
+    raw = _md_table(md, "### raw")
+    assert raw["phase+gff"][0] == report.fmt(_value(rows, sweep="real_rig", pipeline="phase+gff", metric="TRE_raw_px"))
+    assert int(raw["phase+gff"][-1]) == report.QUICK_LIMIT  # --limit applies to the real-rig pairs too
+
+
+def test_rerun_reads_the_cache(quick, monkeypatch):
+    out, rows = quick
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a cached point was computed again")
+
+    monkeypatch.setattr(report, "evaluate", no_work)
+    monkeypatch.setattr(report, "real_rig_rows", no_work)
+    plan = report.make_plan([report.Source(SAMPLES)], out, raw=[report.Source(SAMPLES / "raw")], quick=True,
+                            examples=0)
+    report.run_report(plan, progress=False, log=lambda *a: None)
+    with (out / "results.csv").open() as f:
+        again = list(csv.DictReader(f))
+    key = lambda r: (r["sweep"], r["level"], r["pipeline"], r["role"], r["metric"])  # noqa: E731
+    assert {key(r): r["value"] for r in again if r["sweep"] != "time"} == \
+        {key(r): r["value"] for r in rows if r["sweep"] != "time"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "no/such/folder"], "no/such/folder: no ir/ folder"),
+    (["--data", str(SAMPLES), "--pipelines", "nosuch+gff"], "unknown model 'nosuch+gff'"),
+    (["--data", str(SAMPLES), "--split", "no/such.txt"], "no/such.txt: split file does not exist"),
+    (["--data", str(SAMPLES), "--raw", str(SAMPLES)], "not a real-rig folder"),
+])
+def test_user_errors_are_one_line(argv, message, tmp_path, capsys):
+    assert main(["report", *argv, "-o", str(tmp_path / "r"), "--quick", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("alignfuse: error: ") and message in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_split_must_follow_a_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--split", "a.txt", "--data", str(SAMPLES), "-o", str(tmp_path)])
+    assert exc.value.code == 2 and "--split must follow" in capsys.readouterr().err
