@@ -192,3 +192,22 @@ def test_split_must_follow_a_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["report", "--split", "a.txt", "--data", str(SAMPLES), "-o", str(tmp_path)])
     assert exc.value.code == 2 and "--split must follow" in capsys.readouterr().err
+
+
+def test_the_recorded_command_reproduces_the_plan(tmp_path):
+    """The command in the report's header parses back into the same options."""
+    import shlex
+
+    from alignfuse.cli import build_parser
+
+    split = tmp_path / "names.txt"
+    split.write_text("FLIR_00211\n")
+    plan = report.make_plan([report.Source(SAMPLES, split), report.Source(SAMPLES)], tmp_path / "o",
+                            raw=[report.Source(SAMPLES / "raw")], pipelines=["phase+gff"], grid=[], limit=3,
+                            seed=4, cache=tmp_path / "c")
+    args = build_parser().parse_args(shlex.split(plan.command())[1:])
+    assert [(kind, s.path, s.split) for kind, s in args.sources] == \
+        [("data", SAMPLES, split), ("data", SAMPLES, None), ("raw", SAMPLES / "raw", None)]
+    assert (args.pipelines, args.grid, args.limit, args.seed, args.cache, args.quick) == \
+        ("phase+gff", "", 3, 4, str(tmp_path / "c"), False)
+    assert [s.name for s in plan.datasets] == ["samples", "samples_2"]

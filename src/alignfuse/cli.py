@@ -333,9 +333,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     plan = make_plan([s for kind, s in sources if kind == "data"], Path(args.output),
                      raw=[s for kind, s in sources if kind == "raw"], pipelines=names(args.pipelines),
                      grid=names(args.grid), quick=args.quick, limit=args.limit, seed=args.seed,
-                     examples=args.examples, device=args.device)
+                     examples=args.examples, device=args.device, cache=Path(args.cache) if args.cache else None)
     index = run_report(plan, progress=not args.quiet)
-    print(f"report -> {index} (report.md, results.csv, plots; rerun to reuse {plan.out / 'cache'})")
+    print(f"report -> {index} (report.md, results.csv, plots; a rerun reuses {plan.cache or plan.out / 'cache'})")
     return 0
 
 
@@ -497,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, help="pairs per dataset shown as image grids (default 2; quick 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    p.add_argument("--cache", metavar="DIR", help="per-point results for resuming (default OUT/cache)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
 

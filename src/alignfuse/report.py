@@ -14,8 +14,9 @@ at every level). A pipeline that does not register (``rfvif``, ``umf-cmgr-noreg`
 
 Writes into OUT: ``report.md`` and ``index.html`` (the same content; images referenced relatively),
 ``results.csv`` (every number: dataset, sweep, level, pipeline, role, metric, value, std, n), ``sweep_KIND.png``
-(metric vs magnitude), ``examples_DATASET_PAIR.jpg`` image grids and ``cache/`` (one JSON per computed point: a
-rerun with the same data, split, limit, seed and names skips what is done; delete it after changing code or weights).
+(metric vs magnitude), ``examples_DATASET_PAIR.jpg`` image grids and ``cache/`` (or ``--cache DIR``; one JSON per
+computed point: a rerun with the same data, split, limit, seed and names skips what is done; delete it after
+changing code or weights).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class ReportPlan:
     examples: int = 2
     device: str = "cpu"
     quick: bool = False
+    cache: Path | None = None  # default OUT/cache
 
     def example_spec(self) -> synth.SynthSpec:
         """The misalignment of the image grids: the translation level nearest 20 px."""
@@ -110,6 +112,7 @@ class ReportPlan:
         if self.limit and not (self.quick and self.limit == QUICK_LIMIT):
             parts += ["--limit", str(self.limit)]
         parts += ["--seed", str(self.seed)] + (["--device", self.device] if self.device != "cpu" else [])
+        parts += ["--cache", str(self.cache)] if self.cache else []
         return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -140,7 +143,7 @@ def _unique_names(sources: list[Source]) -> None:
 
 def make_plan(datasets: list[Source], out: Path, raw: Iterable[Source] = (), pipelines: list[str] | None = None,
               grid: list[str] | None = None, quick: bool = False, limit: int | None = None, seed: int = 0,
-              examples: int | None = None, device: str = "cpu") -> ReportPlan:
+              examples: int | None = None, device: str = "cpu", cache: Path | None = None) -> ReportPlan:
     """Check the folders and the options (a UserError for what the user got wrong) -> the plan."""
     if not datasets:
         raise UserError("report needs at least one --data folder")
@@ -166,7 +169,7 @@ def make_plan(datasets: list[Source], out: Path, raw: Iterable[Source] = (), pip
         limit = limit or QUICK_LIMIT
     return ReportPlan(datasets, out, dict(QUICK_SWEEPS if quick else FULL_SWEEPS), pipelines, grid, raw,
                       seed=seed, limit=limit, examples=(1 if quick else 2) if examples is None else examples,
-                      device=device, quick=quick)
+                      device=device, quick=quick, cache=cache)
 
 
 def _default_names(classical: bool) -> list[str]:
@@ -700,7 +703,7 @@ def run_report(plan: ReportPlan, progress: bool = True, log=print) -> Path:
     log(f"report: {len(plan.datasets)} dataset(s) ({', '.join(f'{k} {v} pairs' for k, v in counts.items())}), "
         f"{len(swept)} swept pipelines, {len(grid)} more in the grid, {len(tasks)} presets -> {plan.out}")
     plan.out.mkdir(parents=True, exist_ok=True)
-    cache = PointCache(plan.out / "cache")
+    cache = PointCache(plan.cache or plan.out / "cache")
     results = compute(plan, pipes, tasks, cache, counts, progress)
     records = collect(plan, results, swept, grid, refs, pipes) + real_rig_records(plan, pipes, swept, cache)
     write_csv(records, plan.out / "results.csv")
