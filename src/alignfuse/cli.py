@@ -1,4 +1,4 @@
-"""``alignfuse`` command line: fuse, register, synth, evaluate, metrics, models.
+"""``alignfuse`` command line: fuse, register, synth, evaluate, report, metrics, models.
 
 Every error a user can cause is one line on stderr naming the file and the problem, with exit
 status 2; batch commands continue past a bad pair, list the failures at the end and exit 1. An
@@ -449,6 +449,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 1 if any(failed.values()) else 0
 
 
+# -------------------------------------------------------------------------------------------- report
+class _SourceAction(argparse.Action):
+    """``--data DIR`` / ``--raw DIR`` append a source; ``--split FILE`` sets the names of the one before it."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        from .report import Source
+
+        sources = getattr(namespace, "sources", None) or []
+        if self.dest == "split":
+            if not sources or sources[-1][1].split is not None:
+                parser.error("--split must follow the --data or --raw folder it applies to (one each)")
+            sources[-1][1].split = Path(value)
+        else:
+            sources.append((self.dest, Source(Path(value))))
+        namespace.sources = sources
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import torch
+
+    from .report import make_plan, run_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sources = getattr(args, "sources", None) or []
+
+    def names(text: str | None) -> list[str] | None:
+        return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+    plan = make_plan([s for kind, s in sources if kind == "data"], Path(args.output),
+                     raw=[s for kind, s in sources if kind == "raw"], pipelines=names(args.pipelines),
+                     grid=names(args.grid), quick=args.quick, limit=args.limit, seed=args.seed,
+                     examples=args.examples, device=args.device, cache=Path(args.cache) if args.cache else None)
+    index = run_report(plan, progress=not args.quiet)
+    print(f"report -> {index} (report.md, results.csv, plots; a rerun reuses {plan.cache or plan.out / 'cache'})")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- metrics
 def cmd_metrics(args: argparse.Namespace) -> int:
     from .metrics import compute_fusion_metrics
@@ -632,6 +670,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "all, or comma-separated names")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="benchmark report: misalignment sweeps, registrar x fuser grid, plots, CSV")
+    p.add_argument("--data", action=_SourceAction, required=True, metavar="DIR",
+                   help="aligned dataset (ir/, vi/); repeat for several datasets in one report")
+    p.add_argument("--split", action=_SourceAction, metavar="FILE", help="names file for the --data/--raw just before")
+    p.add_argument("--raw", action=_SourceAction, metavar="DIR", help="real-rig pairs with check points "
+                   "(roadscene_raw: ir_raw/, points/, ../roadscene/vi; or ir/, vi/, points/): a TRE table")
+    p.add_argument("-o", "--output", required=True, help="report folder (index.html, report.md, results.csv, "
+                   "plots; cache/ makes a rerun resume)")
+    p.add_argument("--quick", action="store_true", help="tiny run for CI: 2 pairs, 2-3 levels, 2 cheap pipelines")
+    p.add_argument("--pipelines", help="comma-separated pipelines to sweep (default: every shipped one available)")
+    p.add_argument("--grid", help="comma-separated extra pipelines for the grid table (default: the classical "
+                   "registrar x fuser grid; '' for none)")
+    p.add_argument("--limit", type=_positive_int, help="first N pairs of each dataset only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--examples", type=int, help="pairs per dataset shown as image grids (default 2; quick 1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    p.add_argument("--cache", metavar="DIR", help="per-point results for resuming (default OUT/cache)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("metrics", help="fusion metrics of one fused image (VIFB conventions)")
     p.add_argument("--ir", required=True)

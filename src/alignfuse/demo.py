@@ -28,7 +28,8 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 def image_grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, titles: list[str] | None = None,
                dpi: int = 80) -> None:
-    """One row per (label, images) with column ``titles``, written atomically to ``path`` (PNG); images in [0, 1]."""
+    """One row per (label, images) with column ``titles``, written atomically to ``path`` (PNG, or JPEG by its
+    extension); images in [0, 1]."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,7 +47,7 @@ def image_grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, titles: lis
                 ax.set_title(titles[c], fontsize=10)
         axes[r, 0].set_ylabel(name, fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
+    tmp = path.with_name(path.stem + ".tmp" + (path.suffix or ".png"))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(tmp, dpi=dpi)
     plt.close(fig)

@@ -22,7 +22,10 @@ Presets (``parse_preset``):
 * ``none``: aligned (zero field).
 * free parameters: ``custom:rot=5,tx=10,tfrac=0,scale=0.05,elastic=1,sigma=16,kernel=101,alpha=1``
   (``tx`` is the maximum translation in px along each axis; ``tfrac`` the same as a fraction of the
-  size; any elastic parameter switches the elastic noise on).
+  size; any elastic parameter switches the elastic noise on). Exact magnitudes, for sweeps
+  (:func:`sweep_spec`): ``tnorm=20`` a translation of length exactly 20 px at a uniformly random
+  direction, ``rotfix=5`` a rotation of exactly +-5 deg (random sign), ``zoom=0.8`` a scale of exactly
+  0.8 (the sampling scale, as ``scale``: ``ir_warp`` at p shows ``ir_gt`` at ``c + 0.8 (p - c)``).
 
 Randomness: each pair draws from ``numpy.random.default_rng([seed, crc32(name)])``, so a pair's
 misalignment depends on the seed and its name only (not on order or the other pairs), and the same
@@ -44,7 +47,8 @@ from scipy.ndimage import correlate1d
 from . import warp as warp_ops
 from .errors import UserError
 
-__all__ = ["SynthSpec", "SynthPair", "parse_preset", "pair_rng", "sample_distortion", "synthesise_pair", "PRESETS"]
+__all__ = ["SynthSpec", "SynthPair", "parse_preset", "pair_rng", "sample_distortion", "synthesise_pair", "PRESETS",
+           "SWEEP_KINDS", "sweep_spec"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class SynthSpec:
     elastic_sigma: float = 16.0
     elastic_alpha: float = 1.0  # multiplier of the official normalised-unit noise
     shift: int | None = None  # crop-based integer shift (RFVIF protocol)
+    translation_norm_px: float = 0.0  # |t| exactly this (px) at a uniformly random direction, on top of the ranges
+    rotation_fixed_deg: float = 0.0  # rotation exactly +- this (random sign), on top of the range
+    scale_fixed: float = 1.0  # scale factor exactly this, times the range's draw
 
     @property
     def is_crop_shift(self) -> bool:
@@ -82,6 +89,9 @@ _CUSTOM_KEYS = {
     "sigma": "elastic_sigma",
     "kernel": "elastic_kernel",
     "alpha": "elastic_alpha",
+    "tnorm": "translation_norm_px",
+    "rotfix": "rotation_fixed_deg",
+    "zoom": "scale_fixed",
 }
 
 
@@ -131,10 +141,39 @@ def _validate(spec: SynthSpec) -> None:
         (spec.elastic_sigma > 0 and math.isfinite(spec.elastic_sigma), "sigma must be > 0"),
         (spec.elastic_kernel >= 1, "kernel must be >= 1"),
         (math.isfinite(spec.elastic_alpha), "alpha must be finite"),
+        (spec.translation_norm_px >= 0 and math.isfinite(spec.translation_norm_px), "tnorm must be >= 0 (px)"),
+        (spec.rotation_fixed_deg >= 0 and math.isfinite(spec.rotation_fixed_deg), "rotfix must be >= 0 (degrees)"),
+        (spec.scale_fixed > 0 and math.isfinite(spec.scale_fixed), "zoom must be > 0"),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(f"bad preset {spec.name!r}: {message}")
+
+
+# sweep kind -> (unit, the level that means no misalignment)
+SWEEP_KINDS: dict[str, tuple[str, float]] = {
+    "translation": ("px", 0.0),
+    "rotation": ("deg", 0.0),
+    "scale": ("x", 1.0),
+    "elastic": ("x umf elastic", 0.0),
+}
+_SWEEP_KEYS = {"translation": "tnorm", "rotation": "rotfix", "scale": "zoom", "elastic": "alpha"}
+
+
+def sweep_spec(kind: str, level: float) -> SynthSpec:
+    """A misalignment of one kind and exact magnitude, for sweeps over the magnitude.
+
+    ``translation``: a shift of length ``level`` px at a random direction; ``rotation``: ``level`` degrees
+    about the centre, random sign; ``scale``: a scale of exactly ``level`` about the centre; ``elastic``: the
+    ``umf`` elastic noise times ``level`` (``alpha``), no translation. The direction and sign depend on the
+    pair's seed and name only, so one pair moves along one direction as the level grows. The identity level
+    (0, or scale 1) gives the ``none`` preset, so every sweep shares that point.
+    """
+    if kind not in SWEEP_KINDS:
+        raise UserError(f"unknown sweep {kind!r}; known: {', '.join(SWEEP_KINDS)}")
+    if float(level) == SWEEP_KINDS[kind][1]:
+        return PRESETS["none"]
+    return parse_preset(f"custom:{_SWEEP_KEYS[kind]}={float(level):g}")
 
 
 def pair_rng(seed: int, name: str) -> np.random.Generator:
@@ -164,6 +203,14 @@ def _affine_matrix(spec: SynthSpec, height: int, width: int, rng: np.random.Gene
     scale = rng.uniform(1 - spec.scale_delta, 1 + spec.scale_delta) if spec.scale_delta else 1.0
     tx = rng.uniform(-1, 1) * (spec.translation_px + spec.translation_frac * width)
     ty = rng.uniform(-1, 1) * (spec.translation_px + spec.translation_frac * height)
+    # exact magnitudes (sweeps) draw after the ranges, and only when set: the presets' draws stay as they were
+    if spec.rotation_fixed_deg:
+        angle += math.radians(spec.rotation_fixed_deg) * (1.0 if rng.random() < 0.5 else -1.0)
+    if spec.translation_norm_px:
+        direction = rng.uniform(0.0, 2 * math.pi)
+        tx += spec.translation_norm_px * math.cos(direction)
+        ty += spec.translation_norm_px * math.sin(direction)
+    scale *= spec.scale_fixed
     c, s = math.cos(angle) * scale, math.sin(angle) * scale
     cx, cy = (width - 1) / 2, (height - 1) / 2
     lin = np.array([[c, -s], [s, c]])
