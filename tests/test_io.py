@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import alignfuse.io as aio
+from alignfuse.errors import UserError
 from alignfuse.io import (
     MIN_SIZE,
     FieldError,
@@ -675,3 +676,27 @@ def test_unsigned_32bit_and_signed_16bit_rgb_tiff(tmp_path):
     assert vis.mode == "RGB" and vis.data.min() == 0.0 and vis.data.max() == 1.0
     assert np.all(np.diff(vis.data[..., 0].ravel()) >= 0)  # order kept: no wrap-around
 
+
+def test_broken_symlink_is_named_as_such(tmp_path):
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    for name in ("loop.png", "dangling.png"):
+        with pytest.raises(ImageReadError, match=f"{name}: broken symbolic link"):
+            read_image(tmp_path / name)
+
+
+def test_outputs_that_cannot_be_written_are_refused_up_front_and_named(tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="folder.png: is a folder"):
+        aio.check_output_path(tmp_path / "folder.png")
+    with pytest.raises(UserError, match=r"file/out.png: cannot be written: .*file is a file, not a folder"):
+        aio.check_output_path(tmp_path / "file" / "out.png")
+    assert aio.check_output_path(tmp_path / "new" / "deeper" / "out.png") == "PNG"  # missing folders are made
+    with pytest.raises(UserError, match="not a file name"):
+        aio.field_path(Path("."))
+    # when a write fails anyway, the error names the target, not the hidden temporary file beside it
+    with pytest.raises(OSError) as e:
+        aio._atomic_write(tmp_path / "folder.png", lambda f: f.write(b"data"))
+    assert e.value.filename == str(tmp_path / "folder.png") and ".tmp" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.png"]  # no temporary file left

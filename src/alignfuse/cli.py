@@ -60,21 +60,42 @@ def _json(obj, **kw) -> str:
     return json.dumps(clean(obj), allow_nan=False, **kw)
 
 
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path when it cannot be resolved (a symlink loop raises RuntimeError);
+    reading or writing such a path then fails with a one-line error naming it."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def _check_outputs(inputs: Sequence[Path], outputs: Sequence[tuple[Path | None, str]], bit_depth: int) -> None:
     """Fail before any work when an output would overwrite an input or another output, or cannot be written.
 
     outputs: (path or None, what) with what "field" for a field file, anything else for an image."""
-    taken = {Path(p).resolve(): "input" for p in inputs}
+    taken = {_resolved(Path(p)): "input" for p in inputs}
     for path, what in outputs:
         if path is None:
             continue
         target = io.field_path(path) if what == "field" else path
         if what != "field":
             io.check_output_path(target, bit_depth)
-        key = target.resolve()
+        else:
+            io.check_writable(target)
+        key = _resolved(target)
         if key in taken:
             raise UserError(f"{target}: would overwrite the {taken[key]}; choose another path for the {what}")
         taken[key] = what
+
+
+def _optional_path(value: str | None, option: str) -> Path | None:
+    """An optional output option as a path; an empty value (``--field ""``, an unset shell variable) is an error,
+    not a silent "no output"."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise UserError(f"{option}: empty path")
+    return Path(value)
 
 
 def _positive_int(text: str) -> int:
@@ -135,8 +156,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         return _fuse_folder(args)
     if args.ir is None or args.vis is None:
         raise UserError("give IR and VIS image paths (or --ir-dir and --vis-dir)")
-    aligned_out = Path(args.aligned_ir) if args.aligned_ir else None
-    field_out = Path(args.field) if args.field else None
+    aligned_out = _optional_path(args.aligned_ir, "--aligned-ir")
+    field_out = _optional_path(args.field, "--field")
     _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "fused image"),
                    (aligned_out, "aligned IR"), (field_out, "field")], args.bit_depth)
     pipe = _load_pipeline(args)
@@ -150,7 +171,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 def _fuse_folder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    if args.aligned_ir or args.field:
+    if args.aligned_ir is not None or args.field is not None:
         raise UserError("in folder mode use --save-aligned / --save-field (written under OUT/aligned_ir, OUT/field)")
     args._folder = True
     names = io.read_split(Path(args.split)) if args.split else None
@@ -160,12 +181,12 @@ def _fuse_folder(args: argparse.Namespace) -> int:
                         + (f" ({len(unpaired)} problems, e.g. {unpaired[0]})" if unpaired else ""))
     out_dir = Path(args.output)
     args.ext = args.ext.lstrip(".")
-    io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth)  # --ext / --bit-depth: fail before any work
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder (folder mode writes one file per pair into -o)")
-    inputs = (Path(args.ir_dir).resolve(), Path(args.vis_dir).resolve())
+    io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth)  # --ext / --bit-depth / -o: fail before any work
+    inputs = (_resolved(Path(args.ir_dir)), _resolved(Path(args.vis_dir)))
     for d in [out_dir] + [out_dir / sub for sub, on in (("aligned_ir", args.save_aligned), ("field", args.save_field)) if on]:
-        if d.resolve() in inputs:
+        if _resolved(d) in inputs:
             raise UserError(f"{d}: is an input folder; outputs would overwrite or mix with the inputs")
     pipe = _load_pipeline(args)
     failures: list[str] = []
@@ -196,8 +217,9 @@ def _fuse_folder(args: argparse.Namespace) -> int:
 def cmd_register(args: argparse.Namespace) -> int:
     from .api import register_arrays
 
-    _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "aligned IR"),
-                   (Path(args.field) if args.field else None, "field")], args.bit_depth)
+    field_out = _optional_path(args.field, "--field")
+    _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "aligned IR"), (field_out, "field")],
+                   args.bit_depth)
     pipe = _load_pipeline(args)
     pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
     _print_notes(pair)
@@ -205,7 +227,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.strict and result.diagnostics.get("suspect"):
         raise UserError(f"{args.ir}: registration is suspect and --strict was given")
     io.write_image(Path(args.output), result.aligned_ir, bit_depth=args.bit_depth)
-    field_path = io.write_field(Path(args.field), result.field) if args.field else None
+    field_path = io.write_field(field_out, result.field) if field_out is not None else None
     _warn_diagnostics(args.ir, result.diagnostics)
     mag = np.sqrt((result.field.astype(np.float64) ** 2).sum(0))
     print(f"registered {args.ir} onto {args.vis} with {pipe.name}: mean |field| {mag.mean():.2f} px, "
@@ -229,7 +251,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/)")
     pairs = pairs[: args.limit] if args.limit else pairs
     out = Path(args.output)
-    if out.resolve() == data.resolve():
+    if _resolved(out) == _resolved(data):
         raise UserError(f"{out}: is the --data folder; synth would overwrite its ir/ and vi/ images")
     entries, failures = [], []
     for stem, ir_path, vis_path in tqdm(pairs, desc=f"synth {spec.name}", unit="pair"):

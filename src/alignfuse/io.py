@@ -73,6 +73,7 @@ __all__ = [
     "normalise",
     "write_image",
     "check_output_path",
+    "check_writable",
     "field_path",
     "write_field",
     "read_field",
@@ -459,7 +460,8 @@ def read_image(path: PathLike, kind: str = "vis", norm: Norm = None) -> LoadedIm
     norm = _check_norm(norm)
     path = Path(path)
     if not path.exists():
-        raise _fail(path, "no such file")
+        raise _fail(path, "broken symbolic link (its target is missing, or a loop)" if path.is_symlink()
+                    else "no such file")
     if path.is_dir():
         raise _fail(path, "is a directory, not an image file")
     try:
@@ -617,9 +619,12 @@ def _atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> Path:
     left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _default_file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _default_file_mode(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
@@ -627,13 +632,23 @@ def _atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from e
         raise
     return path
+
+
+def _write_error(path: Path, e: OSError) -> OSError:
+    """``e`` as an OSError about ``path`` (the file being written), not about the temporary file beside it."""
+    other = e.filename and Path(os.fsdecode(e.filename)) != path and not Path(os.fsdecode(e.filename)).name.startswith(
+        f".{path.name}.")
+    detail = f"{e.strerror or e}" + (f" ({os.fsdecode(e.filename)})" if other else "")
+    return OSError(e.errno, f"cannot write file: {detail}", str(path))
 
 
 def _encode_into(f: IO[bytes], q: np.ndarray, fmt: str, ext: str) -> None:
@@ -653,9 +668,28 @@ def _encode_into(f: IO[bytes], q: np.ndarray, fmt: str, ext: str) -> None:
     im.save(f, format=fmt, **options)
 
 
+def check_writable(path: PathLike) -> Path:
+    """``UserError`` when a file could not be written at ``path`` (an existing folder there, a file where a
+    parent folder should be, a read-only folder); missing parent folders are fine (writers create them)."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise UserError(f"{str(path)!r}: not a file name")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{path}: cannot be written: {parent} is a file, not a folder")
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot be written: folder {parent} is not writable")
+    return path
+
+
 def check_output_path(path: PathLike, bit_depth: int = 8) -> str:
     """The writer format (e.g. ``"PNG"``) for an image path, or ``ValueError`` when :func:`write_image` could
-    not write it (unknown extension, 16 bits in a format without them): lets a batch fail before any work."""
+    not write it (unknown extension, 16 bits in a format without them, see also :func:`check_writable`): lets a
+    batch fail before any work."""
     path = Path(path)
     fmt = _OUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -664,12 +698,15 @@ def check_output_path(path: PathLike, bit_depth: int = 8) -> str:
         raise UserError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     if bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
         raise UserError(f"{path}: 16-bit output needs .png or .tif, not {path.suffix!r}")
+    check_writable(path)
     return fmt
 
 
 def field_path(path: PathLike) -> Path:
     """Where :func:`write_field` writes ``path``: ``.npy`` appended when the name lacks it."""
     path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise UserError(f"{str(path)!r}: not a file name for a field")
     return path if path.suffix.lower() == ".npy" else path.with_name(path.name + ".npy")
 
 
