@@ -413,6 +413,20 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
+def test_metrics_errors_name_the_files(tmp_path, capsys):
+    """Images of different sizes gave 'sizes differ: vis (H, W), ...' without a file name; a grey fused image
+    of a colour visible one was an internal error (the metrics' ValueError)."""
+    ir, vis = _pair_files(tmp_path)
+    io.write_image(tmp_path / "small.png", _textured(40, 64))
+    code, _, err = run(capsys, "metrics", "--ir", str(ir), "--vis", str(vis), "--fused", str(tmp_path / "small.png"))
+    line = _one_error_line(err)
+    assert code == 2 and "small.png" in line and "64x40" in line and "vi.png" in line
+    io.write_image(tmp_path / "colour.png", np.stack([_textured(48, 64, s) for s in (3, 4, 5)], -1))
+    code, _, err = run(capsys, "metrics", "--ir", str(ir), "--vis", str(tmp_path / "colour.png"), "--fused", str(vis))
+    line = _one_error_line(err)
+    assert code == 2 and f"{vis}: greyscale fused image" in line and "colour.png" in line
+
+
 @pytest.mark.parametrize("option", ["--field", "--aligned-ir"])
 def test_unwritable_outputs_fail_before_any_work(tmp_path, capsys, option):
     """An output that is an existing folder, or lies under a file, failed only when written: after the fused

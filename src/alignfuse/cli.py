@@ -334,8 +334,14 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         return np.floor(scaled + 0.5) if img.bit_depth == 8 else scaled
 
     vis, ir, fused = load_255(args.vis, "vis"), load_255(args.ir, "ir"), load_255(args.fused, "vis")
-    if not (vis.shape[:2] == ir.shape[:2] == fused.shape[:2]):
-        raise UserError(f"sizes differ: vis {vis.shape}, ir {ir.shape}, fused {fused.shape}")
+    h, w = vis.shape[:2]
+    for path, a, what in ((args.ir, ir, "infrared"), (args.fused, fused, "fused")):
+        if a.shape[:2] != (h, w):
+            raise UserError(f"{path}: {what} image is {a.shape[1]}x{a.shape[0]} but the visible image {args.vis} is "
+                            f"{w}x{h}; metrics compare images of one size")
+    if fused.ndim == 2 and vis.ndim == 3:  # VIFB scores a colour fusion per channel; grey vs colour is undefined
+        raise UserError(f"{args.fused}: greyscale fused image but the visible image {args.vis} is colour; give the "
+                        "colour fused image (as `fuse` writes it) or a greyscale visible image")
     names = args.names.split(",") if args.names else None
     values = compute_fusion_metrics(vis, ir, fused, names=names)
     if args.json:
