@@ -402,3 +402,66 @@ def test_evaluate_where_a_bug_fails_every_pair_is_an_internal_error(capsys, monk
     monkeypatch.setattr(AverageFuser, "__call__", broken)
     code, _, err = run(capsys, "evaluate", "--data", str(SAMPLES), "--limit", "1", "--model", "identity+average", "-q")
     assert code == 1 and "internal error" in err and "no pair could be evaluated" in err
+
+
+# ------------------------------------------------------------------- found by tests/test_fuzz.py
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("alignfuse: error:") and "internal error" not in err, err
+    return lines[0]
+
+
+def test_metrics_errors_name_the_files(tmp_path, capsys):
+    """Images of different sizes gave 'sizes differ: vis (H, W), ...' without a file name; a grey fused image
+    of a colour visible one was an internal error (the metrics' ValueError)."""
+    ir, vis = _pair_files(tmp_path)
+    io.write_image(tmp_path / "small.png", _textured(40, 64))
+    code, _, err = run(capsys, "metrics", "--ir", str(ir), "--vis", str(vis), "--fused", str(tmp_path / "small.png"))
+    line = _one_error_line(err)
+    assert code == 2 and "small.png" in line and "64x40" in line and "vi.png" in line
+    io.write_image(tmp_path / "colour.png", np.stack([_textured(48, 64, s) for s in (3, 4, 5)], -1))
+    code, _, err = run(capsys, "metrics", "--ir", str(ir), "--vis", str(tmp_path / "colour.png"), "--fused", str(vis))
+    line = _one_error_line(err)
+    assert code == 2 and f"{vis}: greyscale fused image" in line and "colour.png" in line
+
+
+@pytest.mark.parametrize("option", ["--field", "--aligned-ir"])
+def test_unwritable_outputs_fail_before_any_work(tmp_path, capsys, option):
+    """An output that is an existing folder, or lies under a file, failed only when written: after the fused
+    image was written, naming a hidden temporary file ('.f.npy.x1y2.tmp: Is a directory')."""
+    ir, vis = _pair_files(tmp_path)
+    (tmp_path / "taken.npy").mkdir()
+    (tmp_path / "taken.png").mkdir()
+    (tmp_path / "plain").write_text("x")
+    name = "taken.npy" if option == "--field" else "taken.png"
+    for target in (tmp_path / name, tmp_path / "plain" / "f.png"):
+        code, _, err = run(capsys, "fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), option, str(target),
+                           "--model", "identity+average")
+        line = _one_error_line(err)
+        assert code == 2 and (name in line or "plain" in line) and ".tmp" not in line
+        assert not (tmp_path / "o.png").exists()
+    code, _, err = run(capsys, "register", str(ir), str(vis), "-o", str(tmp_path / "taken.png"),
+                       "--model", "identity+average")
+    assert code == 2 and "taken.png: is a folder" in _one_error_line(err)
+
+
+@pytest.mark.parametrize("verb", ["fuse", "register"])
+def test_an_empty_output_option_is_an_error_not_no_output(tmp_path, capsys, verb):
+    """`--field ""` (e.g. an unset shell variable) wrote no field and said nothing; `--field .` was an internal
+    error (ValueError from Path.with_name)."""
+    ir, vis = _pair_files(tmp_path)
+    for value, needle in (("", "--field: empty path"), (".", "not a file name")):
+        code, _, err = run(capsys, verb, str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--field", value,
+                           "--model", "identity+average")
+        assert code == 2 and needle in _one_error_line(err) and not (tmp_path / "o.png").exists()
+
+
+def test_a_symlink_loop_as_input_is_a_user_error(tmp_path, capsys):
+    """Path.resolve() raises RuntimeError on a symlink loop: it was an internal error."""
+    _, vis = _pair_files(tmp_path)
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    code, _, err = run(capsys, "fuse", str(tmp_path / "loop.png"), str(vis), "-o", str(tmp_path / "o.png"),
+                       "--model", "identity+average")
+    assert code == 2 and "loop.png: broken symbolic link" in _one_error_line(err)

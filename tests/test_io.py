@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import alignfuse.io as aio
+from alignfuse.errors import UserError
 from alignfuse.io import (
     MIN_SIZE,
     FieldError,
@@ -599,3 +600,103 @@ def test_dead_and_duplicate_helpers_stay_removed():
 
     assert not {"recombine", "from_tensor"} & (set(dir(aio)) | set(aio.__all__))
     assert not hasattr(checkpoints, "shipped_weights") and not hasattr(rfvif, "RFVIFFuser")
+
+
+# ----------------------------------------------------------------------------- found by tests/test_fuzz.py
+
+
+def test_native_decoder_messages_stay_off_the_terminal(tmp_path, capfd):
+    """A damaged file is one error line: OpenCV's log and libpng's own warnings (printed straight to file
+    descriptor 2) used to follow it on the terminal."""
+    zero_wide = tmp_path / "zero.png"
+    zero_wide.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 16, 8, 0, 0, 0, 0))
+                          + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b""))
+    rgb16 = tmp_path / "rgb16.png"
+    assert cv2.imwrite(str(rgb16), RNG.integers(0, 65536, size=(32, 32, 3)).astype(np.uint16))
+    truncated = tmp_path / "truncated16.png"
+    truncated.write_bytes(rgb16.read_bytes()[:900])  # Pillow opens it, OpenCV decodes it
+    tiff = tmp_path / "garbage.tif"
+    tiff.write_bytes(b"II*\x00" + RNG.integers(0, 256, 600, dtype=np.uint8).tobytes())
+    capfd.readouterr()
+    for path in (zero_wide, truncated, tiff):
+        with pytest.raises(ImageReadError) as e:
+            read_image(path)
+        assert str(e.value).startswith(f"{path}: ")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert "truncated" in str(pytest.raises(ImageReadError, read_image, truncated).value)
+
+
+def test_decoder_warnings_become_notes_on_the_file(tmp_path):
+    """Pillow's warnings (here corrupt EXIF in a readable JPEG) were printed as anonymous warning lines."""
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00" + struct.pack("<H", 5) + b"\x12\x01\x03\x00\x01\x00\x00\x00"
+    Image.fromarray(_u8((16, 16, 3))).save(tmp_path / "exif.jpg", exif=exif)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing escapes as a warning
+        img = read_image(tmp_path / "exif.jpg")
+    assert img.data.shape == (16, 16, 3) and any("Corrupt EXIF" in n for n in img.notes)
+
+
+def test_16bit_grey_alpha_png_stays_grey(tmp_path):
+    """Pillow reports a 16-bit LA PNG as RGBA and OpenCV expands it to four channels: it came back as RGB."""
+    grey = RNG.integers(0, 65536, size=(12, 10)).astype(np.uint16)
+    alpha = np.full_like(grey, 65535)
+    rows = b"".join(b"\x00" + np.stack([grey[y], alpha[y]], -1).astype(">u2").tobytes() for y in range(12))
+    path = tmp_path / "la16.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 10, 12, 16, 4, 0, 0, 0))
+                     + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+    img = read_image(path, kind="vis", norm="fixed")
+    assert img.mode == "L" and img.bit_depth == 16 and "alpha channel dropped" in img.notes
+    np.testing.assert_array_equal(img.data, grey.astype(np.float32) / np.float32(65535))
+
+
+def _tiff(w: int, h: int, data: bytes, bits: int, sample_format: int, spp: int = 1) -> bytes:
+    """One-strip uncompressed little-endian TIFF (Pillow cannot write these sample formats)."""
+    entries = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 1, bits), (259, 3, 1, 1), (262, 3, 1, 1 if spp == 1 else 2),
+               (273, 4, 1, 0), (277, 3, 1, spp), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1),
+               (339, 3, 1, sample_format)]
+    offset = 8 + 2 + 12 * len(entries) + 4
+    ifd = b"".join(struct.pack("<HHI", t, typ, n) + (struct.pack("<HH", offset if t == 273 else v, 0) if typ == 3
+                   else struct.pack("<I", offset if t == 273 else v)) for t, typ, n, v in entries)
+    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)) + ifd + struct.pack("<I", 0) + data
+
+
+def test_unsigned_32bit_and_signed_16bit_rgb_tiff(tmp_path):
+    """Pillow reads unsigned 32-bit samples as signed: values >= 2**31 wrapped to negative ones (silently, the
+    image came out scrambled). A signed 16-bit RGB TIFF, which only OpenCV decodes, was 'unsupported'."""
+    ramp = (np.arange(12 * 10, dtype=np.float64).reshape(12, 10) * 3.5e7).astype("<u4")  # up to 4.2e9
+    (tmp_path / "u32.tif").write_bytes(_tiff(10, 12, ramp.tobytes(), 32, 1))
+    img = read_image(tmp_path / "u32.tif", kind="ir")
+    np.testing.assert_allclose(img.data, ramp / ramp.max(), atol=1e-6)
+    signed = np.stack([ramp.astype(np.int64) // 140000 - 15000] * 3, -1).astype("<i2")
+    (tmp_path / "s16.tif").write_bytes(_tiff(10, 12, signed.tobytes(), 16, 2, spp=3))
+    vis = read_image(tmp_path / "s16.tif", kind="vis")
+    assert vis.mode == "RGB" and vis.data.min() == 0.0 and vis.data.max() == 1.0
+    assert np.all(np.diff(vis.data[..., 0].ravel()) >= 0)  # order kept: no wrap-around
+
+
+def test_broken_symlink_is_named_as_such(tmp_path):
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    for name in ("loop.png", "dangling.png"):
+        with pytest.raises(ImageReadError, match=f"{name}: broken symbolic link"):
+            read_image(tmp_path / name)
+
+
+def test_outputs_that_cannot_be_written_are_refused_up_front_and_named(tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="folder.png: is a folder"):
+        aio.check_output_path(tmp_path / "folder.png")
+    with pytest.raises(UserError, match=r"file/out.png: cannot be written: .*file is a file, not a folder"):
+        aio.check_output_path(tmp_path / "file" / "out.png")
+    assert aio.check_output_path(tmp_path / "new" / "deeper" / "out.png") == "PNG"  # missing folders are made
+    with pytest.raises(UserError, match="not a file name"):
+        aio.field_path(Path("."))
+    # when a write fails anyway, the error names the target, not the hidden temporary file beside it
+    with pytest.raises(OSError) as e:
+        aio._atomic_write(tmp_path / "folder.png", lambda f: f.write(b"data"))
+    assert e.value.filename == str(tmp_path / "folder.png") and ".tmp" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.png"]  # no temporary file left

@@ -60,21 +60,42 @@ def _json(obj, **kw) -> str:
     return json.dumps(clean(obj), allow_nan=False, **kw)
 
 
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path when it cannot be resolved (a symlink loop raises RuntimeError);
+    reading or writing such a path then fails with a one-line error naming it."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def _check_outputs(inputs: Sequence[Path], outputs: Sequence[tuple[Path | None, str]], bit_depth: int) -> None:
     """Fail before any work when an output would overwrite an input or another output, or cannot be written.
 
     outputs: (path or None, what) with what "field" for a field file, anything else for an image."""
-    taken = {Path(p).resolve(): "input" for p in inputs}
+    taken = {_resolved(Path(p)): "input" for p in inputs}
     for path, what in outputs:
         if path is None:
             continue
         target = io.field_path(path) if what == "field" else path
         if what != "field":
             io.check_output_path(target, bit_depth)
-        key = target.resolve()
+        else:
+            io.check_writable(target)
+        key = _resolved(target)
         if key in taken:
             raise UserError(f"{target}: would overwrite the {taken[key]}; choose another path for the {what}")
         taken[key] = what
+
+
+def _optional_path(value: str | None, option: str) -> Path | None:
+    """An optional output option as a path; an empty value (``--field ""``, an unset shell variable) is an error,
+    not a silent "no output"."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise UserError(f"{option}: empty path")
+    return Path(value)
 
 
 def _positive_int(text: str) -> int:
@@ -183,8 +204,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     if (args.workers or 1) > 1 or args.ray is not None or args.limit is not None:
         raise UserError("--workers, --ray and --limit apply to folder mode (--ir-dir/--vis-dir) and video mode "
                         "(--ir-video/--vis-video)")
-    aligned_out = Path(args.aligned_ir) if args.aligned_ir else None
-    field_out = Path(args.field) if args.field else None
+    aligned_out = _optional_path(args.aligned_ir, "--aligned-ir")
+    field_out = _optional_path(args.field, "--field")
     _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "fused image"),
                    (aligned_out, "aligned IR"), (field_out, "field")], args.bit_depth)
     if args.threads:
@@ -205,7 +226,7 @@ def _fuse_folder(args: argparse.Namespace) -> int:
 
     from .batch import Report, open_runner
 
-    if args.aligned_ir or args.field:
+    if args.aligned_ir is not None or args.field is not None:
         raise UserError("in folder mode use --save-aligned / --save-field (written under OUT/aligned_ir, OUT/field)")
     names = io.read_split(Path(args.split)) if args.split else None
     pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
@@ -215,12 +236,12 @@ def _fuse_folder(args: argparse.Namespace) -> int:
     pairs = pairs[: args.limit] if args.limit else pairs
     out_dir = Path(args.output)
     args.ext = args.ext.lstrip(".")
-    io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth)  # --ext / --bit-depth: fail before any work
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder (folder mode writes one file per pair into -o)")
-    inputs = (Path(args.ir_dir).resolve(), Path(args.vis_dir).resolve())
+    io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth)  # --ext / --bit-depth / -o: fail before any work
+    inputs = (_resolved(Path(args.ir_dir)), _resolved(Path(args.vis_dir)))
     for d in [out_dir] + [out_dir / sub for sub, on in (("aligned_ir", args.save_aligned), ("field", args.save_field)) if on]:
-        if d.resolve() in inputs:
+        if _resolved(d) in inputs:
             raise UserError(f"{d}: is an input folder; outputs would overwrite or mix with the inputs")
     jobs = [_pair_job(args, stem, ir_path, vis_path, out_dir / f"{stem}.{args.ext}",
                       out_dir / "aligned_ir" / f"{stem}.{args.ext}" if args.save_aligned else None,
@@ -262,8 +283,9 @@ def _fuse_video(args: argparse.Namespace) -> int:
 def cmd_register(args: argparse.Namespace) -> int:
     from .api import register_arrays
 
-    _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "aligned IR"),
-                   (Path(args.field) if args.field else None, "field")], args.bit_depth)
+    field_out = _optional_path(args.field, "--field")
+    _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "aligned IR"), (field_out, "field")],
+                   args.bit_depth)
     pipe = _load_pipeline(args)
     pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
     _print_notes(pair)
@@ -271,7 +293,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.strict and result.diagnostics.get("suspect"):
         raise UserError(f"{args.ir}: registration is suspect and --strict was given")
     io.write_image(Path(args.output), result.aligned_ir, bit_depth=args.bit_depth)
-    field_path = io.write_field(Path(args.field), result.field) if args.field else None
+    field_path = io.write_field(field_out, result.field) if field_out is not None else None
     _warn_diagnostics(args.ir, result.diagnostics)
     mag = np.sqrt((result.field.astype(np.float64) ** 2).sum(0))
     print(f"registered {args.ir} onto {args.vis} with {pipe.name}: mean |field| {mag.mean():.2f} px, "
@@ -282,14 +304,19 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ calibrate
-def _calibration_frames_from_folders(args: argparse.Namespace, failures: list[str]):
+def _calibration_pairs(args: argparse.Namespace, failures: list[str]) -> list:
     names = io.read_split(Path(args.split)) if args.split else None
     pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
     if not pairs:
-        raise UserError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
+        raise UserError(f"{args.ir_dir}: no frame has a visible frame of the same name in {args.vis_dir}"
+                        + (f" ({len(unpaired)} unpaired, e.g. {unpaired[0]})" if unpaired else ""))
     failures.extend(unpaired)
     if args.limit:
         pairs = pairs[:: max(1, len(pairs) // args.limit)][: args.limit]  # spread over the sequence
+    return pairs
+
+
+def _calibration_frames_from_folders(args: argparse.Namespace, pairs: list, failures: list[str]):
     for stem, ir_path, vis_path in pairs:
         try:
             pair = io.load_pair(ir_path, vis_path, ir_norm=_ir_norm(args))
@@ -299,10 +326,11 @@ def _calibration_frames_from_folders(args: argparse.Namespace, failures: list[st
         yield stem, pair.ir, pair.vis_y, pair.ir_size
 
 
-def _calibration_frames_from_videos(args: argparse.Namespace, failures: list[str]):
+def _calibration_frames_from_videos(args: argparse.Namespace, ir, vis):
+    """Frames of two open ``video.VideoInput`` streams, paired by index (``--limit``: spread over the videos)."""
     from . import video
 
-    with video.open_video(args.ir_video) as ir, video.open_video(args.vis_video) as vis:
+    with ir, vis:
         known = min(ir.frames, vis.frames) if ir.frames and vis.frames else 0
         step = max(1, known // args.limit) if args.limit and known else 1
         ir_frames, vis_frames = ir.frames_as_arrays("ir", _ir_norm(args)), vis.frames_as_arrays("vis")
@@ -333,8 +361,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: is a folder; give the rig file's path (e.g. rig.json)")
     out.parent.mkdir(parents=True, exist_ok=True)  # fail before the work, not after it
     failures: list[str] = []
-    source = (_calibration_frames_from_videos if all(videos) else _calibration_frames_from_folders)(args, failures)
-    rig, _ = estimate_rig(tqdm(source, desc="calibrate", unit="frame", total=args.limit))
+    if all(videos):  # opened (and checked) before the progress bar starts
+        from . import video
+
+        ir = video.open_video(args.ir_video)
+        try:
+            vis = video.open_video(args.vis_video)
+        except BaseException:
+            ir.close()
+            raise
+        source, total = _calibration_frames_from_videos(args, ir, vis), args.limit
+    else:  # the folders are checked before the progress bar starts
+        pairs = _calibration_pairs(args, failures)
+        source, total = _calibration_frames_from_folders(args, pairs, failures), len(pairs)
+    rig, _ = estimate_rig(tqdm(source, desc="calibrate", unit="frame", total=total))
     rig.save(out)
     spread = rig.spread_px
     print(f"rig: {rig.model}, {rig.frames.get('agreed', 0)}/{rig.frames.get('frames', 0)} frames agree"
@@ -359,7 +399,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/)")
     pairs = pairs[: args.limit] if args.limit else pairs
     out = Path(args.output)
-    if out.resolve() == data.resolve():
+    if _resolved(out) == _resolved(data):
         raise UserError(f"{out}: is the --data folder; synth would overwrite its ir/ and vi/ images")
     entries, failures = [], []
     for stem, ir_path, vis_path in tqdm(pairs, desc=f"synth {spec.name}", unit="pair"):
@@ -498,8 +538,14 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         return np.floor(scaled + 0.5) if img.bit_depth == 8 else scaled
 
     vis, ir, fused = load_255(args.vis, "vis"), load_255(args.ir, "ir"), load_255(args.fused, "vis")
-    if not (vis.shape[:2] == ir.shape[:2] == fused.shape[:2]):
-        raise UserError(f"sizes differ: vis {vis.shape}, ir {ir.shape}, fused {fused.shape}")
+    h, w = vis.shape[:2]
+    for path, a, what in ((args.ir, ir, "infrared"), (args.fused, fused, "fused")):
+        if a.shape[:2] != (h, w):
+            raise UserError(f"{path}: {what} image is {a.shape[1]}x{a.shape[0]} but the visible image {args.vis} is "
+                            f"{w}x{h}; metrics compare images of one size")
+    if fused.ndim == 2 and vis.ndim == 3:  # VIFB scores a colour fusion per channel; grey vs colour is undefined
+        raise UserError(f"{args.fused}: greyscale fused image but the visible image {args.vis} is colour; give the "
+                        "colour fused image (as `fuse` writes it) or a greyscale visible image")
     names = args.names.split(",") if args.names else None
     values = compute_fusion_metrics(vis, ir, fused, names=names)
     if args.json:

@@ -42,8 +42,11 @@ partial file (an existing target keeps its old content).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
@@ -70,6 +73,7 @@ __all__ = [
     "normalise",
     "write_image",
     "check_output_path",
+    "check_writable",
     "field_path",
     "write_field",
     "read_field",
@@ -121,7 +125,8 @@ class LoadedImage:
     source_mode: the decoder's description of the file (Pillow mode such as ``'I;16'``,
         ``'RGBA'``, ``'P'``, or ``'cv2:uint16x3'`` when OpenCV decoded it).
     notes: human-readable remarks on conversions applied (alpha dropped, colour infrared
-        reduced to luminance, min-max normalisation of a float image...).
+        reduced to luminance, min-max normalisation of a float image...) and the decoder's
+        warnings about the file (e.g. corrupt EXIF data).
     norm: the normalisation applied: ``'fixed'``, ``'minmax'``, ``'percentile(lo,hi)'`` or
         ``'as-is'`` (float already in [0, 1]).
     """
@@ -226,13 +231,44 @@ def _is_tiff(path: Path) -> bool:
     return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to the null device for the duration: libpng inside OpenCV prints its warnings and
+    errors there directly (no Python setting reaches it), and the caller reports any failure in one line."""
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _decode_cv2(path: Path) -> tuple[np.ndarray, str] | None:
-    """OpenCV decode (IMREAD_UNCHANGED), channels reordered to RGB(A); None if it fails."""
+    """OpenCV decode (IMREAD_UNCHANGED), channels reordered to RGB(A); None if it fails. What OpenCV and its
+    codecs print about a damaged file (its log, libtiff's and libpng's messages) is silenced: the caller reports
+    the failure in one line."""
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = log.getLogLevel() if log is not None else None
+    if log is not None:
+        log.setLogLevel(log.LOG_LEVEL_SILENT)
     try:
         buf = np.fromfile(str(path), dtype=np.uint8)
-        arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        with _native_stderr_silenced():
+            arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except (cv2.error, OSError, ValueError):
         return None
+    finally:
+        if log is not None:
+            log.setLogLevel(level)
     if arr is None or not isinstance(arr, np.ndarray):
         return None
     channels = 1 if arr.ndim == 2 else arr.shape[2]
@@ -271,20 +307,37 @@ def _pil_to_array(im: Image.Image, path: Path, notes: list[str]) -> np.ndarray:
     if im.mode.startswith("I;16"):
         arr = arr.astype(np.uint16)
     elif im.mode == "I":
-        if arr.size and arr.min() >= 0 and arr.max() <= 65535:
-            arr = arr.astype(np.uint16)
-        else:
-            arr = arr.astype(np.float64)
-            notes.append("32-bit integer samples treated as float")
+        arr = _wide_integers(arr, notes)
     return arr
+
+
+def _wide_integers(arr: np.ndarray, notes: list[str]) -> np.ndarray:
+    """Integer samples wider than 8 bits: 16-bit data when they fit in 0..65535, else float (min-max normalised
+    later)."""
+    if arr.size and arr.min() >= 0 and arr.max() <= 65535:
+        return arr.astype(np.uint16)
+    notes.append("integer samples outside 0..65535 treated as float")
+    return arr.astype(np.float64)
+
+
+def _unsigned_32bit_tiff(im: Image.Image) -> bool:
+    """A TIFF of unsigned 32-bit samples, which Pillow reads as signed (values >= 2**31 would wrap)."""
+    if im.format != "TIFF" or im.mode != "I":
+        return False
+    tags = getattr(im, "tag_v2", {})
+    bits, fmt = tags.get(258, (0,)), tags.get(339, (1,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    fmt = fmt if isinstance(fmt, tuple) else (fmt,)
+    return bits[:1] == (32,) and fmt[:1] == (1,)
 
 
 def _decode(path: Path) -> tuple[np.ndarray, str, list[str]]:
     """Decode a file to a numpy array in RGB(A) channel order, undoing EXIF orientation.
 
     Pillow first; OpenCV (``IMREAD_UNCHANGED``) when Pillow cannot identify the file, when it
-    fails on a TIFF it does not support, or when Pillow would silently reduce 16-bit colour
-    to 8 bits (16-bit RGB(A) PNG / TIFF). Returns (array, source description, notes).
+    fails on a TIFF it does not support, when Pillow would silently reduce 16-bit colour
+    to 8 bits (16-bit RGB(A) PNG / TIFF), or read unsigned 32-bit TIFF samples as signed.
+    Returns (array, source description, notes).
     """
     notes: list[str] = []
     try:
@@ -294,8 +347,15 @@ def _decode(path: Path) -> tuple[np.ndarray, str, list[str]]:
             if im.mode in ("RGB", "RGBA", "LA", "RGBX") and "16" in raw:
                 fallback = _decode_cv2(path)
                 if fallback is not None:
-                    return fallback[0], fallback[1], notes
-                raise _fail(path, f"cannot decode 16-bit {im.mode} image without losing precision")
+                    arr = fallback[0]
+                    if raw.startswith("LA") and arr.ndim == 3 and arr.shape[2] == 4:  # OpenCV expands grey+alpha
+                        return np.ascontiguousarray(arr[:, :, [0, 3]]), "cv2:uint16x2", notes
+                    return arr, fallback[1], notes
+                raise _fail(path, f"cannot read 16-bit {im.mode} image (truncated, damaged or a variant OpenCV lacks)")
+            if _unsigned_32bit_tiff(im):
+                fallback = _decode_cv2(path)
+                if fallback is not None and fallback[0].dtype == np.uint32:
+                    return _wide_integers(fallback[0], notes), fallback[1], notes
             if getattr(im, "n_frames", 1) > 1:
                 notes.append(f"multi-page file ({im.n_frames} pages): first page used")
             im.load()
@@ -312,7 +372,9 @@ def _decode(path: Path) -> tuple[np.ndarray, str, list[str]]:
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:
         fallback = _decode_cv2(path)
         if fallback is None:
-            raise _fail(path, "cannot read image (truncated or not an image)", e) from e
+            bomb = isinstance(e, Image.DecompressionBombError)
+            problem = f"image too large to decode ({e})" if bomb else "cannot read image (truncated or not an image)"
+            raise _fail(path, problem, e) from e
         return fallback[0], fallback[1], notes
     except Exception as e:  # decoder errors: OSError, SyntaxError, ValueError, struct.error...
         if "truncated" not in str(e) and _is_tiff(path):
@@ -398,7 +460,8 @@ def read_image(path: PathLike, kind: str = "vis", norm: Norm = None) -> LoadedIm
     norm = _check_norm(norm)
     path = Path(path)
     if not path.exists():
-        raise _fail(path, "no such file")
+        raise _fail(path, "broken symbolic link (its target is missing, or a loop)" if path.is_symlink()
+                    else "no such file")
     if path.is_dir():
         raise _fail(path, "is a directory, not an image file")
     try:
@@ -409,7 +472,16 @@ def read_image(path: PathLike, kind: str = "vis", norm: Norm = None) -> LoadedIm
     if not os.access(path, os.R_OK):
         raise _fail(path, "permission denied")
 
-    arr, source_mode, notes = _decode(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arr, source_mode, notes = _decode(path)
+    about_file = []  # the decoders' warnings about this file (corrupt EXIF, a huge image...): notes naming it
+    for w in caught:
+        if issubclass(w.category, (UserWarning, RuntimeWarning)):
+            about_file.append(" ".join(str(w.message).split()))
+        else:  # deprecations and the like: to the usual filters
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    notes[:0] = list(dict.fromkeys(about_file))
 
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
         raise _fail(path, f"unsupported mode {source_mode!r} (array of shape {arr.shape})")
@@ -419,6 +491,8 @@ def read_image(path: PathLike, kind: str = "vis", norm: Norm = None) -> LoadedIm
     if h < MIN_SIZE or w < MIN_SIZE:
         raise _fail(path, f"image is {w}x{h} pixels; at least {MIN_SIZE}x{MIN_SIZE} needed")
 
+    if arr.dtype.kind in "iu" and arr.dtype not in (np.uint8, np.uint16):  # OpenCV's signed / 32-bit samples
+        arr = _wide_integers(arr, notes) if arr.dtype.itemsize > 1 else arr.astype(np.float64)
     if arr.dtype == np.uint8:
         bit_depth = 8
     elif arr.dtype == np.uint16:
@@ -545,9 +619,12 @@ def _atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> Path:
     left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _default_file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _default_file_mode(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
@@ -555,13 +632,23 @@ def _atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from e
         raise
     return path
+
+
+def _write_error(path: Path, e: OSError) -> OSError:
+    """``e`` as an OSError about ``path`` (the file being written), not about the temporary file beside it."""
+    other = e.filename and Path(os.fsdecode(e.filename)) != path and not Path(os.fsdecode(e.filename)).name.startswith(
+        f".{path.name}.")
+    detail = f"{e.strerror or e}" + (f" ({os.fsdecode(e.filename)})" if other else "")
+    return OSError(e.errno, f"cannot write file: {detail}", str(path))
 
 
 def _encode_into(f: IO[bytes], q: np.ndarray, fmt: str, ext: str) -> None:
@@ -581,9 +668,28 @@ def _encode_into(f: IO[bytes], q: np.ndarray, fmt: str, ext: str) -> None:
     im.save(f, format=fmt, **options)
 
 
+def check_writable(path: PathLike) -> Path:
+    """``UserError`` when a file could not be written at ``path`` (an existing folder there, a file where a
+    parent folder should be, a read-only folder); missing parent folders are fine (writers create them)."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise UserError(f"{str(path)!r}: not a file name")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{path}: cannot be written: {parent} is a file, not a folder")
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot be written: folder {parent} is not writable")
+    return path
+
+
 def check_output_path(path: PathLike, bit_depth: int = 8) -> str:
     """The writer format (e.g. ``"PNG"``) for an image path, or ``ValueError`` when :func:`write_image` could
-    not write it (unknown extension, 16 bits in a format without them): lets a batch fail before any work."""
+    not write it (unknown extension, 16 bits in a format without them, see also :func:`check_writable`): lets a
+    batch fail before any work."""
     path = Path(path)
     fmt = _OUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -592,12 +698,15 @@ def check_output_path(path: PathLike, bit_depth: int = 8) -> str:
         raise UserError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     if bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
         raise UserError(f"{path}: 16-bit output needs .png or .tif, not {path.suffix!r}")
+    check_writable(path)
     return fmt
 
 
 def field_path(path: PathLike) -> Path:
     """Where :func:`write_field` writes ``path``: ``.npy`` appended when the name lacks it."""
     path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise UserError(f"{str(path)!r}: not a file name for a field")
     return path if path.suffix.lower() == ".npy" else path.with_name(path.name + ".npy")
 
 

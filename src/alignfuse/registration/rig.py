@@ -103,8 +103,8 @@ class RigModel:
             data = json.loads(path.read_text(), parse_constant=lambda c: float("nan"))
         except OSError as exc:
             raise UserError(f"{path}: cannot read the rig file ({exc.strerror or exc})") from exc
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path}: not a rig file (invalid JSON: {exc})") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise UserError(f"{path}: not a rig file (invalid JSON: {type(exc).__name__})") from exc
 
         def bad(what: str) -> UserError:
             return UserError(f"{path}: not a valid rig file ({what}); write one with `alignfuse calibrate`")
