@@ -23,10 +23,10 @@ SAMPLES = ROOT / "samples"
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
-    """Export tiny CPSTN/MRRN/DIFN/RFVIF weights (2 training steps each) under the shipped names."""
+    """Export tiny CPSTN/MRRN/DIFN/RFVIF/PWF weights (2 training steps each) under the shipped names."""
     root = tmp_path_factory.mktemp("weights")
     torch.set_num_threads(1)
-    for model in ("cpstn", "difn", "rfvif"):
+    for model in ("cpstn", "difn", "rfvif", "pwf"):
         run_recipe(TrainArgs(model, SAMPLES, None, "tiny", root / model, overrides={"steps": 2}, progress=False))
     run_recipe(TrainArgs("mrrn", SAMPLES, None, "tiny", root / "mrrn",
                          overrides={"steps": 2, "translator": str(root / "cpstn" / "export.safetensors")},
@@ -45,7 +45,8 @@ def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["umf-cmgr", "umf-cmgr-noreg", "umf-reg+gff", "umf-mrrn+gff", "umf-nocpstn+gff",
-                                  "umf-nocpstn+difn", "mrrn+difn", "mrrn+gff", "rfvif", "default", "default+gff"])
+                                  "umf-nocpstn+difn", "mrrn+difn", "mrrn+gff", "rfvif", "default", "default+gff",
+                                  "default+pwf"])
 def test_pipelines_run_on_odd_sizes_and_colour(tiny_weights, name):
     pipe = create_pipeline(name, weights_dir=tiny_weights)
     ir = _texture(333, 517)

@@ -217,3 +217,12 @@ def default_gff(weights_dir: str | Path | None = None, local: bool = True, **reg
 
     return Pipeline(IdentityTranslator(), rig_registrar(weights_dir, local, **registration), FUSERS["gff"](),
                     name="default+gff")
+
+
+@register_pipeline("default+pwf", _desc("the default registration, PWF fusion (pyramid-weight network trained here: "
+                                        "sharper and more contrast than DIFN)", "mrrn", "pwf"))
+def default_pwf(weights_dir: str | Path | None = None, local: bool = True, **registration: Any) -> Pipeline:
+    from .learned_stages import load_pwf
+
+    return Pipeline(IdentityTranslator(), rig_registrar(weights_dir, local, **registration),
+                    NetFuser(load_pwf(weights_dir), output="fused"), name="default+pwf")
