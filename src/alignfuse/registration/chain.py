@@ -17,6 +17,7 @@ diagnostics: ``method``, ``stages`` (per stage: ``name``, ``accepted``, ``gain``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -110,7 +111,8 @@ class ChainRegistrar(torch.nn.Module):
                      confidence=0.0, mind_before=None, mind_after=None)
             return field, d
         judge_size = _work_size(size, self.judge_long_side)
-        desc_fixed = mind_descriptors(warp_ops.resize_image(fixed, judge_size))
+        needs_judge = any(math.isfinite(s.min_gain) for s in self.stages) or self.dead_zone > 0
+        desc_fixed = mind_descriptors(warp_ops.resize_image(fixed, judge_size)) if needs_judge else None
 
         def judge(f: torch.Tensor) -> float:
             """Mean MIND distance over the pixels whose IR sample lies inside the IR frame (replicated borders of
@@ -122,23 +124,26 @@ class ChainRegistrar(torch.nn.Module):
             per_pixel = (desc - desc_fixed).abs().mean(1, keepdim=True)
             return float((per_pixel * inside).sum() / inside.sum().clamp_min(1.0))
 
-        before = current = judge(field)
+        # a stage that is always kept (min_gain -inf, e.g. a calibrated rig) needs no judging: the measure is skipped
+        # altogether when no stage needs it (a rig alone: the whole registration is one cached field)
+        before = current = judge(field) if needs_judge else float("nan")
         for stage in self.stages:
             work = _work_size(size, stage.long_side)
-            moved = warp_ops.warp(moving, field)
+            moved = warp_ops.warp(moving, field) if d["stages"] and any(st["accepted"] for st in d["stages"]) else moving
             kwargs = {"ir_size": ir_size} if getattr(stage.registrar, "wants_ir_size", False) else {}
             result = stage.registrar(warp_ops.resize_image(moved, work), warp_ops.resize_image(fixed, work), **kwargs)
             stage_field = warp_ops.resize_field(result.field, size)
             candidate = warp_ops.compose(field, stage_field)
-            score = judge(candidate)
-            gain = 1.0 - score / max(current, 1e-12)
+            always = not math.isfinite(stage.min_gain)
+            score = judge(candidate) if needs_judge else float("nan")
+            gain = 1.0 - score / max(current, 1e-12) if math.isfinite(score) else float("nan")
             shift = float(warp_ops.magnitude(stage_field).mean())
             reason = None
             if not bool(torch.isfinite(candidate).all()):
                 reason = "non-finite field"
             elif shift < stage.min_shift * max(size):
                 reason = f"moves {shift:.1f} px, within reach of the next stage"
-            elif gain < stage.min_gain:
+            elif not always and gain < stage.min_gain:
                 reason = f"MIND gain {gain:+.1%} < {stage.min_gain:.1%}"
             accepted = reason is None
             own = result.diagnostics[0] if result.diagnostics else {}
@@ -160,9 +165,13 @@ class ChainRegistrar(torch.nn.Module):
                              f"noise floor ({self.dead_zone * max(size):.1f} px); kept the input")
         elif rejected:
             d["fallback"] = f"not used: {'; '.join(rejected)}"
-        gain = 1.0 - current / max(before, 1e-12)
-        d.update(mind_before=before, mind_after=current, confidence=max(0.0, min(1.0, gain)))
+        if needs_judge:
+            gain = 1.0 - current / max(before, 1e-12)
+            d.update(mind_before=before, mind_after=current, confidence=max(0.0, min(1.0, gain)))
+        else:  # nothing was measured: the stages' own confidence (a rig's is 1)
+            own = [s["diagnostics"].get("confidence") for s in d["stages"] if s["accepted"]]
+            d.update(mind_before=None, mind_after=None, confidence=float(min(own)) if own and None not in own else 0.0)
         # a stage whose own result was worse than its input (by the chain's measure) is worth a warning
-        d["suspect"] = any(s["gain"] < -self.suspect_loss for s in d["stages"])
+        d["suspect"] = any(s["gain"] < -self.suspect_loss for s in d["stages"] if math.isfinite(s["gain"]))
         d["stages_used"] = [s["name"] for s in d["stages"] if s["accepted"]]
         return field, d

@@ -112,7 +112,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # pairs. target: intensity target of the loss, "max" (max(IR, VIS)) or "svs" (DIFN's saliency weights, here
     # computed on each crop).
     "pwf": {
-        "cpu": {"net": "cpu", "levels": 0, "steps": 3000, "batch": 8, "crop": 128, "lr": 1e-3, "w_ssim": 1.0,
+        "cpu": {"net": "cpu", "levels": 0, "steps": 1600, "batch": 8, "crop": 128, "lr": 1e-3, "w_ssim": 1.0,
                 "w_grad": 30.0, "w_int": 1.0, "target": "max", "checkpoint_every": 100, "log_every": 20},
         "tiny": {"net": "tiny", "levels": 0, "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "w_ssim": 1.0,
                  "w_grad": 10.0, "w_int": 1.0, "target": "max", "checkpoint_every": 1, "log_every": 1},
