@@ -37,7 +37,7 @@ def load_cpstn(weights_dir: str | Path | None = None) -> nn.Module:
 
     state, meta = checkpoints.load_weights(_path("cpstn", weights_dir), architecture="cpstn_g_a")
     c = meta["config"]
-    g = ResnetGenerator(c["in_ch"], c["out_ch"], c["ngf"], c["n_blocks"])
+    g = ResnetGenerator.from_config(c, c["in_ch"], c["out_ch"])
     g.load_state_dict(state)
     return CPSTNTranslator(g).eval().to(memory_format=torch.channels_last)  # faster convs, as in NetFuser
 

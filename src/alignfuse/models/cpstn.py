@@ -35,10 +35,13 @@ __all__ = [
 ]
 
 # ngf/ndf: base widths of generator/discriminator; n_blocks: ResNet blocks at H/4.
-CPSTN_CONFIGS: dict[str, dict[str, int]] = {
+CPSTN_CONFIGS: dict[str, dict[str, Any]] = {
     "paper": {"ngf": 64, "n_blocks": 9, "ndf": 64},  # official resnet_9blocks, 11.37 M params per G
     "cpu": {"ngf": 16, "n_blocks": 4, "ndf": 16},  # spec §5 shrink for 2-core CPU training
     "tiny": {"ngf": 4, "n_blocks": 1, "ndf": 4},  # tests and smoke runs
+    # issue 18: resize-convolution upsampling (nearest x2 + 3x3 conv: no checkerboard of the stride-2
+    # transposed convolutions) and 6 residual blocks for more context
+    "cpu-resize": {"ngf": 16, "n_blocks": 6, "ndf": 16, "upsample": "resize"},
 }
 
 
@@ -70,14 +73,19 @@ class ResnetGenerator(nn.Module):
     """CycleGAN ResNet generator (spec §1.1), input and output in [-1, 1].
 
     RP3-conv7 (ngf) -> 2 x [conv3 s2] (2ngf, 4ngf) -> n_blocks ResnetBlocks -> 2 x [convT3 s2]
-    -> RP3-conv7 (out_ch) -> tanh. Conv biases on (InstanceNorm has no affine).
+    -> RP3-conv7 (out_ch) -> tanh. Conv biases on (InstanceNorm has no affine). ``upsample="resize"`` replaces
+    each transposed convolution by nearest x2 upsampling + RP1-conv3 (Odena et al. 2016: the uneven overlap of
+    stride-2 transposed kernels is what draws the checkerboard).
 
     Shape:
         x: (B, in_ch, H, W) with H, W multiples of 4 -> (B, out_ch, H, W).
     """
 
-    def __init__(self, in_ch: int = 3, out_ch: int = 1, ngf: int = 64, n_blocks: int = 9) -> None:
+    def __init__(self, in_ch: int = 3, out_ch: int = 1, ngf: int = 64, n_blocks: int = 9,
+                 upsample: str = "transpose") -> None:
         super().__init__()
+        if upsample not in ("transpose", "resize"):
+            raise UnknownNameError(f"upsample must be 'transpose' or 'resize', got {upsample!r}")
         self.in_ch, self.out_ch = in_ch, out_ch
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -95,15 +103,20 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
         for i in range(2):
             mult = 2 ** (2 - i)
-            layers += [
-                nn.ConvTranspose2d(
-                    ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=True
-                ),
-                _norm(ngf * mult // 2),
-                nn.ReLU(True),
-            ]
+            if upsample == "transpose":
+                up: list[nn.Module] = [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2,
+                                                          padding=1, output_padding=1, bias=True)]
+            else:
+                up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                      nn.Conv2d(ngf * mult, ngf * mult // 2, kernel_size=3, bias=True)]
+            layers += [*up, _norm(ngf * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], in_ch: int, out_ch: int) -> "ResnetGenerator":
+        """From a CPSTN config or a weights sidecar's ``config`` (``ngf``, ``n_blocks``, optional ``upsample``)."""
+        return cls(in_ch, out_ch, config["ngf"], config["n_blocks"], config.get("upsample", "transpose"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_ch:
@@ -213,8 +226,8 @@ def build_cpstn(
     """Build and normal(0.02)-initialise G_A, G_B, D_A, D_B from a named config or a dict."""
     cfg = _config(config)
     nets = CPSTNNets(
-        ResnetGenerator(vis_channels, ir_channels, cfg["ngf"], cfg["n_blocks"]),
-        ResnetGenerator(ir_channels, vis_channels, cfg["ngf"], cfg["n_blocks"]),
+        ResnetGenerator.from_config(cfg, vis_channels, ir_channels),
+        ResnetGenerator.from_config(cfg, ir_channels, vis_channels),
         PatchDiscriminator(ir_channels, cfg["ndf"]),
         PatchDiscriminator(vis_channels, cfg["ndf"]),
     )
@@ -269,7 +282,7 @@ class CPSTNTranslator(nn.Module):
             raise ValueError(f"pad_mode must be 'reflect' or 'replicate', got {pad_mode!r}")
         if generator is None:
             cfg = _config(config)
-            generator = init_weights(ResnetGenerator(vis_channels, 1, cfg["ngf"], cfg["n_blocks"]))
+            generator = init_weights(ResnetGenerator.from_config(cfg, vis_channels, 1))
         if generator.out_ch != 1:
             raise ValueError(f"the VIS->IR generator must output 1 channel, got {generator.out_ch}")
         self.generator = generator

@@ -64,6 +64,10 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                   "paired_l1": 0.0, "checkpoint_every": 1000, "log_every": 100},
         "tiny": {"net": "tiny", "steps": 3, "batch": 1, "crop": 32, "lr": 2e-4, "features": "gradient",
                  "paired_l1": 10.0, "checkpoint_every": 1, "log_every": 1},
+        # issue 18: artefact-free upsampling, 6 blocks, larger crops for context; a long schedule meant to be
+        # resumed across sessions (the linear decay of its second half starts at step 20000)
+        "cpu-resize": {"net": "cpu-resize", "steps": 40000, "batch": 1, "crop": 192, "lr": 2e-4, "features": "gradient",
+                       "paired_l1": 10.0, "checkpoint_every": 200, "log_every": 50},
     },
     # MRRN on (reference, IR distorted by a synthetic generator). The paper: pseudo-IR reference from a trained
     # CPSTN, unsupervised. translator: a CPSTN export (safetensors), "shipped" (the CPSTN that ships with alignfuse,
@@ -316,7 +320,7 @@ def pseudo_ir_bank(bank, translator_path: str, device: torch.device) -> list:
 
     state, meta = checkpoints.load_weights(Path(translator_path), architecture="cpstn_g_a")
     c = meta["config"]
-    g = ResnetGenerator(c["in_ch"], c["out_ch"], c["ngf"], c["n_blocks"])
+    g = ResnetGenerator.from_config(c, c["in_ch"], c["out_ch"])
     g.load_state_dict(state)
     tr = CPSTNTranslator(g).to(device).eval()
     out = []
