@@ -180,7 +180,12 @@ def main() -> None:
                     return report.done
 
                 startup, seconds, done = _timed_run(spec, mode, work)
-                rows.append(f"| video 640x480, {done} frames | {_label(mode, _parallel(mode))} | {startup:.1f} | "
+                import av
+
+                with av.open(str(tmp / f"video-{mode}.mp4")) as fused:  # the frames the output really holds
+                    written = sum(1 for _ in fused.decode(video=0))
+                rows.append(f"| video 640x480, {args.frames} frames in, {written} out | {_label(mode, _parallel(mode))} | "
+                            f"{startup:.1f} | "
                             f"{seconds:.1f} | {done / seconds:.3f} frames/s | {seconds / max(done, 1):.3f} s/frame |")
                 print(rows[-1], flush=True)
     same = len(set(digests.values())) <= 1
