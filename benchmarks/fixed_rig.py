@@ -84,21 +84,9 @@ def _jitter(pipe, vis: np.ndarray, ir_raw: np.ndarray, n: int, seed: int) -> flo
     return float(np.mean(steps))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/roadscene"))
-    parser.add_argument("--frames", type=int, default=24)
-    parser.add_argument("--jitter", type=float, default=0.3, help="per-frame rig jitter, raw IR px (std per axis)")
-    parser.add_argument("--static-frames", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rig", choices=["example", "resize"], default="example",
-                        help="the simulated rig (example: offset, roll, wider IR field, perspective; resize: none)")
-    parser.add_argument("--calibrate-only", action="store_true", help="stop after the calibration")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    frames = list(_frames(args.data, args.frames, args.jitter, args.seed, args.rig))
-    rig_true = _true_rig(args.rig)
+def _calibrate(frames: list) -> tuple[RigModel, float, list] | None:
+    """Write the frames as 8-bit PNGs, run `alignfuse calibrate` on them -> (rig, seconds, the frames as re-read from
+    the PNGs: the round trip a user's frames go through), or None when calibrate failed (its output printed)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "ir").mkdir()
@@ -111,14 +99,61 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(_stdio.StringIO()):
             rc = cli.main(["calibrate", "--ir-dir", str(root / "ir"), "--vis-dir", str(root / "vi"),
                            "-o", str(root / "rig.json")])
-        calib_s = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
         if rc != 0:
             print(out.getvalue())
-            return 1
+            return None
         rig = RigModel.load(root / "rig.json")
-        # the PNG round trip is what a user's frames go through: re-read them for the registration runs too
         frames = [(stem, io.read_image(root / "vi" / f"{stem}.png", kind="vis").data,
                    io.read_image(root / "ir" / f"{stem}.png", kind="ir").data, h, gt) for stem, _, _, h, gt in frames]
+    return rig, seconds, frames
+
+
+def _bias_check(args) -> int:
+    """Calibrate the example rig and the do-nothing (resize) rig on the same frames: the resize rig's estimate is the
+    estimator's own bias against the dataset's hand alignment (in visible coordinates), so example @ inv(resize)
+    is the example estimate with that bias removed."""
+    runs = {}
+    for kind in ("example", "resize"):
+        got = _calibrate(list(_frames(args.data, args.frames, args.jitter, args.seed, kind)))
+        if got is None:
+            return 1
+        runs[kind] = got[0].grid_matrix()
+    truth = _ir_to_grid(VIS_SIZE, IR_SIZE) @ _true_rig("example")
+    raw = corner_error(runs["example"], truth, VIS_SIZE)
+    corrected = corner_error(runs["example"] @ np.linalg.inv(runs["resize"]), truth, VIS_SIZE)
+    bias = corner_error(runs["resize"], np.eye(3), VIS_SIZE)
+    print(f"# bias check, {args.frames} RoadScene test frames, jitter {args.jitter}; {date.today()}; "
+          f"command: python benchmarks/fixed_rig.py --bias-check --frames {args.frames} --threads {args.threads}")
+    print(f"corner error of the calibrated example rig: {raw:.2f} px; of the do-nothing rig: {bias:.2f} px; "
+          f"example with the do-nothing rig's estimate removed: {corrected:.2f} px")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/roadscene"))
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--jitter", type=float, default=0.3, help="per-frame rig jitter, raw IR px (std per axis)")
+    parser.add_argument("--static-frames", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rig", choices=["example", "resize"], default="example",
+                        help="the simulated rig (example: offset, roll, wider IR field, perspective; resize: none)")
+    parser.add_argument("--calibrate-only", action="store_true", help="stop after the calibration")
+    parser.add_argument("--bias-check", action="store_true",
+                        help="calibrate the example and the do-nothing rig on the same frames; report both and the "
+                             "example's error with the do-nothing estimate removed")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.bias_check:
+        return _bias_check(args)
+    frames = list(_frames(args.data, args.frames, args.jitter, args.seed, args.rig))
+    rig_true = _true_rig(args.rig)
+    calibrated = _calibrate(frames)
+    if calibrated is None:
+        return 1
+    rig, calib_s, frames = calibrated
     vis_grid = lambda m: _ir_to_grid(VIS_SIZE, IR_SIZE) @ m  # noqa: E731
     err_true = corner_error(rig.grid_matrix(), vis_grid(rig_true), VIS_SIZE)
     mean_h = np.mean([vis_grid(f[3]) for f in frames], axis=0)
