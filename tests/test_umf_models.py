@@ -299,3 +299,15 @@ def test_mind_input_unet_registrar_runs_and_round_trips_its_config():
     assert build_unet_registrar(net.config).config == net.config
     with pytest.raises(ValueError, match="inputs"):
         build_unet_registrar("tiny", inputs="rgb")
+
+
+def test_cpstn_resize_upsampling_has_no_transposed_convolution():
+    import torch
+
+    from alignfuse.models.cpstn import CPSTN_CONFIGS, ResnetGenerator
+
+    g = ResnetGenerator.from_config({**CPSTN_CONFIGS["tiny"], "upsample": "resize"}, 3, 1)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    assert g(torch.rand(1, 3, 24, 32)).shape == (1, 1, 24, 32)
+    with pytest.raises(Exception, match="upsample"):
+        ResnetGenerator(3, 1, 4, 1, upsample="bicubic")
