@@ -76,11 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.export_to and args.weights:
         label, tr = load_translator(args.weights[-1])
-        g = tr.generator
-        config = {"ngf": g.model[1].out_channels, "in_ch": g.in_ch, "out_ch": g.out_ch,
-                  "n_blocks": sum(1 for m in g.model if m.__class__.__name__ == "ResnetBlock"),
-                  "upsample": "resize" if any(isinstance(m, torch.nn.Upsample) for m in g.model) else "transpose"}
-        checkpoints.save_weights(g, args.export_to / "cpstn_cpu", "cpstn_g_a", config, training={"source": label})
+        checkpoints.save_weights(tr.generator, args.export_to / "cpstn_cpu", "cpstn_g_a", dict(tr.generator.config),
+                                 training={"source": label})
     names = io.read_split(args.data / "test.txt")[: args.limit]
     pairs, _ = io.pair_folders(args.data / "ir", args.data / "vi", names=names)
     loaded = [io.load_pair(i, v) for _, i, v in pairs]

@@ -87,6 +87,8 @@ class ResnetGenerator(nn.Module):
         if upsample not in ("transpose", "resize"):
             raise UnknownNameError(f"upsample must be 'transpose' or 'resize', got {upsample!r}")
         self.in_ch, self.out_ch = in_ch, out_ch
+        # what a weights sidecar needs to rebuild it (:meth:`from_config`)
+        self.config = {"ngf": ngf, "n_blocks": n_blocks, "upsample": upsample, "in_ch": in_ch, "out_ch": out_ch}
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(in_ch, ngf, kernel_size=7, padding=0, bias=True),

@@ -284,7 +284,6 @@ def refine_matrix_joint(movings: Sequence[torch.Tensor], fixeds: Sequence[torch.
         work = levels[0].size
         m, cost = _lk_level_joint(pyrs, levels, _rescale(matrix, full, work), its, model)
         matrix = _rescale(m, work, full)
-        del levels
     return matrix, cost
 
 

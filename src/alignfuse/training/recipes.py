@@ -409,6 +409,20 @@ def _mrrn(args: TrainArgs, cfg: dict[str, Any]):
     return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
 
 
+def _fuser_parts(args: TrainArgs, cfg: dict[str, Any], architecture: str, net: torch.nn.Module,
+                 model: torch.nn.Module, opt: torch.optim.Optimizer, step: Callable, dist):
+    """The loop config, run record and export of a one-network fuser recipe trained on aligned pairs (DIFN, PWF)."""
+    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg["seed"]), checkpoint_every=cfg["checkpoint_every"],
+                          log_every=cfg["log_every"])
+    run_cfg = {**cfg, "data": str(args.data), "split": str(args.split), "training_ir": "ground-truth aligned IR"}
+
+    def export(loop: TrainLoop) -> None:
+        checkpoints.save_weights(net, args.out / "export", architecture, dict(net.config),
+                                 training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
+
+    return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
+
+
 def _difn(args: TrainArgs, cfg: dict[str, Any]):
     import numpy as np
 
@@ -446,27 +460,17 @@ def _difn(args: TrainArgs, cfg: dict[str, Any]):
         opt.step()
         return terms
 
-    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg["seed"]), checkpoint_every=cfg["checkpoint_every"],
-                          log_every=cfg["log_every"])
-    run_cfg = {**cfg, "data": str(args.data), "split": str(args.split), "training_ir": "ground-truth aligned IR"}
-
-    def export(loop: TrainLoop) -> None:
-        checkpoints.save_weights(net, args.out / "export", "difn", dict(net.config),
-                                 training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
-
-    return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
+    return _fuser_parts(args, cfg, "difn", net, model, opt, step, dist)
 
 
 def _pwf(args: TrainArgs, cfg: dict[str, Any]):
     from ..losses.pwf import PWFLoss
-    from ..models.pwf import build_pwf
-
-    dist = setup_distributed(args.device)
-    torch.manual_seed(int(cfg["seed"]))
-    from ..models.pwf import PWF_CONFIGS
+    from ..models.pwf import PWF_CONFIGS, build_pwf
 
     if cfg["net"] not in PWF_CONFIGS:
         raise UnknownNameError(f"pwf: unknown net {cfg['net']!r}; known: {', '.join(PWF_CONFIGS)}")
+    dist = setup_distributed(args.device)
+    torch.manual_seed(int(cfg["seed"]))
     arch = {**PWF_CONFIGS[cfg["net"]], **({"levels": cfg["levels"]} if cfg["levels"] > 0 else {})}  # levels 0: the net's
     net = build_pwf(arch).to(dist.device)
     loss_fn = PWFLoss(w_ssim=cfg["w_ssim"], w_grad=cfg["w_grad"], w_int=cfg["w_int"], target=cfg["target"])
@@ -482,15 +486,7 @@ def _pwf(args: TrainArgs, cfg: dict[str, Any]):
         opt.step()
         return terms
 
-    loop_cfg = LoopConfig(steps=cfg["steps"], seed=int(cfg["seed"]), checkpoint_every=cfg["checkpoint_every"],
-                          log_every=cfg["log_every"])
-    run_cfg = {**cfg, "data": str(args.data), "split": str(args.split), "training_ir": "ground-truth aligned IR"}
-
-    def export(loop: TrainLoop) -> None:
-        checkpoints.save_weights(net, args.out / "export", "pwf", dict(net.config),
-                                 training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
-
-    return {"net": model}, {"adam": opt}, step, loop_cfg, run_cfg, dist, export
+    return _fuser_parts(args, cfg, "pwf", net, model, opt, step, dist)
 
 
 _BUILDERS: dict[str, Callable] = {"rfvif": _rfvif, "cpstn": _cpstn, "mrrn": _mrrn, "difn": _difn, "pwf": _pwf}
