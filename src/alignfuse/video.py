@@ -55,6 +55,9 @@ def _av():
     return av
 
 
+ENCODER_THREADS = 2  # fixed, so that the encoded bytes do not depend on the machine (see VideoWriter)
+
+
 def choose_codec() -> str:
     """``libx264`` when PyAV's bundled ffmpeg can encode with it, else ``mpeg4``."""
     av = _av()
@@ -180,10 +183,13 @@ class VideoWriter:
         self.stream = self.container.add_stream(self.codec, rate=rate)
         self.stream.width, self.stream.height = self.padded
         self.stream.pix_fmt = "yuv420p"
+        # A fixed encoder thread count: both encoders' bitstreams depend on it, and "auto" follows the CPUs
+        # this process may use, so a video written under a worker pool or on another machine would differ.
         if self.codec == "libx264":
-            self.stream.options = {"crf": "18", "preset": "medium"}
+            self.stream.options = {"crf": "18", "preset": "medium", "threads": str(ENCODER_THREADS)}
         else:  # mpeg4: a fixed quantiser, about as sharp
             self.stream.codec_context.bit_rate = int(12 * self.padded[0] * self.padded[1])
+            self.stream.codec_context.thread_count = ENCODER_THREADS
         self.stream.codec_context.time_base = Fraction(1) / rate
         self.written = 0
         self._closed = False
