@@ -11,7 +11,7 @@ import torch
 
 from alignfuse import io, warp
 from alignfuse.api import fuse_arrays, load_pipeline, register_arrays
-from alignfuse.registration import ChainRegistrar, GlobalSearchRegistrar, Stage, describe_model
+from alignfuse.registration import ChainRegistrar, GlobalSearchRegistrar, Stage, affine_fraction, describe_model
 from alignfuse.stages import IdentityRegistrar, RegistrationResult
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -109,6 +109,65 @@ def test_chain_keeps_a_stage_only_when_it_helps():
     assert [s["accepted"] for s in d["stages"]] == [True, False]
     assert abs(float(res.field[0, 0].mean()) - 6.0) < 1e-4 and d["mind_after"] < d["mind_before"]
     assert "bad (MIND gain" in d["fallback"] and d["stages_used"] == ["good"]
+
+
+def test_global_result_needs_the_orientations_to_agree():
+    """The shift is found and confirmed by both criteria (MIND and gradient orientations); a confirmation margin
+    no solution can reach keeps the input, with the reason, and the alternatives it weighed are reported."""
+    ir, vis = _sample()
+    moving = _apply(ir, _similarity(1.0, 0.0, 30.0, -20.0, ir.shape))
+    m, f = torch.from_numpy(moving)[None, None], torch.from_numpy(vis)[None, None]
+    found = GlobalSearchRegistrar()(m, f).diagnostics[0]
+    alt = found["alternatives"]
+    assert found["fallback"] is None and found["model"] != "identity"
+    assert alt["far"]["orientation"] > alt["identity"]["orientation"] + 0.04 and alt["far"]["mind"] < alt["near"]["mind"]
+    res = GlobalSearchRegistrar(agree_margin=1.5)(m, f)  # correlations are <= 1: never confirmed
+    assert float(res.field.abs().max()) == 0.0
+    assert "do not confirm" in res.diagnostics[0]["fallback"] and res.diagnostics[0]["confidence"] == 0.0
+
+
+def test_affine_fraction_tells_a_coherent_field_from_noise():
+    h, w = 60, 80
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    affine = torch.stack([0.02 * xs - 0.01 * ys + 1.5, 0.01 * xs + 0.03 * ys - 2.0])[None]
+    assert affine_fraction(affine) > 0.999
+    noise = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(0))
+    noise = torch.nn.functional.avg_pool2d(noise, 5, 1, 2)  # smooth but incoherent, like a net's response
+    assert affine_fraction(noise) < 0.1
+    assert affine_fraction(torch.zeros(1, 2, h, w)) == 1.0
+
+
+class _Noise:
+    """A registrar that proposes a 3 px incoherent field (an aligned pair's response of a cross-modal net)."""
+
+    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
+        g = torch.Generator().manual_seed(1)
+        field = 3.0 * torch.nn.functional.avg_pool2d(torch.randn(1, 2, *moving.shape[-2:], generator=g), 9, 1, 4)
+        field = field / field.norm(dim=1, keepdim=True).mean() * 3.0
+        return RegistrationResult(warp.warp(moving, field), field, [{"method": "noise"}])
+
+
+def test_chain_rejects_an_incoherent_stage():
+    ir, vis = _sample()
+    m, f = torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None]
+    res = ChainRegistrar([Stage("noisy", _Noise(), min_gain=-1e9, min_affine=0.5)])(m, f)  # any MIND gain passes
+    st = res.diagnostics[0]["stages"][0]
+    assert not st["accepted"] and "incoherent field" in st["reason"] and st["affine_fraction"] < 0.5
+    assert float(res.field.abs().max()) == 0.0
+    kept = ChainRegistrar([Stage("noisy", _Noise(), min_gain=-1e9)])(m, f)  # no coherence gate: kept
+    assert kept.diagnostics[0]["stages"][0]["accepted"]
+
+
+def test_chain_warns_about_a_weakly_supported_stage():
+    ir, _ = _sample()
+    t = torch.from_numpy(ir)[None, None]
+    moving = warp.warp(t, torch.full((1, 2, *ir.shape), 0.0).index_fill_(1, torch.tensor([0]), -6.0))
+    strong = ChainRegistrar([Stage("good", _Shift(6.0))])(moving, t).diagnostics[0]
+    assert not strong["suspect"] and "warning" not in strong
+    weak = ChainRegistrar([Stage("good", _Shift(6.0), warn_below=2.0)])(moving, t)  # gains are <= 1: always weak
+    d = weak.diagnostics[0]
+    assert d["stages"][0]["accepted"] and abs(float(weak.field[0, 0].mean()) - 6.0) < 1e-4  # kept, but flagged
+    assert d["suspect"] and "good alignment weakly supported" in d["warning"]
 
 
 def test_chain_dead_zone_and_flat_input():

@@ -24,6 +24,9 @@ from .registry import register_pipeline
 from .stages import IdentityRegistrar, IdentityTranslator
 
 REGISTER_LONG_SIDE = 384  # UMF registration working resolution (long side, px)
+# A global alignment kept with a MIND gain below this is flagged suspect: every right solution on 60
+# ``roadscene_raw`` training pairs gained >= 0.09, and >= 0.098 on 40 RoadScene training pairs of ``large``.
+GLOBAL_WARN_GAIN = 0.08
 GLOBAL_MARGIN = 0.0  # mrrn+*: keep the global start only if it ends with a higher MIND similarity
 
 
@@ -168,9 +171,9 @@ def mrrn_gff(weights_dir: str | Path | None = None, global_stage: str | None = "
     return _vis_reference_pipeline(FUSERS["gff"](), "mrrn+gff", weights_dir, global_stage, register_long_side)
 
 
-def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, local_min_gain: float = 0.035,
+def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, local_min_gain: float = 0.02,
                   global_min_gain: float = 0.02, global_min_shift: float = 0.015, dead_zone: float = 0.0035,
-                  rig: str | Path | None = None):
+                  local_min_affine: float = 0.5, rig: str | Path | None = None):
     """The default registration: the cross-modal global search (real rigs: offset, field of view, roll,
     perspective) then, for what a global model cannot express (parallax, lens differences, elastic residuals),
     the shipped MRRN on the visible luminance at 384 px; each kept only when it lowers the MIND distance by its
@@ -182,9 +185,12 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
 
     All thresholds were chosen on *training* pairs (RoadScene ``train.txt``, ``roadscene_raw`` train names):
 
-    * local_min_gain 0.035: the MRRN's gain is 1-4 % on real rig pairs where a homography is the whole truth
-      (there it added 0.3 raw px of TRE on 40 ``roadscene_raw`` train pairs) and on aligned pairs, 3-10 % on
-      ``umf`` pairs with elastic residuals, where it removes ~1 px;
+    * local_min_gain 0.02 and local_min_affine 0.5: the MRRN's MIND gain does not tell an aligned pair from a
+      slightly misaligned one (1-10 % on aligned RoadScene training pairs, 4-16 % on ``umf`` ones), the
+      coherence of its field does: on a pair no global correction was needed for, its field is kept only when
+      an affine model explains half of its energy (aligned pairs: 11-47 %, ``umf``: 34-83 %). On 30 training
+      pairs per preset (``benchmarks/chain_policy.py replay``) this moved the aligned input 0.24 -> 0.00 px,
+      ``umf`` 2.74 -> 2.84 px, ``large`` 3.05 -> 2.92 px against the earlier gain-only gate (0.035);
     * global_min_shift 0.015 (of the long side): a global correction smaller than that is left to the MRRN,
       which was trained on the hand-aligned RoadScene ground truth, while the MIND optimum of the global stage
       sits 1-2 px from it (``umf`` train EPE 2.93 -> 2.82 px);
@@ -196,9 +202,10 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
         dead_zone = 0.0
     else:
         stages = [Stage("global", GlobalSearchRegistrar(min_gain=global_min_gain), None, global_min_gain,
-                        global_min_shift if local else 0.0)]
+                        global_min_shift if local else 0.0, warn_below=GLOBAL_WARN_GAIN)]
     if local:
-        stages.append(Stage("local", _umf_registrar(None, weights_dir, "mind"), REGISTER_LONG_SIDE, local_min_gain))
+        stages.append(Stage("local", _umf_registrar(None, weights_dir, "mind"), REGISTER_LONG_SIDE, local_min_gain,
+                            min_affine=local_min_affine))
     first = "rig" if rig is not None else "global"
     return ChainRegistrar(stages, dead_zone=dead_zone, name=f"{first}+mrrn" if local else first)
 

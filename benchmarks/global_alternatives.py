@@ -1,0 +1,147 @@
+"""The global stage's two finalists (the refined input vs the best distant start) on training pairs: their MIND
+distances, orientation correlations and true errors, so a near/far decision rule can be chosen and checked.
+
+    python benchmarks/global_alternatives.py record --preset none --preset large --raw --limit 30 --out alt.jsonl
+    python benchmarks/global_alternatives.py replay alt.jsonl --far-margin 0.03 --agree-margin 0 0.02
+
+Only RoadScene ``train.txt`` names are read. Errors: EPE (px) on synthetic pairs, TRE (raw IR px) on
+``roadscene_raw``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignfuse import io, synth, warp as warp_ops
+from alignfuse.metrics import target_registration_error
+from alignfuse.registration import GlobalSearchRegistrar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from chain_policy import DATA, _tensors  # noqa: E402
+
+
+def _field(matrix, h: int, w: int) -> np.ndarray:
+    return warp_ops.field_from_matrix(torch.tensor([matrix], dtype=torch.float64), h, w)[0].numpy()
+
+
+def record(args) -> int:
+    torch.set_num_threads(args.threads)
+    params = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set or [])}
+    reg = GlobalSearchRegistrar(**{"min_gain": -1.0, **params})
+    names = [n.rsplit(".", 1)[0] for n in io.read_split(DATA / "roadscene" / "train.txt")]
+    names = names[: args.limit] if args.limit else names
+    out = open(args.out, "a")
+
+    def one(ir, vis, ir_size, error, **tags):
+        moving, fixed = _tensors(ir, vis)
+        h, w = moving.shape[-2:]
+        t0 = time.perf_counter()
+        matrix, d = reg.register_pair(moving, fixed, ir_size)
+        seconds = time.perf_counter() - t0
+        alt = d["alternatives"]
+        r = {**tags, "ident_mind": d["mind_before"], "ident_orientation": alt["identity"]["orientation"],
+             "before": error(np.zeros((2, h, w), np.float32)), "chosen": error(_field(matrix, h, w)),
+             "seconds": seconds, "params": params}
+        for k in ("near", "far"):
+            r[k] = {"mind": alt[k]["mind"], "orientation": alt[k]["orientation"], "start": alt[k]["start"],
+                    "error": error(_field(alt[k]["matrix"], h, w))}
+        out.write(json.dumps(r) + "\n")
+        out.flush()
+        print(f"{tags} {r['before']:.1f}: near {r['near']['error']:.2f} ({r['near']['mind']:.4f}, "
+              f"{r['near']['orientation']:.3f}) far {r['far']['error']:.2f} ({r['far']['mind']:.4f}, "
+              f"{r['far']['orientation']:.3f})", file=sys.stderr, flush=True)
+
+    if args.raw:
+        raw = DATA / "roadscene_raw"
+        for name in names:
+            pair = io.load_pair(raw / "ir_raw" / f"{name}.png", DATA / "roadscene" / "vi" / f"{name}.jpg")
+            points = np.loadtxt(raw / "points" / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
+            one(pair.ir, pair.vis, pair.ir_size,
+                lambda f, s=pair.ir_size, p=points: target_registration_error(io.field_to_ir_coordinates(f, s), p),
+                dataset="roadscene_raw", preset="raw", name=name)
+    pairs = io.pair_folders(DATA / "roadscene" / "ir", DATA / "roadscene" / "vi", names=names)[0]
+    for preset in args.preset or []:
+        spec = synth.parse_preset(preset)
+        for stem, ir_path, vis_path in pairs:
+            pair = io.load_pair(ir_path, vis_path)
+            s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(args.seed, stem))
+            v = s.valid if s.valid.sum() > 1 else np.ones_like(s.valid)
+            one(s.ir_warp, s.vis, None,
+                lambda f, t=s.field, m=v: float(np.sqrt(((f - t) ** 2).sum(0))[m].mean()),
+                dataset="roadscene", preset=preset, name=stem)
+    return 0
+
+
+def summary(rows: list[dict]) -> None:
+    """The registrar's own choice per parameter set and preset: mean / worst error and seconds per pair."""
+    table: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if "chosen" in r:
+            table.setdefault((json.dumps(r.get("params", {})), r["preset"]), []).append(r)
+    if not table:
+        return
+    print("\n| parameters | preset | pairs | mean error | worst | s / pair |\n|---|---|---|---|---|---|")
+    for (params, preset), v in table.items():
+        e = np.array([r["chosen"] for r in v])
+        print(f"| `{params}` | {preset} | {len(v)} | {e.mean():.2f} | {e.max():.2f} | "
+              f"{np.mean([r['seconds'] for r in v]):.2f} |")
+
+
+def replay(args) -> int:
+    rows = [json.loads(line) for f in args.records for line in open(f)]
+    summary(rows)
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["preset"], []).append(r)
+    print("| rule | " + " | ".join(f"{k} ({len(v)}): mean / far kept / worse than near" for k, v in groups.items())
+          + " |")
+    print("|---|" + "---|" * len(groups))
+    rules = [("MIND only", fm, None) for fm in args.far_margin]
+    rules += [("MIND + orientation", fm, am) for fm in args.far_margin for am in args.agree_margin]
+    for label, fm, am in rules:
+        cells = []
+        for v in groups.values():
+            errs, kept, bad = [], 0, 0
+            for r in v:
+                far = r["far"]["mind"] < r["near"]["mind"] * (1 - fm)
+                if far and am is not None:
+                    far = r["far"]["orientation"] >= r["near"]["orientation"] + am
+                e = r["far" if far else "near"]["error"]
+                errs.append(e)
+                kept += far
+                bad += e > r["near"]["error"] + 1.0
+            cells.append(f"{np.mean(errs):.2f} / {kept} / {bad}")
+        print(f"| {label}, far margin {fm}" + (f", agree margin {am}" if am is not None else "") + " | "
+              + " | ".join(cells) + " |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rec = sub.add_parser("record")
+    rec.add_argument("--preset", action="append")
+    rec.add_argument("--raw", action="store_true")
+    rec.add_argument("--limit", type=int, default=30)
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--threads", type=int, default=1)
+    rec.add_argument("--out", required=True)
+    rec.add_argument("--set", action="append", metavar="KEY=JSON",
+                     help="a GlobalSearchRegistrar argument, e.g. finalists=[3,1] (repeat)")
+    rep = sub.add_parser("replay")
+    rep.add_argument("records", nargs="+")
+    rep.add_argument("--far-margin", type=float, nargs="+", default=[0.03])
+    rep.add_argument("--agree-margin", type=float, nargs="+", default=[0.0])
+    args = ap.parse_args(argv)
+    return record(args) if args.cmd == "record" else replay(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
