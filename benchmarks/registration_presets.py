@@ -32,7 +32,12 @@ def pairs_of(dataset: str, split: str | None):
 
 def run(model: str, dataset: str, split: str | None, preset: str, seed: int = 0, limit: int = 0,
         verbose: bool = True, **options) -> dict:
-    pipe = load_pipeline(model, **options)
+    return run_pipeline(load_pipeline(model, **options), model, dataset, split, preset, seed, limit, verbose)
+
+
+def run_pipeline(pipe, model: str, dataset: str, split: str | None, preset: str, seed: int = 0, limit: int = 0,
+                 verbose: bool = True) -> dict:
+    """:func:`run` for a pipeline object (``model`` labels it)."""
     spec = synth.parse_preset(preset)
     rows = []
     pairs = pairs_of(dataset, split)

@@ -32,6 +32,37 @@ def tre(result, points: np.ndarray) -> float:
     return target_registration_error(result.ir_coordinates(), points)
 
 
+def score(pipe, model: str, names: list[str], data: Path) -> dict:
+    """TRE of ``pipe`` (labelled ``model``) on the ``roadscene_raw`` pairs ``names`` -> per-pair rows and summary."""
+    raw = data / "roadscene_raw"
+    rows = []
+    for name in names:
+        pair = io.load_pair(raw / "ir_raw" / f"{name}.png", data / "roadscene" / "vi" / f"{name}.jpg")
+        points = np.loadtxt(raw / "points" / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
+        t0 = time.perf_counter()
+        result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size)
+        dt = time.perf_counter() - t0
+        h_mat = np.loadtxt(raw / "homography" / f"{name}.txt")
+        px_per_vis = float(np.sqrt(abs(np.linalg.det(h_mat[:2, :2]))))  # raw IR px per visible px
+        ident = target_registration_error(io.field_to_ir_coordinates(np.zeros_like(result.field), pair.ir_size),
+                                          points)
+        rows.append({"name": name, "tre_raw_px": tre(result, points), "identity_raw_px": ident,
+                     "raw_per_vis": px_per_vis, "seconds": dt,
+                     "model": result.diagnostics.get("model"), "confidence": result.diagnostics.get("confidence"),
+                     "suspect": bool(result.diagnostics.get("suspect")),
+                     "stages": {st["name"]: (bool(st["accepted"]), round(float(st["gain"]), 4))
+                                for st in result.diagnostics.get("stages", [])}})
+        print(f"{model:>20s} {name} {rows[-1]['identity_raw_px']:7.2f} -> {rows[-1]['tre_raw_px']:7.2f} raw px "
+              f"({dt:.2f} s) {rows[-1]['stages']}", file=sys.stderr, flush=True)
+    t = np.array([r["tre_raw_px"] for r in rows])
+    i = np.array([r["identity_raw_px"] for r in rows])
+    s = np.array([r["raw_per_vis"] for r in rows])
+    return {"pairs": rows, "mean_raw_px": float(t.mean()), "median_raw_px": float(np.median(t)),
+            "max_raw_px": float(t.max()), "mean_vis_px": float((t / s).mean()),
+            "within_5px": int((t <= 5).sum()), "worse_than_identity": int((t > i).sum()),
+            "identity_mean_raw_px": float(i.mean()), "seconds_per_pair": float(np.mean([r["seconds"] for r in rows]))}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(ROOT), help="folder holding roadscene/ and roadscene_raw/")
@@ -47,36 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.rsplit(".", 1)[0] for n in io.read_split(split)]
     names = names[: args.limit] if args.limit else names
     models = args.model or ["default", "identity+average"]
-    raw = data / "roadscene_raw"
-    out: dict[str, dict] = {}
-    for model in models:
-        pipe = load_pipeline(model)
-        rows = []
-        for name in names:
-            pair = io.load_pair(raw / "ir_raw" / f"{name}.png", data / "roadscene" / "vi" / f"{name}.jpg")
-            points = np.loadtxt(raw / "points" / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
-            t0 = time.perf_counter()
-            result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size)
-            dt = time.perf_counter() - t0
-            h_mat = np.loadtxt(raw / "homography" / f"{name}.txt")
-            px_per_vis = float(np.sqrt(abs(np.linalg.det(h_mat[:2, :2]))))  # raw IR px per visible px
-            ident = target_registration_error(io.field_to_ir_coordinates(np.zeros_like(result.field), pair.ir_size),
-                                              points)
-            rows.append({"name": name, "tre_raw_px": tre(result, points), "identity_raw_px": ident,
-                         "raw_per_vis": px_per_vis, "seconds": dt,
-                         "model": result.diagnostics.get("model"), "confidence": result.diagnostics.get("confidence"),
-                         "suspect": bool(result.diagnostics.get("suspect")),
-                         "stages": {st["name"]: (bool(st["accepted"]), round(float(st["gain"]), 4))
-                                    for st in result.diagnostics.get("stages", [])}})
-            print(f"{model:>20s} {name} {rows[-1]['identity_raw_px']:7.2f} -> {rows[-1]['tre_raw_px']:7.2f} raw px "
-                  f"({dt:.2f} s) {rows[-1]['stages']}", file=sys.stderr, flush=True)
-        t = np.array([r["tre_raw_px"] for r in rows])
-        i = np.array([r["identity_raw_px"] for r in rows])
-        s = np.array([r["raw_per_vis"] for r in rows])
-        out[model] = {"pairs": rows, "mean_raw_px": float(t.mean()), "median_raw_px": float(np.median(t)),
-                      "max_raw_px": float(t.max()), "mean_vis_px": float((t / s).mean()),
-                      "within_5px": int((t <= 5).sum()), "worse_than_identity": int((t > i).sum()),
-                      "identity_mean_raw_px": float(i.mean()), "seconds_per_pair": float(np.mean([r["seconds"] for r in rows]))}
+    out = {model: score(load_pipeline(model), model, names, data) for model in models}
     print(f"| pipeline | mean TRE raw px (vis px) | median | worst | <= 5 px | worse than identity | s / pair |")
     print("|---|---|---|---|---|---|---|")
     for model, r in out.items():

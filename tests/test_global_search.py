@@ -11,7 +11,8 @@ import torch
 
 from alignfuse import io, warp
 from alignfuse.api import fuse_arrays, load_pipeline, register_arrays
-from alignfuse.registration import ChainRegistrar, GlobalSearchRegistrar, Stage, affine_fraction, describe_model
+from alignfuse.registration import (ChainRegistrar, GlobalSearchRegistrar, PhaseCorrelationRegistrar, Stage,
+                                    affine_fraction, describe_model, inverse_residual)
 from alignfuse.stages import IdentityRegistrar, RegistrationResult
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -156,6 +157,26 @@ def test_chain_rejects_an_incoherent_stage():
     assert float(res.field.abs().max()) == 0.0
     kept = ChainRegistrar([Stage("noisy", _Noise(), min_gain=-1e9)])(m, f)  # no coherence gate: kept
     assert kept.diagnostics[0]["stages"][0]["accepted"]
+
+
+def test_chain_keeps_a_lone_stage_only_when_it_is_inverse_consistent():
+    """A registrar that sees the shift from both sides (phase correlation, mono-modal) passes; one that proposes
+    the same field whatever it is given (so the swapped pair's field doubles it instead of undoing it) fails."""
+    ir, _ = _sample()
+    t = torch.from_numpy(ir)[None, None]
+    moving = warp.warp(t, torch.full((1, 2, *ir.shape), 0.0).index_fill_(1, torch.tensor([0]), -6.0))
+    phase = PhaseCorrelationRegistrar()
+    forward = phase(moving, t).field
+    assert inverse_residual(phase, moving, t, forward) < 0.2
+    assert inverse_residual(_Shift(6.0), moving, t, _Shift(6.0)(moving, t).field) > 1.5
+    good = ChainRegistrar([Stage("phase", phase, max_inverse=0.7)])(moving, t).diagnostics[0]["stages"][0]
+    assert good["accepted"] and good["inverse_residual"] < 0.2
+    bad = ChainRegistrar([Stage("blind", _Shift(6.0), max_inverse=0.7)])(moving, t)
+    st = bad.diagnostics[0]["stages"][0]
+    assert not st["accepted"] and "inconsistent field" in st["reason"] and float(bad.field.abs().max()) == 0.0
+    # after a kept stage the test does not apply (the residual of a real correction is small and noisy)
+    after = ChainRegistrar([Stage("phase", phase), Stage("blind", _Shift(0.0), min_gain=-1e9, max_inverse=0.7)])
+    assert after(moving, t).diagnostics[0]["stages"][1]["inverse_residual"] is None
 
 
 def test_chain_warns_about_a_weakly_supported_stage():

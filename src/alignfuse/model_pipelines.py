@@ -173,7 +173,7 @@ def mrrn_gff(weights_dir: str | Path | None = None, global_stage: str | None = "
 
 def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, local_min_gain: float = 0.02,
                   global_min_gain: float = 0.02, global_min_shift: float = 0.015, dead_zone: float = 0.0035,
-                  local_min_affine: float = 0.5, rig: str | Path | None = None):
+                  local_max_inverse: float = 0.7, local_min_affine: float = 0.0, rig: str | Path | None = None):
     """The default registration: the cross-modal global search (real rigs: offset, field of view, roll,
     perspective) then, for what a global model cannot express (parallax, lens differences, elastic residuals),
     the shipped MRRN on the visible luminance at 384 px; each kept only when it lowers the MIND distance by its
@@ -185,12 +185,13 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
 
     All thresholds were chosen on *training* pairs (RoadScene ``train.txt``, ``roadscene_raw`` train names):
 
-    * local_min_gain 0.02 and local_min_affine 0.5: the MRRN's MIND gain does not tell an aligned pair from a
-      slightly misaligned one (1-10 % on aligned RoadScene training pairs, 4-16 % on ``umf`` ones), the
-      coherence of its field does: on a pair no global correction was needed for, its field is kept only when
-      an affine model explains half of its energy (aligned pairs: 11-47 %, ``umf``: 34-83 %). On 30 training
-      pairs per preset (``benchmarks/chain_policy.py replay``) this moved the aligned input 0.24 -> 0.00 px,
-      ``umf`` 2.74 -> 2.84 px, ``large`` 3.05 -> 2.92 px against the earlier gain-only gate (0.035);
+    * local_min_gain 0.02 and local_max_inverse 0.7: the MRRN's MIND gain does not tell an aligned pair from a
+      slightly misaligned one (1-10 % on aligned RoadScene training pairs, 4-16 % on ``umf`` ones); inverse
+      consistency does: on a pair no global correction was needed for, its field is kept only when the MRRN run on
+      the swapped pair undoes >= 30 % of it (:func:`~alignfuse.registration.chain.inverse_residual` <= 0.7; aligned
+      pairs mostly 0.87-1.02, ``umf`` 0.30-0.62). On 40 training pairs per preset (``benchmarks/local_gate.py``):
+      aligned 1.30 -> 0.27 px (0.23 px with the dead zone), ``umf`` 2.65 -> 2.65 px (2.66), against 0.00 / 2.78
+      px for a coherence gate (``local_min_affine`` 0.5, available);
     * global_min_shift 0.015 (of the long side): a global correction smaller than that is left to the MRRN,
       which was trained on the hand-aligned RoadScene ground truth, while the MIND optimum of the global stage
       sits 1-2 px from it (``umf`` train EPE 2.93 -> 2.82 px);
@@ -205,7 +206,7 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
                         global_min_shift if local else 0.0, warn_below=GLOBAL_WARN_GAIN)]
     if local:
         stages.append(Stage("local", _umf_registrar(None, weights_dir, "mind"), REGISTER_LONG_SIDE, local_min_gain,
-                            min_affine=local_min_affine))
+                            min_affine=local_min_affine, max_inverse=local_max_inverse))
     first = "rig" if rig is not None else "global"
     return ChainRegistrar(stages, dead_zone=dead_zone, name=f"{first}+mrrn" if local else first)
 

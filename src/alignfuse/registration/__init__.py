@@ -14,7 +14,7 @@ All follow :class:`alignfuse.stages.Registrar` and the field convention of :mod:
 """
 
 from ..stages import IdentityRegistrar
-from .chain import ChainRegistrar, Stage, affine_fraction
+from .chain import ChainRegistrar, Stage, affine_fraction, inverse_residual
 from .classical import (ELASTIX_MISSING, ECCRegistrar, ElastixRegistrar, PhaseCorrelationRegistrar, REGISTRARS,
                         field_from_matrix, gradient_magnitude, phase_correlation)
 from .features import pearson
@@ -23,7 +23,7 @@ from .instance import MINDRegistrar
 from .learned import DeformableRegistrar
 from .rig import RigModel, RigRegistrar, estimate_rig
 
-__all__ = ["IdentityRegistrar", "ChainRegistrar", "Stage", "affine_fraction", "ECCRegistrar", "ElastixRegistrar",
+__all__ = ["IdentityRegistrar", "ChainRegistrar", "Stage", "affine_fraction", "inverse_residual", "ECCRegistrar", "ElastixRegistrar",
            "PhaseCorrelationRegistrar", "REGISTRARS", "ELASTIX_MISSING", "field_from_matrix", "gradient_magnitude",
            "phase_correlation", "pearson", "GlobalSearchRegistrar", "describe_model", "refine_matrix",
            "MINDRegistrar", "DeformableRegistrar", "RigModel", "RigRegistrar", "estimate_rig"]

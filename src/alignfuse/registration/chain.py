@@ -5,8 +5,9 @@ stage on the IR as the stages before it left it, composes the fields (``warp.com
 contribution only when it lowers the MIND distance between the IR and the visible image (the *declared
 space* of the policy: modality-independent, so contrast inversions do not count as misalignment) by at least
 the stage's ``min_gain`` (relative), and, for a stage that would be the only correction, only when its field
-is coherent (``min_affine``: the share of its energy an affine model explains; what a network answers to an
-aligned pair is incoherent noise). A registration is therefore never accepted when it is worse than its input
+is inverse-consistent (``max_inverse``: its registrar run on the swapped pair undoes it) and/or coherent
+(``min_affine``: the share of its energy an affine model explains); what a network answers to an aligned pair is
+neither. A registration is therefore never accepted when it is worse than its input
 by that measure, and pairs that are already aligned stay at the identity.
 
 The chain is also the one guard step of the pipeline: each stage sees its own working size (the field is
@@ -32,7 +33,7 @@ from kornia.geometry import create_meshgrid
 
 from ..losses.mind import mind_descriptors
 
-__all__ = ["ChainRegistrar", "Stage", "affine_fraction"]
+__all__ = ["ChainRegistrar", "Stage", "MindJudge", "affine_fraction", "inverse_residual", "mind_gain"]
 
 
 @dataclass
@@ -43,7 +44,9 @@ class Stage:
     it leaves that misalignment to the local stage; and, optionally, the fraction of its field's energy an
     affine model must explain (:func:`affine_fraction`) for it to be kept when it would be the chain's only
     correction (no earlier stage kept: the pair looked aligned to them). After a kept global correction the
-    residual is legitimately non-rigid (elastic, parallax), so the test does not apply there. A kept stage whose
+    residual is legitimately non-rigid (elastic, parallax), so the test does not apply there. ``max_inverse`` is
+    the second test of such a lone stage: its registrar is run on the swapped pair and the composition of both
+    fields, relative to the forward one (:func:`inverse_residual`), must stay below it. A kept stage whose
     gain is below ``warn_below`` marks the registration suspect (the CLI warns): kept, since it still beat its
     input, but weakly supported."""
 
@@ -53,6 +56,7 @@ class Stage:
     min_gain: float = 0.0
     min_shift: float = 0.0
     min_affine: float = 0.0
+    max_inverse: float = math.inf
     warn_below: float = 0.0
 
 
@@ -83,6 +87,43 @@ def affine_fraction(field: torch.Tensor, grid: int = 48) -> float:
     coef = torch.linalg.lstsq(design, target).solution
     residual = float((design @ coef - target).pow(2).sum())
     return max(0.0, 1.0 - residual / energy)
+
+
+class MindJudge:
+    """The chain's declared space: the mean MIND distance between the IR warped by a field and the visible image,
+    over the pixels whose IR sample lies inside the IR frame (replicated borders of a shifted IR are not evidence
+    against the shift), at a working size of ``long_side``. moving, fixed (1, 1, H, W); call with a field
+    (1, 2, H, W)."""
+
+    def __init__(self, moving: torch.Tensor, fixed: torch.Tensor, long_side: int = 384) -> None:
+        self.moving = moving
+        self.size = _work_size(tuple(moving.shape[-2:]), long_side)
+        self.desc_fixed = mind_descriptors(warp_ops.resize_image(fixed, self.size))
+
+    def __call__(self, field: torch.Tensor) -> float:
+        small = warp_ops.resize_field(field, self.size)
+        desc = mind_descriptors(warp_ops.resize_image(warp_ops.warp(self.moving, field), self.size))
+        grid = create_meshgrid(*self.size, normalized_coordinates=False, device=field.device, dtype=field.dtype)
+        inside = warp_ops.inside(grid.permute(0, 3, 1, 2) + small, self.size)
+        per_pixel = (desc - self.desc_fixed).abs().mean(1, keepdim=True)
+        return float((per_pixel * inside).sum() / inside.sum().clamp_min(1.0))
+
+
+def mind_gain(moving: torch.Tensor, fixed: torch.Tensor, field: torch.Tensor, long_side: int = 384) -> float:
+    """Relative MIND distance gain of ``field`` over the identity (the chain's measure)."""
+    judge = MindJudge(moving, fixed, long_side)
+    return 1.0 - judge(field) / max(judge(torch.zeros_like(field)), 1e-12)
+
+
+def inverse_residual(registrar: Registrar, moving: torch.Tensor, fixed: torch.Tensor, forward: torch.Tensor) -> float:
+    """Inverse consistency of ``forward`` = registrar(moving, fixed).field: the registrar is run on the swapped
+    pair (b = registrar(fixed, moving).field) and ``mean |a(x) + b(x + a(x))| / mean |a|`` is returned (0: the
+    swapped answer undoes the forward one exactly; ~1: unrelated). A real misalignment is seen from both sides;
+    what a network answers to an aligned pair is not (RoadScene training pairs: aligned 0.87-1.02 for most,
+    ``umf`` 0.30-0.62; ``benchmarks/local_gate.py``)."""
+    backward = registrar(fixed, moving).field
+    composed = warp_ops.compose(backward, forward)
+    return float(warp_ops.magnitude(composed).mean() / warp_ops.magnitude(forward).mean().clamp_min(1e-6))
 
 
 class ChainRegistrar(torch.nn.Module):
@@ -140,23 +181,12 @@ class ChainRegistrar(torch.nn.Module):
             d.update(suspect=True, fallback="an image is constant (no structure); kept the input (identity)",
                      confidence=0.0, mind_before=None, mind_after=None)
             return field, d
-        judge_size = _work_size(size, self.judge_long_side)
         needs_judge = any(math.isfinite(s.min_gain) for s in self.stages) or self.dead_zone > 0
-        desc_fixed = mind_descriptors(warp_ops.resize_image(fixed, judge_size)) if needs_judge else None
-
-        def judge(f: torch.Tensor) -> float:
-            """Mean MIND distance over the pixels whose IR sample lies inside the IR frame (replicated borders of
-            a shifted IR are not evidence against the shift)."""
-            small = warp_ops.resize_field(f, judge_size)
-            desc = mind_descriptors(warp_ops.resize_image(warp_ops.warp(moving, f), judge_size))
-            grid = create_meshgrid(*judge_size, normalized_coordinates=False, device=f.device, dtype=f.dtype)
-            inside = warp_ops.inside(grid.permute(0, 3, 1, 2) + small, judge_size)
-            per_pixel = (desc - desc_fixed).abs().mean(1, keepdim=True)
-            return float((per_pixel * inside).sum() / inside.sum().clamp_min(1.0))
+        judge = MindJudge(moving, fixed, self.judge_long_side) if needs_judge else None
 
         # a stage that is always kept (min_gain -inf, e.g. a calibrated rig) needs no judging: the measure is skipped
         # altogether when no stage needs it (a rig alone: the whole registration is one cached field)
-        before = current = judge(field) if needs_judge else float("nan")
+        before = current = judge(field) if judge else float("nan")
         for stage in self.stages:
             work = _work_size(size, stage.long_side)
             moved = warp_ops.warp(moving, field) if d["stages"] and any(st["accepted"] for st in d["stages"]) else moving
@@ -165,10 +195,12 @@ class ChainRegistrar(torch.nn.Module):
             stage_field = warp_ops.resize_field(result.field, size)
             candidate = warp_ops.compose(field, stage_field)
             always = not math.isfinite(stage.min_gain)
-            score = judge(candidate) if needs_judge else float("nan")
+            score = judge(candidate) if judge else float("nan")
             gain = 1.0 - score / max(current, 1e-12) if math.isfinite(score) else float("nan")
             shift = float(warp_ops.magnitude(stage_field).mean())
             coherence = affine_fraction(stage_field)
+            alone = not any(st["accepted"] for st in d["stages"])  # no earlier stage kept: the pair looked aligned
+            inverse = None
             reason = None
             if not bool(torch.isfinite(candidate).all()):
                 reason = "non-finite field"
@@ -176,12 +208,19 @@ class ChainRegistrar(torch.nn.Module):
                 reason = f"moves {shift:.1f} px, within reach of the next stage"
             elif not always and gain < stage.min_gain:
                 reason = f"MIND gain {gain:+.1%} < {stage.min_gain:.1%}"
-            elif not always and coherence < stage.min_affine and not any(st["accepted"] for st in d["stages"]):
+            elif not always and alone and coherence < stage.min_affine:
                 reason = f"incoherent field ({coherence:.0%} affine < {stage.min_affine:.0%})"
+            elif not always and alone and math.isfinite(stage.max_inverse):
+                inverse = inverse_residual(stage.registrar, warp_ops.resize_image(moved, work),
+                                           warp_ops.resize_image(fixed, work), result.field)
+                if inverse > stage.max_inverse:
+                    reason = (f"inconsistent field (the swapped pair's field undoes only {1 - inverse:.0%} of it; "
+                              f"needs {1 - stage.max_inverse:.0%})")
             accepted = reason is None
             own = result.diagnostics[0] if result.diagnostics else {}
             d["stages"].append({"name": stage.name, "accepted": accepted, "gain": gain, "mean_shift_px": shift,
-                                "affine_fraction": coherence, "reason": reason, "diagnostics": own})
+                                "affine_fraction": coherence, "inverse_residual": inverse, "reason": reason,
+                                "diagnostics": own})
             if accepted:
                 field, current = candidate, score
                 if own.get("matrix") is not None and own.get("model") is not None:
