@@ -155,18 +155,26 @@ def replay(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def record_replay_parser(doc: str) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser,
+                                            argparse.ArgumentParser]:
+    """The command line the acceptance-policy benchmarks share -> (parser, ``record`` subparser with --preset,
+    --limit, --seed, --threads, --out; ``replay`` subparser with the record files)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     rec = sub.add_parser("record")
     rec.add_argument("--preset", action="append")
-    rec.add_argument("--raw", action="store_true", help="roadscene_raw train pairs instead of synthetic presets")
     rec.add_argument("--limit", type=int, default=30)
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--threads", type=int, default=1)
     rec.add_argument("--out", required=True)
     rep = sub.add_parser("replay")
     rep.add_argument("records", nargs="+")
+    return ap, rec, rep
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap, rec, rep = record_replay_parser(__doc__)
+    rec.add_argument("--raw", action="store_true", help="roadscene_raw train pairs instead of synthetic presets")
     rep.add_argument("--global-min-gain", type=float, nargs="+", default=[0.02])
     rep.add_argument("--min-shift", type=float, nargs="+", default=[0.015])
     rep.add_argument("--local-min-gain", type=float, nargs="+", default=[0.035])

@@ -10,7 +10,6 @@ Only RoadScene ``train.txt`` names are read. Errors: EPE (px) on synthetic pairs
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,7 +23,7 @@ from alignfuse.metrics import target_registration_error
 from alignfuse.registration import GlobalSearchRegistrar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chain_policy import DATA, _tensors  # noqa: E402
+from chain_policy import DATA, _tensors, record_replay_parser  # noqa: E402
 
 
 def _field(matrix, h: int, w: int) -> np.ndarray:
@@ -124,19 +123,10 @@ def replay(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    rec = sub.add_parser("record")
-    rec.add_argument("--preset", action="append")
+    ap, rec, rep = record_replay_parser(__doc__)
     rec.add_argument("--raw", action="store_true")
-    rec.add_argument("--limit", type=int, default=30)
-    rec.add_argument("--seed", type=int, default=0)
-    rec.add_argument("--threads", type=int, default=1)
-    rec.add_argument("--out", required=True)
     rec.add_argument("--set", action="append", metavar="KEY=JSON",
                      help="a GlobalSearchRegistrar argument, e.g. finalists=[3,1] (repeat)")
-    rep = sub.add_parser("replay")
-    rep.add_argument("records", nargs="+")
     rep.add_argument("--far-margin", type=float, nargs="+", default=[0.03])
     rep.add_argument("--agree-margin", type=float, nargs="+", default=[0.0])
     args = ap.parse_args(argv)

@@ -10,7 +10,6 @@ Only RoadScene ``train.txt`` names are read. EPE in px against the synthetic gro
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from alignfuse.registration import affine_fraction
 from alignfuse.registration.chain import inverse_residual, mind_gain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chain_policy import DATA, _tensors  # noqa: E402
+from chain_policy import DATA, _tensors, record_replay_parser  # noqa: E402
 
 
 def record(args) -> int:
@@ -82,16 +81,7 @@ def replay(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    rec = sub.add_parser("record")
-    rec.add_argument("--preset", action="append")
-    rec.add_argument("--limit", type=int, default=30)
-    rec.add_argument("--seed", type=int, default=0)
-    rec.add_argument("--threads", type=int, default=1)
-    rec.add_argument("--out", required=True)
-    rep = sub.add_parser("replay")
-    rep.add_argument("records", nargs="+")
+    ap, _, rep = record_replay_parser(__doc__)
     rep.add_argument("--inverse", type=float, nargs="+", default=[0.6, 0.7, 0.8])
     args = ap.parse_args(argv)
     return record(args) if args.cmd == "record" else replay(args)
