@@ -8,7 +8,7 @@ magnitudes) and a checkerboard measure: the share of spectral power within 2 % (
 period-2 frequencies (0.5 cycles/px in x and/or y, where a stride-2 transposed convolution draws its pattern),
 divided by the same share in the real IR (1.0 = no more period-2 energy than the real IR has). Without
 ``--weights`` the shipped CPSTN is scored; each ``--weights`` file is an export (``export.safetensors``) or a
-training checkpoint (``checkpoint.pt``, its G_A).
+training checkpoint (``checkpoint.pt``, its G_A). The last column times one 640x480 translation.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -63,6 +64,21 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
+def _seconds_640(translator, repeat: int = 3) -> str:
+    """Median wall time of one 640x480 RGB translation (after a warm-up call), at this run's torch threads."""
+    if translator is None:
+        return "-"
+    x = torch.rand(1, 3, 480, 640)
+    times = []
+    with torch.no_grad():
+        translator(x)
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            translator(x)
+            times.append(time.perf_counter() - t0)
+    return f"{float(np.median(times)):.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/roadscene"))
@@ -84,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# CPSTN pseudo-IR vs real IR, {len(loaded)} RoadScene test pairs; {date.today()}; "
           f"{platform.processor() or platform.machine()}; torch {torch.__version__}")
     print("# command: python benchmarks/cpstn_quality.py " + " ".join(sys.argv[1:] if argv is None else argv) + "\n")
-    print("| translator | Pearson | SSIM | edge Pearson | period-2 energy vs real IR |")
-    print("|---|---|---|---|---|")
+    print("| translator | Pearson | SSIM | edge Pearson | period-2 energy vs real IR | s per 640x480 image |")
+    print("|---|---|---|---|---|---|")
     rows = [("visible luminance (no translation)", None)] + [load_translator(None)] + [load_translator(w) for w in args.weights]
     for label, tr in rows:
         stats = []
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             stats.append((_pearson(pseudo, ir), float(ssim(pt, it)), _pearson(_sobel(pt).numpy(), _sobel(it).numpy()),
                           period2_share(pseudo) / max(period2_share(ir), 1e-12)))
         m = np.mean(stats, axis=0)
-        print(f"| {label} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.2f} |")
+        print(f"| {label} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.2f} | {_seconds_640(tr)} |")
     return 0
 
 
