@@ -64,6 +64,29 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     assert logged == sorted(set(logged)) and logged[-1] == steps  # no duplicated steps after resume
 
 
+def test_compact_checkpoint_keeps_weights_and_resumes(tmp_path):
+    """The copy carried between sessions: half the optimiser bytes, the same weights and step, and --resume runs."""
+    import shutil
+
+    from alignfuse.training.loop import compact_checkpoint
+
+    run = tmp_path / "run"
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", run, overrides={"steps": 2}, progress=False))
+    carried = tmp_path / "carried"
+    shutil.copytree(run, carried)
+    before, after = compact_checkpoint(run / "checkpoint.pt", carried / "checkpoint.pt")
+    assert after < before
+    full = torch.load(run / "checkpoint.pt", weights_only=True)
+    small = torch.load(carried / "checkpoint.pt", weights_only=True)
+    assert small["step"] == full["step"] == 2
+    assert all(torch.equal(full["modules"]["net"][k], small["modules"]["net"][k]) for k in full["modules"]["net"])
+    moments = [v for o in small["optimizers"].values() for st in o["state"].values() for v in st.values()
+               if isinstance(v, torch.Tensor) and v.ndim > 0]
+    assert moments and all(v.dtype == torch.bfloat16 for v in moments)
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", carried, overrides={"steps": 3}, resume=True, progress=False))
+    assert torch.load(carried / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
 def test_refuses_to_overwrite_without_resume(tmp_path):
     run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "r", overrides={"steps": 1}, progress=False))
     with pytest.raises(FileExistsError, match="--resume"):

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["LoopConfig", "TrainLoop", "DistInfo", "setup_distributed", "atomic_torch_save"]
+__all__ = ["LoopConfig", "TrainLoop", "DistInfo", "setup_distributed", "atomic_torch_save", "compact_checkpoint"]
 
 
 @dataclass
@@ -72,6 +72,23 @@ def setup_distributed(device: str = "cpu") -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world, dev)
+
+
+def compact_checkpoint(src: Path | str, dst: Path | str) -> tuple[int, int]:
+    """Copy a run's checkpoint with the optimisers' floating-point state (Adam moments) stored in bfloat16, to carry
+    a run between sessions in the repository at about half the size; -> (bytes before, bytes after).
+
+    Resuming from the copy is an ordinary ``--resume``: ``Optimizer.load_state_dict`` casts the state back to the
+    parameters' float32. The networks' weights, the step and the RNG state are kept exactly; only the moments
+    lose precision (relative 4e-3), so a resumed run is close to, not identical with, an uninterrupted one."""
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    for opt in state.get("optimizers", {}).values():
+        for per_param in opt.get("state", {}).values():
+            for key, value in per_param.items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point() and value.ndim > 0:
+                    per_param[key] = value.to(torch.bfloat16)
+    atomic_torch_save(state, Path(dst))
+    return Path(src).stat().st_size, Path(dst).stat().st_size
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
