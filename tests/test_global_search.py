@@ -179,6 +179,17 @@ def test_chain_keeps_a_lone_stage_only_when_it_is_inverse_consistent():
     assert after(moving, t).diagnostics[0]["stages"][1]["inverse_residual"] is None
 
 
+def test_chain_uses_the_lone_gain_bar_only_for_a_lone_stage():
+    ir, _ = _sample()
+    t = torch.from_numpy(ir)[None, None]
+    moving = warp.warp(t, torch.full((1, 2, *ir.shape), 0.0).index_fill_(1, torch.tensor([0]), -6.0))
+    lone = ChainRegistrar([Stage("good", _Shift(6.0), min_gain=2.0, alone_min_gain=0.0)])(moving, t)
+    assert lone.diagnostics[0]["stages"][0]["accepted"]  # gains are <= 1: only the lone bar can be met
+    second = ChainRegistrar([Stage("first", _Shift(3.0)), Stage("second", _Shift(3.0), min_gain=2.0, alone_min_gain=0.0)])
+    st = second(moving, t).diagnostics[0]["stages"]
+    assert st[0]["accepted"] and not st[1]["accepted"] and "< 200.0%" in st[1]["reason"]
+
+
 def test_chain_warns_about_a_weakly_supported_stage():
     ir, _ = _sample()
     t = torch.from_numpy(ir)[None, None]

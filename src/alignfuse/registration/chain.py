@@ -46,7 +46,8 @@ class Stage:
     correction (no earlier stage kept: the pair looked aligned to them). After a kept global correction the
     residual is legitimately non-rigid (elastic, parallax), so the test does not apply there. ``max_inverse`` is
     the second test of such a lone stage: its registrar is run on the swapped pair and the composition of both
-    fields, relative to the forward one (:func:`inverse_residual`), must stay below it. A kept stage whose
+    fields, relative to the forward one (:func:`inverse_residual`), must stay below it; ``alone_min_gain``, when
+    set, replaces ``min_gain`` for a lone stage (its other tests guard it). A kept stage whose
     gain is below ``warn_below`` marks the registration suspect (the CLI warns): kept, since it still beat its
     input, but weakly supported."""
 
@@ -57,6 +58,7 @@ class Stage:
     min_shift: float = 0.0
     min_affine: float = 0.0
     max_inverse: float = math.inf
+    alone_min_gain: float | None = None
     warn_below: float = 0.0
 
 
@@ -206,8 +208,9 @@ class ChainRegistrar(torch.nn.Module):
                 reason = "non-finite field"
             elif shift < stage.min_shift * max(size):
                 reason = f"moves {shift:.1f} px, within reach of the next stage"
-            elif not always and gain < stage.min_gain:
-                reason = f"MIND gain {gain:+.1%} < {stage.min_gain:.1%}"
+            elif not always and gain < (bar := stage.alone_min_gain if alone and stage.alone_min_gain is not None
+                                        else stage.min_gain):
+                reason = f"MIND gain {gain:+.1%} < {bar:.1%}"
             elif not always and alone and coherence < stage.min_affine:
                 reason = f"incoherent field ({coherence:.0%} affine < {stage.min_affine:.0%})"
             elif not always and alone and math.isfinite(stage.max_inverse):
