@@ -68,7 +68,8 @@ def _record_one(chains, ir, vis, ir_size, error) -> dict:
     gl_field = float(warp_ops.magnitude(res.field).mean())
     return {"before": error(zero), "global": error(g_field), "global_local": error(res.field[0].numpy()),
             "local": error(loc.field[0].numpy()),
-            "g_gain_own": g_own["gain"], "g_near": g_own["near_cost"], "g_far": g_own["far_cost"],
+            "g_gain_own": g_own["gain"], "g_near": g_own["alternatives"]["near"]["mind"],
+            "g_far": g_own["alternatives"]["far"]["mind"],
             "g_ident": g_own["mind_before"], "g_start": g_own["start"], "g_shift": g_stage["mean_shift_px"],
             "g_gain": g_stage["gain"], "gl_gain": l_stage["gain"], "gl_shift": l_stage["mean_shift_px"],
             "gl_affine": l_stage["affine_fraction"], "l_affine": ld["affine_fraction"],

@@ -24,8 +24,10 @@ diagnostics: ``method`` ("global"), ``model`` (the simplest of translation / sim
 homography that is within 0.5 px of the estimate at the frame corners), ``matrix`` (3x3 sampling matrix:
 visible pixel -> pixel of the IR on the visible grid), ``start`` (the winning candidate), ``mind_before`` /
 ``mind_after`` (MIND distance at the finest refinement size), ``gain`` (relative distance gain),
-``near_cost`` / ``far_cost`` / ``far_start`` / ``far_rank`` (the refined identity start; the best other start and
-its rank in the coarse search, 1 = best),
+``alternatives`` (``near``: the refined identity start, ``far``: the best other start, ``identity``: the input;
+each with its ``start``, ``mind`` distance, ``orientation`` correlation and ``matrix``), ``far_rank`` (the far
+start's rank in the coarse search, 1 = best), ``near_because`` (why the near solution was kept over the far one:
+"mind", "orientation" or None),
 ``confidence`` (= gain clipped to [0, 1]), ``suspect``, ``fallback``.
 """
 
@@ -499,9 +501,7 @@ class GlobalSearchRegistrar:
             if i + 1 >= self.select_after:
                 keep = self.finalists[min(i + 1 - self.select_after, len(self.finalists) - 1)]
                 current = [current[0]] + sorted(current[1:], key=lambda t: t[2])[: max(1, keep)]
-        finalists = current
-        near = finalists[0]
-        far = min(finalists[1:], key=lambda t: t[2])
+        near, far = current[0], min(current[1:], key=lambda t: t[2])
         label, matrix, cost = far
         orient_identity, *orient = self.orientation_scores(pyr, fixed, [np.eye(3), near[1], far[1]])
         alternatives = {"near": {"start": near[0], "mind": near[2], "orientation": orient[0],
@@ -526,11 +526,10 @@ class GlobalSearchRegistrar:
         alternatives["identity"] = {"start": "none", "mind": cost_identity, "orientation": orient_identity,
                                     "matrix": np.eye(3).tolist()}
         d: dict[str, Any] = {"method": "global", "start": label, "mind_before": cost_identity, "mind_after": cost,
-                             "gain": gain, "near_cost": near[2], "far_start": far[0], "far_cost": far[2],
-                             "far_rank": [lb for lb, _ in starts].index(far[0]), "alternatives": alternatives,
-                             "near_because": why_near,
-                             "suspect": False, "fallback": None}
-        orient_final = orient[1] if label == far[0] and why_near is None else orient[0]
+                             "gain": gain, "far_rank": [lb for lb, _ in starts].index(far[0]),
+                             "alternatives": alternatives, "near_because": why_near, "suspect": False,
+                             "fallback": None}
+        orient_final = orient[0] if why_near else orient[1]
         if not np.all(np.isfinite(matrix)) or gain < self.min_gain:
             matrix = np.eye(3)
             d.update(mind_after=cost_identity, fallback=f"no global alignment lowers the MIND distance by "
