@@ -190,6 +190,23 @@ def test_chain_uses_the_lone_gain_bar_only_for_a_lone_stage():
     assert st[0]["accepted"] and not st[1]["accepted"] and "< 200.0%" in st[1]["reason"]
 
 
+class _NaNField:
+    """A registrar whose field has one non-finite pixel (a diverged network)."""
+
+    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
+        field = torch.zeros(moving.shape[0], 2, *moving.shape[-2:])
+        field[:, :, 3, 4] = float("nan")
+        return RegistrationResult(moving, field, [{"method": "nan"}])
+
+
+def test_chain_rejects_a_non_finite_field_with_every_gate_on():
+    ir, vis = _sample()
+    m, f = torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None]
+    res = ChainRegistrar([Stage("nan", _NaNField(), min_gain=-1e9, min_affine=0.5, max_inverse=0.7)])(m, f)
+    st = res.diagnostics[0]["stages"][0]
+    assert not st["accepted"] and st["reason"] == "non-finite field" and bool(torch.isfinite(res.field).all())
+
+
 def test_chain_warns_about_a_weakly_supported_stage():
     ir, _ = _sample()
     t = torch.from_numpy(ir)[None, None]

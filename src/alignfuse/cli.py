@@ -116,8 +116,8 @@ def _print_notes(pair: io.Pair) -> None:
 
 def _warn_diagnostics(name: str, diagnostics: dict) -> None:
     if diagnostics.get("suspect"):
-        detail = (diagnostics.get("warning") or diagnostics.get("fallback") or diagnostics.get("reason")
-                  or "registration may have failed")
+        parts = [diagnostics.get(k) for k in ("warning", "fallback", "reason")]
+        detail = "; ".join(str(p) for p in parts if p) or "registration may have failed"
         print(f"alignfuse: warning: {name}: suspect registration ({detail})", file=sys.stderr)
 
 

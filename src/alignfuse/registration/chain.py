@@ -43,13 +43,14 @@ class Stage:
     which its field is not used: a global stage whose correction lies within the reach of the local stage after
     it leaves that misalignment to the local stage; and, optionally, the fraction of its field's energy an
     affine model must explain (:func:`affine_fraction`) for it to be kept when it would be the chain's only
-    correction (no earlier stage kept: the pair looked aligned to them). After a kept global correction the
+    correction (no earlier stage kept: the pair looked aligned to them, or their correction was small enough to
+    leave to this stage, ``min_shift``). After a kept global correction the
     residual is legitimately non-rigid (elastic, parallax), so the test does not apply there. ``max_inverse`` is
     the second test of such a lone stage: its registrar is run on the swapped pair and the composition of both
     fields, relative to the forward one (:func:`inverse_residual`), must stay below it; ``alone_min_gain``, when
     set, replaces ``min_gain`` for a lone stage (its other tests guard it). A kept stage whose
     gain is below ``warn_below`` marks the registration suspect (the CLI warns): kept, since it still beat its
-    input, but weakly supported."""
+    input, but weakly supported (an always-kept stage, ``min_gain`` -inf, is never warned about)."""
 
     name: str
     registrar: Registrar
@@ -80,6 +81,8 @@ def affine_fraction(field: torch.Tensor, grid: int = 48) -> float:
     RoadScene training pairs the MRRN's fields are 11-47 % affine, on ``umf`` pairs 34-83 %)."""
     small = torch.nn.functional.interpolate(field.double(), size=(grid, grid), mode="bilinear", align_corners=True)
     energy = float(small.pow(2).sum())
+    if not math.isfinite(energy):
+        return 0.0
     if energy <= 1e-12:
         return 1.0
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, grid, dtype=torch.float64),
@@ -200,16 +203,20 @@ class ChainRegistrar(torch.nn.Module):
             score = judge(candidate) if judge else float("nan")
             gain = 1.0 - score / max(current, 1e-12) if math.isfinite(score) else float("nan")
             shift = float(warp_ops.magnitude(stage_field).mean())
-            coherence = affine_fraction(stage_field)
-            alone = not any(st["accepted"] for st in d["stages"])  # no earlier stage kept: the pair looked aligned
+            finite = bool(torch.isfinite(candidate).all())
+            coherence = affine_fraction(stage_field) if finite else 0.0
+            alone = not any(st["accepted"] for st in d["stages"])  # no earlier stage kept
             inverse = None
             reason = None
-            if not bool(torch.isfinite(candidate).all()):
+            own = result.diagnostics[0] if result.diagnostics else {}
+            bar = stage.alone_min_gain if alone and stage.alone_min_gain is not None else stage.min_gain
+            if not finite:
                 reason = "non-finite field"
+            elif shift == 0.0 and own.get("fallback"):  # the registrar kept the input itself: say why
+                reason = str(own["fallback"])
             elif shift < stage.min_shift * max(size):
                 reason = f"moves {shift:.1f} px, within reach of the next stage"
-            elif not always and gain < (bar := stage.alone_min_gain if alone and stage.alone_min_gain is not None
-                                        else stage.min_gain):
+            elif not always and not gain >= bar:  # a NaN gain is no evidence either
                 reason = f"MIND gain {gain:+.1%} < {bar:.1%}"
             elif not always and alone and coherence < stage.min_affine:
                 reason = f"incoherent field ({coherence:.0%} affine < {stage.min_affine:.0%})"
@@ -220,7 +227,6 @@ class ChainRegistrar(torch.nn.Module):
                     reason = (f"inconsistent field (the swapped pair's field undoes only {1 - inverse:.0%} of it; "
                               f"needs {1 - stage.max_inverse:.0%})")
             accepted = reason is None
-            own = result.diagnostics[0] if result.diagnostics else {}
             d["stages"].append({"name": stage.name, "accepted": accepted, "gain": gain, "mean_shift_px": shift,
                                 "affine_fraction": coherence, "inverse_residual": inverse, "reason": reason,
                                 "diagnostics": own})
@@ -250,7 +256,7 @@ class ChainRegistrar(torch.nn.Module):
         # a kept stage that only just passed
         d["suspect"] = any(s["gain"] < -self.suspect_loss for s in d["stages"] if math.isfinite(s["gain"]))
         weak = [(s["name"], s["gain"], st.warn_below) for s, st in zip(d["stages"], self.stages)
-                if s["accepted"] and math.isfinite(s["gain"]) and s["gain"] < st.warn_below]
+                if s["accepted"] and math.isfinite(st.min_gain) and math.isfinite(s["gain"]) and s["gain"] < st.warn_below]
         if weak:
             d["suspect"] = True
             d["warning"] = "; ".join(f"{name} alignment weakly supported (MIND gain {gain:.1%} < {bar:.0%}); check "

@@ -81,6 +81,7 @@ def compact_checkpoint(src: Path | str, dst: Path | str) -> tuple[int, int]:
     Resuming from the copy is an ordinary ``--resume``: ``Optimizer.load_state_dict`` casts the state back to the
     parameters' float32. The networks' weights, the step and the RNG state are kept exactly; only the moments
     lose precision (relative 4e-3), so a resumed run is close to, not identical with, an uninterrupted one."""
+    before = Path(src).stat().st_size  # read first: src may be dst
     state = torch.load(src, map_location="cpu", weights_only=True)
     for opt in state.get("optimizers", {}).values():
         for per_param in opt.get("state", {}).values():
@@ -88,7 +89,7 @@ def compact_checkpoint(src: Path | str, dst: Path | str) -> tuple[int, int]:
                 if isinstance(value, torch.Tensor) and value.is_floating_point() and value.ndim > 0:
                     per_param[key] = value.to(torch.bfloat16)
     atomic_torch_save(state, Path(dst))
-    return Path(src).stat().st_size, Path(dst).stat().st_size
+    return before, Path(dst).stat().st_size
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
