@@ -196,7 +196,8 @@ class ChainRegistrar(torch.nn.Module):
             work = _work_size(size, stage.long_side)
             moved = warp_ops.warp(moving, field) if d["stages"] and any(st["accepted"] for st in d["stages"]) else moving
             kwargs = {"ir_size": ir_size} if getattr(stage.registrar, "wants_ir_size", False) else {}
-            result = stage.registrar(warp_ops.resize_image(moved, work), warp_ops.resize_image(fixed, work), **kwargs)
+            moved_w, fixed_w = warp_ops.resize_image(moved, work), warp_ops.resize_image(fixed, work)
+            result = stage.registrar(moved_w, fixed_w, **kwargs)
             stage_field = warp_ops.resize_field(result.field, size)
             candidate = warp_ops.compose(field, stage_field)
             always = not math.isfinite(stage.min_gain)
@@ -221,8 +222,7 @@ class ChainRegistrar(torch.nn.Module):
             elif not always and alone and coherence < stage.min_affine:
                 reason = f"incoherent field ({coherence:.0%} affine < {stage.min_affine:.0%})"
             elif not always and alone and math.isfinite(stage.max_inverse):
-                inverse = inverse_residual(stage.registrar, warp_ops.resize_image(moved, work),
-                                           warp_ops.resize_image(fixed, work), result.field)
+                inverse = inverse_residual(stage.registrar, moved_w, fixed_w, result.field)
                 if inverse > stage.max_inverse:
                     reason = (f"inconsistent field (the swapped pair's field undoes only {1 - inverse:.0%} of it; "
                               f"needs {1 - stage.max_inverse:.0%})")
