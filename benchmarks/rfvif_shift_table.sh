@@ -8,11 +8,13 @@
 #        | rfvif (the RFVIF row; WEIGHTS_DIR = folder with rfvif_cpu.*, default the shipped weights)
 #        | merge (tables, wins, plots)
 #   e.g. bash benchmarks/rfvif_shift_table.sh ../shared/data outputs/rfvif_table base
+# Environment: SHIFTS (default "0 3 5 8 9 11 13"), BASE (the rows of the base step, default below), e.g.
+#   SHIFTS="0 3 5 8" BASE="identity+gff identity+average identity+difn" bash benchmarks/rfvif_shift_table.sh ... base
 set -euo pipefail
 ROOT=$1; OUT=$2; STEP=$3; WEIGHTS=${4:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
-SHIFTS="0 3 5 8 9 11 13"
-BASE="phase+gff ecc+gff identity+gff identity+average identity+difn"
+SHIFTS=${SHIFTS:-"0 3 5 8 9 11 13"}
+BASE=${BASE:-"phase+gff ecc+gff identity+gff identity+average identity+difn"}
 NOALIGN="identity+gff,identity+average,identity+difn"
 for ds in roadscene tno; do
   split=-; [ "$ds" = roadscene ] && split="$ROOT/roadscene/test.txt"

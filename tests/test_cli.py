@@ -368,6 +368,8 @@ def test_a_bug_inside_a_fuser_is_an_internal_error_not_a_user_error(tmp_path, ca
     (["train", "difn", "--data", "{samples}", "--out", "{d}/t", "--set", "lr=abc"], "lr expects float"),
     (["train", "rfvif", "--data", "{samples}", "--out", "{d}/t", "--set", "variant=num_res_blocks=-1"],
      "num_res_blocks"),
+    (["train", "rfvif", "--data", "{samples}", "--out", "{d}/t", "--config", "tiny", "--set", "objective=best"],
+     "objective must be one of"),
 ])
 def test_what_the_user_controls_is_a_one_line_user_error(tmp_path, capsys, argv, needle):
     ir, vis = _pair_files(tmp_path)

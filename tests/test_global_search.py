@@ -13,6 +13,7 @@ from alignfuse import io, warp
 from alignfuse.api import fuse_arrays, load_pipeline, register_arrays
 from alignfuse.registration import (ChainRegistrar, GlobalSearchRegistrar, PhaseCorrelationRegistrar, Stage,
                                     affine_fraction, describe_model, inverse_residual)
+from alignfuse.registration.global_search import ImagePyramid
 from alignfuse.stages import IdentityRegistrar, RegistrationResult
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -125,6 +126,20 @@ def test_global_result_needs_the_orientations_to_agree():
     res = GlobalSearchRegistrar(agree_margin=1.5)(m, f)  # correlations are <= 1: never confirmed
     assert float(res.field.abs().max()) == 0.0
     assert "do not confirm" in res.diagnostics[0]["fallback"] and res.diagnostics[0]["confidence"] == 0.0
+
+
+def test_orientation_score_ignores_the_edge_of_the_ir_coverage():
+    """Mono-modal pair whose moving image covers only part of the frame, at its true offset: the correlation is
+    near 1, not lowered by the step where the IR ends (read with zero padding, that step is an edge the visible
+    image lacks), and far above the unshifted guess."""
+    _, vis = _sample()
+    h, w = vis.shape
+    fixed = torch.from_numpy(np.ascontiguousarray(vis[30:, 45:]))[None, None]
+    moving = ImagePyramid(torch.from_numpy(np.ascontiguousarray(vis[: h - 70, : w - 100]))[None, None])
+    true = np.eye(3)
+    true[:2, 2] = 45.0, 30.0
+    identity_score, true_score = GlobalSearchRegistrar().orientation_scores(moving, fixed, [np.eye(3), true])
+    assert true_score > 0.95 and identity_score < 0.5
 
 
 def test_affine_fraction_tells_a_coherent_field_from_noise():

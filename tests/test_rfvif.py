@@ -367,6 +367,24 @@ def test_teacher_term_pulls_towards_the_teacher_and_needs_one():
         RFVIFLoss(teacher_weight=-1)
 
 
+def test_fusion_objective_prefers_the_stronger_source_where_the_paper_loss_is_flat():
+    """Eq. 16 with alpha = 0.5 scores max(VIS, IR) and the average alike (both lie between the sources); the
+    "fusion" objective prefers the max, which keeps a hot target as bright as in the IR."""
+    from alignfuse.losses.rfvif import RFVIFLoss
+
+    vis = torch.full((1, 1, 32, 32), 0.3)
+    ir = vis.clone()
+    ir[..., 8:20, 10:22] = 0.9  # a hot target the visible image does not show
+    hot, average = torch.maximum(vis, ir), 0.5 * (vis + ir)
+    paper = RFVIFLoss()
+    assert paper(hot, [], vis, ir)[1]["pixel"] == pytest.approx(paper(average, [], vis, ir)[1]["pixel"])
+    fusion = RFVIFLoss(objective="fusion")
+    total_hot, terms_hot = fusion(hot, [], vis, ir)
+    assert float(total_hot) < float(fusion(average, [], vis, ir)[0]) and terms_hot["perceptual"] == 0.0
+    with pytest.raises(ValueError, match="objective"):
+        RFVIFLoss(objective="nope")
+
+
 def test_fast_config_drops_only_full_resolution_msrbs():
     fast, cpu = RFVIF_CONFIGS["fast"], RFVIF_CONFIGS["cpu"]
     assert fast.msrb_blocks == (0, 1, 1) and replace(fast, msrb_blocks=cpu.msrb_blocks) == cpu

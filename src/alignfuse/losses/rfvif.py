@@ -23,6 +23,13 @@ The paper's pixel term is flat for any value between the two sources (alpha = 0.
 would decide where in that range the output lies, is not available here; the teacher supplies that
 decision. Default 0 (paper).
 
+Not in the paper: ``objective="fusion"`` replaces the pixel and perceptual terms by the unsupervised fusion
+objective of the PWF fuser (:class:`alignfuse.losses.pwf.PWFLoss`: ``2 - SSIM(f, ir_gt) - SSIM(f, vis)`` +
+``w_grad * L1(|grad f|, max(|grad vis|, |grad ir_gt|))`` + ``L1(f, max(vis, ir_gt))``) against the aligned
+pair; the alignment term stays. It exists because the paper's pixel term is flat between the two sources and
+its perceptual term, without ImageNet VGG, cannot say where in that range the output lies: the result is a soft
+average in which hot targets fade (docs/RESULTS.md §3). ``objective="paper"`` (default) is Eq. 18.
+
 ``ir_gt`` is the IR crop that is aligned with ``vis`` (the "re-cropped patch" of the paper), not the
 misaligned network input. Images are (B, 1, H, W) in [0, 1].
 """
@@ -36,9 +43,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from alignfuse.losses.fusion import joint_gradient_loss
+from alignfuse.losses.pwf import PWFLoss
 from alignfuse.models.rfvif import PAD_MULTIPLE, pad_to_multiple
 
-__all__ = ["pixel_loss", "perceptual_loss", "alignment_targets", "alignment_loss", "RFVIFLoss"]
+__all__ = ["RFVIF_OBJECTIVES", "pixel_loss", "perceptual_loss", "alignment_targets", "alignment_loss", "RFVIFLoss"]
+
+RFVIF_OBJECTIVES = ("paper", "fusion")
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -114,9 +124,13 @@ class RFVIFLoss(nn.Module):
             ``nn.Module`` it becomes a submodule (moves with ``.to()``); it is not frozen here.
         grad_weight: weight of the joint-gradient term (not in the paper; 0 = paper).
         teacher_weight: weight of the L1 term against a teacher fusion (not in the paper; 0 = paper).
+        objective: "paper" (Eq. 18) or "fusion" (pixel + perceptual replaced by the PWF objective, see the
+            module docstring; not in the paper).
+        fusion_grad_weight: the gradient weight of the "fusion" objective.
 
     ``forward(fused, aligned_ir, vis, ir_gt, teacher=None)`` returns ``(total, terms)`` where ``terms``
-    holds the floats ``pixel``, ``perceptual``, ``align``, ``grad``, ``teacher`` (unweighted) and ``total``.
+    holds the floats ``pixel``, ``perceptual``, ``align``, ``grad``, ``teacher`` (unweighted) and ``total``; under
+``objective="fusion"`` ``pixel`` is the fusion objective's total and ``perceptual`` is 0.
     ``teacher`` (B, 1, H, W) is required when ``teacher_weight > 0``.
     """
 
@@ -128,8 +142,14 @@ class RFVIFLoss(nn.Module):
         feature_extractor: FeatureExtractor | None = None,
         grad_weight: float = 0.0,
         teacher_weight: float = 0.0,
+        objective: str = "paper",
+        fusion_grad_weight: float = 30.0,
     ) -> None:
         super().__init__()
+        if objective not in RFVIF_OBJECTIVES:
+            raise ValueError(f"objective must be one of {RFVIF_OBJECTIVES}, got {objective!r}")
+        self.objective = objective
+        self.fusion_objective = PWFLoss(w_grad=fusion_grad_weight) if objective == "fusion" else None
         for name, value in (("alpha", alpha), ("beta", beta)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -156,11 +176,15 @@ class RFVIFLoss(nn.Module):
         _check_image("fused", fused)
         _check_image("vis", vis, fused)
         _check_image("ir_gt", ir_gt, fused)
-        l_pixel = pixel_loss(fused, vis, ir_gt, self.alpha)
-        if self.feature_extractor is not None:
-            l_per = perceptual_loss(fused, vis, ir_gt, self.feature_extractor, self.beta)
-        else:
+        if self.fusion_objective is not None:
+            l_pixel = self.fusion_objective(fused, ir_gt, vis)[0]
             l_per = fused.new_zeros(())
+        else:
+            l_pixel = pixel_loss(fused, vis, ir_gt, self.alpha)
+            if self.feature_extractor is not None:
+                l_per = perceptual_loss(fused, vis, ir_gt, self.feature_extractor, self.beta)
+            else:
+                l_per = fused.new_zeros(())
         l_align = alignment_loss(aligned_ir, ir_gt)
         total = l_pixel + l_per + self.lam * l_align
         l_grad = joint_gradient_loss(fused, ir_gt, vis) if self.grad_weight > 0 else fused.new_zeros(())

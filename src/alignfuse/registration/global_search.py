@@ -39,6 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import warp as warp_ops
 from ..errors import UserError
@@ -325,7 +326,7 @@ class GlobalSearchRegistrar:
         agree_margin: a distant solution must also raise the orientation correlation
             (:meth:`orientation_scores`) over the near one by this much, and the result over the input (the
             identity) by this much, or the input is kept (``None``: MIND alone decides). 0.04: on RoadScene
-            training pairs (``large``, ``roadscene_raw``) every right solution raised it by >= 0.085 over the
+            training pairs (``large``, ``roadscene_raw``) every right solution raised it by >= 0.086 over the
             near one and >= 0.10 over the input (``benchmarks/global_alternatives.py``).
 
     ``ir_size``: ``(width, height)`` of the IR before it was resampled onto the visible grid, if it was; the
@@ -470,15 +471,21 @@ class GlobalSearchRegistrar:
                            long_side: int = 256) -> list[float]:
         """Normalised doubled-angle orientation correlation between the visible image and the IR sampled by each
         full-resolution ``matrix``, over the part of the frame the IR covers, at ``long_side`` px (1 = every edge
-        has the same orientation)."""
+        has the same orientation). The edge of that coverage is left out (the IR is read with border replication,
+        the mask eroded by the Sobel reach): it is no edge of the scene, and counting it would penalise every
+        solution that moves the IR."""
         full = tuple(fixed.shape[-2:])
         fix = _resized(fixed.float(), long_side)
         size = tuple(fix.shape[-2:])
         to_full = np.linalg.inv(_scale_matrix(full, size))
         mats = np.stack([_rescale(np.asarray(m, dtype=np.float64), full, size) for m in matrices])
-        warped, inside = pyr.read(to_full @ mats, size)
+        warped, inside = pyr.read(to_full @ mats, size, padding_mode="border")
+        # only where the Sobel window sees IR pixels alone: the edge of the IR's coverage is no image edge
+        inside = -F.max_pool2d(-inside, 5, stride=1, padding=2)
+        m2 = sobel(warped).pow(2).sum(1)
+        eta2 = ((m2 * inside[:, 0]).sum((1, 2)) / inside[:, 0].sum((1, 2)).clamp_min(1)).reshape(-1, 1, 1)
         z_fix = orientation_field(fix)[0]
-        z_mov = orientation_field(warped) * inside[:, 0]
+        z_mov = orientation_field(warped, eta2) * inside[:, 0]
         num = (z_mov.conj() * z_fix[None]).real.sum((1, 2))
         den = ((z_fix.abs() ** 2)[None] * inside[:, 0]).sum((1, 2)) * (z_mov.abs() ** 2).sum((1, 2))
         return [float(v) for v in num / den.clamp_min(1e-12).sqrt()]
