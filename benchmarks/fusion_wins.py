@@ -4,8 +4,9 @@
         --model identity+pwf --model identity+gff --model identity+laplacian --model identity+difn \
         --against identity+gff --against identity+laplacian [--weights-dir W] [--limit N] [--json out.json]
 
-Every pipeline fuses the ground-truth aligned pairs (preset ``none``), scored as ``alignfuse evaluate`` scores
-them (8-bit luminance, VIFB conventions). ``wins vs X``: of VIFB's 13 metrics, how many have a better mean than
+Every pipeline fuses the ground-truth aligned pairs (preset ``none``; ``--preset shift:5`` misaligns the IR input
+first, for registration-free fusers), scored as ``alignfuse evaluate`` scores them (8-bit luminance, VIFB
+conventions, against the aligned IR). ``wins vs X``: of VIFB's 13 metrics, how many have a better mean than
 X's (lower for Cross_entropy, Qcv, Rmse; higher otherwise).
 
 Hot-target saliency (our measure, stated because no standard one exists): per pair, the hot mask is the IR
@@ -61,11 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", action="append", default=[])
     parser.add_argument("--weights-dir")
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--preset", default="none", help="misalignment of the input (default none: aligned), e.g. "
+                        "shift:5 for registration-free fusers; the metrics use the ground-truth aligned IR")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    source = iter_samples(args.data, "none", 0, args.split, args.limit)
+    source = iter_samples(args.data, args.preset, 0, args.split, args.limit)
     samples = list(source.samples)
     pipes = {m: load_pipeline(m, weights_dir=args.weights_dir) for m in args.model}
     table: dict[str, dict[str, float]] = {}
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         table[name]["hot_saliency"] = float(np.mean(saliency)) if saliency else float("nan")
         table[name]["hot_pairs"] = len(saliency)
     cpu = platform.processor() or platform.machine()
-    print(f"# {args.data.name} ({len(samples)} aligned pairs); {date.today()}; {cpu}; torch {torch.__version__}")
+    print(f"# {args.data.name} ({len(samples)} pairs, preset {args.preset}); {date.today()}; {cpu}; "
+          f"torch {torch.__version__}")
     print("# command: python benchmarks/fusion_wins.py " + " ".join(sys.argv[1:] if argv is None else argv) + "\n")
     short = {"Cross_entropy": "CE", "Spatial_frequency": "SF", "Avg_gradient": "AG", "Edge_intensity": "EI",
              "Entropy": "EN", "Variance": "SD", "Mutinf": "MI"}

@@ -33,7 +33,7 @@ def tiny_weights(tmp_path_factory) -> Path:
                          progress=False))
     for model, name in WEIGHT_NAMES.items():
         for ext in (".safetensors", ".json"):
-            shutil.copy(root / model / f"export{ext}", root / f"{name}{ext}")
+            shutil.copy(root / model.removesuffix("-paper") / f"export{ext}", root / f"{name}{ext}")
     return root
 
 
@@ -45,7 +45,7 @@ def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["umf-cmgr", "umf-cmgr-noreg", "umf-reg+gff", "umf-mrrn+gff", "umf-nocpstn+gff",
-                                  "umf-nocpstn+difn", "mrrn+difn", "mrrn+gff", "rfvif", "default", "default+gff",
+                                  "umf-nocpstn+difn", "mrrn+difn", "mrrn+gff", "rfvif", "rfvif-paper", "default", "default+gff",
                                   "default+pwf"])
 def test_pipelines_run_on_odd_sizes_and_colour(tiny_weights, name):
     pipe = create_pipeline(name, weights_dir=tiny_weights)

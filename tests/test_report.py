@@ -211,3 +211,15 @@ def test_the_recorded_command_reproduces_the_plan(tmp_path):
     assert (args.pipelines, args.grid, args.limit, args.seed, args.cache, args.quick) == \
         ("phase+gff", "", 3, 4, str(tmp_path / "c"), False)
     assert [s.name for s in plan.datasets] == ["samples", "samples_2"]
+
+
+def test_image_grid_has_as_many_columns_as_the_longest_row(tmp_path):
+    from PIL import Image
+
+    from alignfuse.demo import image_grid
+
+    img = np.linspace(0, 1, 32 * 48, dtype=np.float32).reshape(32, 48)
+    image_grid([("a", [img] * 4)], tmp_path / "four.png", ["c"] * 4, dpi=40)
+    image_grid([("a", [img] * 6), ("b", [img] * 6)], tmp_path / "six.png", ["c"] * 6, dpi=40)
+    four, six = Image.open(tmp_path / "four.png").size, Image.open(tmp_path / "six.png").size
+    assert six[0] == pytest.approx(four[0] * 6 / 4, rel=0.02) and six[1] > four[1]

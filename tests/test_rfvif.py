@@ -381,6 +381,9 @@ def test_fusion_objective_prefers_the_stronger_source_where_the_paper_loss_is_fl
     fusion = RFVIFLoss(objective="fusion")
     total_hot, terms_hot = fusion(hot, [], vis, ir)
     assert float(total_hot) < float(fusion(average, [], vis, ir)[0]) and terms_hot["perceptual"] == 0.0
+    gap = lambda loss: float(loss(average, [], vis, ir)[0] - loss(hot, [], vis, ir)[0])  # noqa: E731
+    intensity_gap = float((average - hot).abs().mean())  # the average misses the target by this much, the max not
+    assert gap(RFVIFLoss(objective="fusion", fusion_int_weight=10.0)) - gap(fusion) == pytest.approx(9 * intensity_gap)
     with pytest.raises(ValueError, match="objective"):
         RFVIFLoss(objective="nope")
 

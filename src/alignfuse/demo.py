@@ -28,15 +28,16 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 def image_grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, titles: list[str] | None = None,
                dpi: int = 80) -> None:
-    """One row per (label, images) with column ``titles``, written atomically to ``path`` (PNG, or JPEG by its
-    extension); images in [0, 1]."""
+    """One row per (label, images) with column ``titles`` (as many columns as the longest row), written atomically
+    to ``path`` (PNG, or JPEG by its extension); images in [0, 1]."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     titles = titles or ["visible", "infrared (misaligned)", "infrared (registered)", "fused"]
-    fig, axes = plt.subplots(len(rows), 4, figsize=(14, 2.6 * len(rows)), squeeze=False)
+    cols = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3.5 * cols, 2.6 * len(rows)), squeeze=False)
     for r, (name, images) in enumerate(rows):
         for c, img in enumerate(images):
             ax = axes[r, c]

@@ -21,7 +21,8 @@ from .tiling import tiled
 __all__ = ["WEIGHT_NAMES", "weights_path", "weights_available", "NetFuser", "load_difn", "load_pwf", "LEARNED_FUSERS"]
 
 # shipped weight names per network
-WEIGHT_NAMES = {"cpstn": "cpstn_cpu", "mrrn": "mrrn_cpu", "difn": "difn_cpu", "rfvif": "rfvif_cpu", "pwf": "pwf_cpu"}
+WEIGHT_NAMES = {"cpstn": "cpstn_cpu", "mrrn": "mrrn_cpu", "difn": "difn_cpu", "rfvif": "rfvif_cpu", "pwf": "pwf_cpu",
+                "rfvif-paper": "rfvif_paper_cpu"}  # the same RFVIF net trained with the paper's loss (Eq. 18)
 
 
 def weights_path(net: str, weights_dir: str | Path | None) -> Path:

@@ -59,10 +59,11 @@ def load_mrrn(weights_dir: str | Path | None = None) -> nn.Module:
     return net.eval().to(memory_format=torch.channels_last)  # ~20 % faster convs and correlation on CPU
 
 
-def load_rfvif(weights_dir: str | Path | None = None) -> nn.Module:
+def load_rfvif(weights_dir: str | Path | None = None, net: str = "rfvif") -> nn.Module:
+    """The RFVIF fuser: ``net`` "rfvif" (the shipped weights) or "rfvif-paper" (trained with the paper's loss)."""
     from .models.rfvif import RFVIF, RFVIFConfig
 
-    state, meta = checkpoints.load_weights(_path("rfvif", weights_dir), architecture="rfvif")
+    state, meta = checkpoints.load_weights(_path(net, weights_dir), architecture="rfvif")
     net = RFVIF(RFVIFConfig.from_dict(meta["config"]))
     net.load_state_dict(state)
     return net.eval()
@@ -107,10 +108,18 @@ def umf_reg_gff(weights_dir: str | Path | None = None, global_stage: str | None 
                     register_long_side=register_long_side, name="umf-reg+gff")
 
 
-@register_pipeline("rfvif", _desc("RFVIF: registration-free fusion (alignment inside the fuser)", "rfvif"))
+@register_pipeline("rfvif", _desc("RFVIF: registration-free fusion (alignment inside the fuser); weights trained "
+                                   "with the fusion objective (MODEL_CARD)", "rfvif"))
 def rfvif(weights_dir: str | Path | None = None) -> Pipeline:
     return Pipeline(IdentityTranslator(), IdentityRegistrar(), NetFuser(load_rfvif(weights_dir), output="fused"),
                     name="rfvif")
+
+
+@register_pipeline("rfvif-paper", _desc("RFVIF, the same net trained with the paper's loss (Eq. 18): the reference "
+                                         "the shipped objective is measured against", "rfvif-paper"))
+def rfvif_paper(weights_dir: str | Path | None = None) -> Pipeline:
+    return Pipeline(IdentityTranslator(), IdentityRegistrar(),
+                    NetFuser(load_rfvif(weights_dir, "rfvif-paper"), output="fused"), name="rfvif-paper")
 
 
 @register_pipeline("umf-mrrn+gff", _desc("CPSTN + MRRN only (the paper's registration, no global stage), GFF fusion",

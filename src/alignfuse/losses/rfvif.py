@@ -25,7 +25,7 @@ decision. Default 0 (paper).
 
 Not in the paper: ``objective="fusion"`` replaces the pixel and perceptual terms by the unsupervised fusion
 objective of the PWF fuser (:class:`alignfuse.losses.pwf.PWFLoss`: ``2 - SSIM(f, ir_gt) - SSIM(f, vis)`` +
-``w_grad * L1(|grad f|, max(|grad vis|, |grad ir_gt|))`` + ``L1(f, max(vis, ir_gt))``) against the aligned
+``w_grad * L1(|grad f|, max(|grad vis|, |grad ir_gt|))`` + ``w_int * L1(f, max(vis, ir_gt))``) against the aligned
 pair; the alignment term stays. It exists because the paper's pixel term is flat between the two sources and
 its perceptual term, without ImageNet VGG, cannot say where in that range the output lies: the result is a soft
 average in which hot targets fade (docs/RESULTS.md §3). ``objective="paper"`` (default) is Eq. 18.
@@ -126,7 +126,7 @@ class RFVIFLoss(nn.Module):
         teacher_weight: weight of the L1 term against a teacher fusion (not in the paper; 0 = paper).
         objective: "paper" (Eq. 18) or "fusion" (pixel + perceptual replaced by the PWF objective, see the
             module docstring; not in the paper).
-        fusion_grad_weight: the gradient weight of the "fusion" objective.
+        fusion_grad_weight, fusion_int_weight: the gradient and intensity weights of the "fusion" objective.
 
     ``forward(fused, aligned_ir, vis, ir_gt, teacher=None)`` returns ``(total, terms)`` where ``terms``
     holds the floats ``pixel``, ``perceptual``, ``align``, ``grad``, ``teacher`` (unweighted) and ``total``; under
@@ -144,12 +144,14 @@ class RFVIFLoss(nn.Module):
         teacher_weight: float = 0.0,
         objective: str = "paper",
         fusion_grad_weight: float = 30.0,
+        fusion_int_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if objective not in RFVIF_OBJECTIVES:
             raise ValueError(f"objective must be one of {RFVIF_OBJECTIVES}, got {objective!r}")
         self.objective = objective
-        self.fusion_objective = PWFLoss(w_grad=fusion_grad_weight) if objective == "fusion" else None
+        self.fusion_objective = (PWFLoss(w_grad=fusion_grad_weight, w_int=fusion_int_weight)
+                                 if objective == "fusion" else None)
         for name, value in (("alpha", alpha), ("beta", beta)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")

@@ -44,23 +44,24 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # `variant`: comma-separated RFVIFConfig overrides for ablations, e.g. "use_dkg=false,num_fab=1".
         # teacher: a pipeline name (e.g. "identity+gff") whose fusion of each *aligned* training pair is an
         # extra L1 target with weight teacher_weight (RFVIFLoss); "" = paper loss. init: warm-start export
-        # ("shipped" = the packaged rfvif_cpu). objective: "paper" (Eq. 18) or "fusion" (RFVIFLoss).
+        # ("shipped" = the packaged rfvif_cpu, "shipped-paper" = rfvif_paper_cpu, the paper-loss weights).
+        # objective: "paper" (Eq. 18) or "fusion" (RFVIFLoss).
         "cpu": {"net": "fast-skip", "variant": "", "steps": 8000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
                 "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0, "init": "",
-                "objective": "paper", "fusion_grad_weight": 30.0, "checkpoint_every": 50, "log_every": 10},
+                "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0, "checkpoint_every": 50, "log_every": 10},
         # issue 15: the same net with the loss's "fusion" objective (losses/rfvif.py: SSIM of both sources, the
         # stronger source gradient, max(IR, VIS) intensity, against the aligned pair; alignment term kept),
         # warm-started from the shipped paper-loss weights
-        "cpu-fusion": {"net": "fast-skip", "variant": "", "steps": 6000, "batch": 8, "crop": 96, "lr": 5e-4,
+        "cpu-fusion": {"net": "fast-skip", "variant": "", "steps": 3000, "batch": 8, "crop": 96, "lr": 5e-4,
                        "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
-                       "init": "shipped", "objective": "fusion", "fusion_grad_weight": 30.0,
+                       "init": "shipped-paper", "objective": "fusion", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0,
                        "checkpoint_every": 50, "log_every": 10},
         "paper": {"net": "paper", "variant": "", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3,
                   "max_shift": 8, "features": "auto", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
-                  "init": "", "objective": "paper", "fusion_grad_weight": 30.0, "checkpoint_every": 500, "log_every": 50},
+                  "init": "", "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0, "checkpoint_every": 500, "log_every": 50},
         "tiny": {"net": "cpu", "variant": "", "steps": 4, "batch": 2, "crop": 32, "lr": 1e-3, "max_shift": 4,
                  "features": "gradient", "grad_weight": 10.0, "teacher": "", "teacher_weight": 0.0, "init": "",
-                 "objective": "paper", "fusion_grad_weight": 30.0, "checkpoint_every": 2, "log_every": 1},
+                 "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0, "checkpoint_every": 2, "log_every": 1},
     },
     # CPSTN in paired mode (same crop and flip of the aligned VIS/IR; spec pitfall 5). Official: batch 1,
     # lr 2e-4, Adam(0.5, 0.999), linear decay over the second half. `paired_l1` (default 0 = paper) adds
@@ -216,7 +217,8 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
     if cfg.get("objective", "paper") not in RFVIF_OBJECTIVES:
         raise UserError(f"rfvif: objective must be one of {', '.join(RFVIF_OBJECTIVES)}, got {cfg['objective']!r}")
     if cfg.get("init"):
-        init = weights_path("rfvif", None) if cfg["init"] == "shipped" else Path(cfg["init"])
+        shipped = {"shipped": "rfvif", "shipped-paper": "rfvif-paper"}
+        init = weights_path(shipped[cfg["init"]], None) if cfg["init"] in shipped else Path(cfg["init"])
         state, meta = checkpoints.load_weights(init, architecture="rfvif")
         if meta["config"] != net_config.to_dict():
             raise UserError(f"rfvif: init {cfg['init']} holds config {meta['config']}, this run builds "
@@ -230,7 +232,8 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
         raise UserError("rfvif: teacher_weight > 0 needs teacher=PIPELINE (e.g. identity+gff)")
     loss_fn = RFVIFLoss(feature_extractor=lambda x: extractor(x)["relu2_2"], grad_weight=float(cfg.get("grad_weight", 0)),
                         teacher_weight=teacher_weight, objective=cfg.get("objective", "paper"),
-                        fusion_grad_weight=float(cfg.get("fusion_grad_weight", 30.0)))
+                        fusion_grad_weight=float(cfg.get("fusion_grad_weight", 30.0)),
+                        fusion_int_weight=float(cfg.get("fusion_int_weight", 1.0)))
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bank = load_bank(args.data, args.split)
