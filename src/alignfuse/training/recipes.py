@@ -37,7 +37,8 @@ class TrainArgs:
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "rfvif": {
-        # shipped CPU run (rfvif_cpu, session 3): the `fast-skip` net (no full-resolution MSRBs + the
+        # the paper-loss CPU run (rfvif_paper_cpu; shipped as rfvif_cpu until 2026-12-01): the `fast-skip` net (no
+        # full-resolution MSRBs + the
         # full-resolution visible skip, RFVIFConfig.vis_skip), 64 px crops, shifts in [-8, 8]^2, paper loss
         # with the gradient-pyramid perceptual substitute. Earlier shipped weights: `--set net=cpu`. Tried and
         # not shipped (docs/RESULTS.md §3.7): `--set net=fast --set grad_weight=10`.
@@ -49,9 +50,10 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": {"net": "fast-skip", "variant": "", "steps": 8000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
                 "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0, "init": "",
                 "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0, "checkpoint_every": 50, "log_every": 10},
-        # issue 15: the same net with the loss's "fusion" objective (losses/rfvif.py: SSIM of both sources, the
-        # stronger source gradient, max(IR, VIS) intensity, against the aligned pair; alignment term kept),
-        # warm-started from the shipped paper-loss weights
+        # stage 1 of the shipped rfvif_cpu: the same net with the loss's "fusion" objective (losses/rfvif.py: SSIM
+        # of both sources, the stronger source gradient, max(IR, VIS) intensity, against the aligned pair;
+        # alignment term kept), warm-started from the paper-loss weights. Stage 2 (MODEL_CARD): init=stage 1,
+        # steps=1500, fusion_int_weight=10, lr=2.5e-4.
         "cpu-fusion": {"net": "fast-skip", "variant": "", "steps": 3000, "batch": 8, "crop": 96, "lr": 5e-4,
                        "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
                        "init": "shipped-paper", "objective": "fusion", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0,
