@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -24,20 +23,16 @@ from alignfuse.demo import image_grid
 from alignfuse.evaluation import iter_samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fusion_wins import hot_target_saliency  # noqa: E402
+from fusion_wins import hot_regions, hot_target_saliency  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MODELS = ["identity+gff", "identity+difn", "identity+pwf", "rfvif"]
 
 
-def hot_contrast(ir: np.ndarray, ring: int = 15) -> float:
+def hot_contrast(ir: np.ndarray) -> float:
     """IR contrast of the hot mask against its ring (0 when the pair has no hot target by that mask)."""
-    mask = ir > ir.mean() + 2 * ir.std()
-    if not 0.001 <= mask.mean() <= 0.2:
-        return 0.0
-    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)).astype(bool)
-    around = grown & ~mask
-    return float(ir[mask].mean() - ir[around].mean()) if around.sum() >= 10 else 0.0
+    regions = hot_regions(ir)
+    return 0.0 if regions is None else float(ir[regions[0]].mean() - ir[regions[1]].mean())
 
 
 def main(argv: list[str] | None = None) -> int:

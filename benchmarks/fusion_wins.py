@@ -1,4 +1,4 @@
-"""Fusers on aligned input: VIFB's 13 metrics + CC/SSIM means, metrics won against references, hot-target saliency.
+"""Fusers on aligned (or, with --preset, misaligned) input: VIFB's 13 metrics + CC/SSIM means, metrics won against references, hot-target saliency.
 
     python benchmarks/fusion_wins.py --data ../shared/data/roadscene --split ../shared/data/roadscene/test.txt \
         --model identity+pwf --model identity+gff --model identity+laplacian --model identity+difn \
@@ -36,16 +36,23 @@ from alignfuse.metrics.fusion import VIFB_METRIC_NAMES
 METRICS = VIFB_METRIC_NAMES + ("CC_mean", "SSIM_mean")
 
 
-def hot_target_saliency(ir: np.ndarray, fused: np.ndarray, ring: int = 15) -> float | None:
-    """(H, W) float images -> the saliency ratio of the module docstring, or None when there is no hot target."""
+def hot_regions(ir: np.ndarray, ring: int = 15) -> tuple[np.ndarray, np.ndarray] | None:
+    """(H, W) IR -> (hot mask, the ring around it) as the module docstring defines them, or None without a target."""
     mask = ir > ir.mean() + 2 * ir.std()
     share = mask.mean()
     if share < 0.001 or share > 0.2:
         return None
     grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)).astype(bool)
     around = grown & ~mask
-    if around.sum() < 10:
+    return (mask, around) if around.sum() >= 10 else None
+
+
+def hot_target_saliency(ir: np.ndarray, fused: np.ndarray, ring: int = 15) -> float | None:
+    """(H, W) float images -> the saliency ratio of the module docstring, or None when there is no hot target."""
+    regions = hot_regions(ir, ring)
+    if regions is None:
         return None
+    mask, around = regions
     contrast_ir = ir[mask].mean() - ir[around].mean()
     return float((fused[mask].mean() - fused[around].mean()) / contrast_ir) if contrast_ir > 1e-3 else None
 

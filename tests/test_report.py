@@ -223,3 +223,6 @@ def test_image_grid_has_as_many_columns_as_the_longest_row(tmp_path):
     image_grid([("a", [img] * 6), ("b", [img] * 6)], tmp_path / "six.png", ["c"] * 6, dpi=40)
     four, six = Image.open(tmp_path / "four.png").size, Image.open(tmp_path / "six.png").size
     assert six[0] == pytest.approx(four[0] * 6 / 4, rel=0.02) and six[1] > four[1]
+    image_grid([("short", [img] * 2), ("long", [img] * 3)], tmp_path / "ragged.png", ["c"] * 3, dpi=40)
+    with pytest.raises(ValueError, match="6 columns but 4 titles"):
+        image_grid([("a", [img] * 6)], tmp_path / "x.png", dpi=40)

@@ -386,6 +386,8 @@ def test_fusion_objective_prefers_the_stronger_source_where_the_paper_loss_is_fl
     assert gap(RFVIFLoss(objective="fusion", fusion_int_weight=10.0)) - gap(fusion) == pytest.approx(9 * intensity_gap)
     with pytest.raises(ValueError, match="objective"):
         RFVIFLoss(objective="nope")
+    with pytest.raises(ValueError, match="fusion_int_weight"):
+        RFVIFLoss(objective="fusion", fusion_int_weight=-1.0)
 
 
 def test_fast_config_drops_only_full_resolution_msrbs():

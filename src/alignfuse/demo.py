@@ -37,15 +37,20 @@ def image_grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, titles: lis
 
     titles = titles or ["visible", "infrared (misaligned)", "infrared (registered)", "fused"]
     cols = max(len(images) for _, images in rows)
+    if len(titles) < cols:
+        raise ValueError(f"image_grid: {cols} columns but {len(titles)} titles")
     fig, axes = plt.subplots(len(rows), cols, figsize=(3.5 * cols, 2.6 * len(rows)), squeeze=False)
+    for c in range(cols):
+        axes[0, c].set_title(titles[c], fontsize=10)
     for r, (name, images) in enumerate(rows):
-        for c, img in enumerate(images):
+        for c in range(cols):
             ax = axes[r, c]
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(titles[c], fontsize=10)
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray" if images[c].ndim == 2 else None, vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                ax.axis("off")
         axes[r, 0].set_ylabel(name, fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp" + (path.suffix or ".png"))

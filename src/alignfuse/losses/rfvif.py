@@ -129,8 +129,8 @@ class RFVIFLoss(nn.Module):
         fusion_grad_weight, fusion_int_weight: the gradient and intensity weights of the "fusion" objective.
 
     ``forward(fused, aligned_ir, vis, ir_gt, teacher=None)`` returns ``(total, terms)`` where ``terms``
-    holds the floats ``pixel``, ``perceptual``, ``align``, ``grad``, ``teacher`` (unweighted) and ``total``; under
-``objective="fusion"`` ``pixel`` is the fusion objective's total and ``perceptual`` is 0.
+    holds the floats ``pixel``, ``perceptual``, ``align``, ``grad``, ``teacher`` (unweighted) and ``total``;
+    under ``objective="fusion"`` ``pixel`` is the fusion objective's total and ``perceptual`` is 0.
     ``teacher`` (B, 1, H, W) is required when ``teacher_weight > 0``.
     """
 
@@ -157,7 +157,8 @@ class RFVIFLoss(nn.Module):
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
-        for name, value in (("grad_weight", grad_weight), ("teacher_weight", teacher_weight)):
+        for name, value in (("grad_weight", grad_weight), ("teacher_weight", teacher_weight),
+                            ("fusion_grad_weight", fusion_grad_weight), ("fusion_int_weight", fusion_int_weight)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.grad_weight = grad_weight

@@ -472,8 +472,8 @@ class GlobalSearchRegistrar:
         """Normalised doubled-angle orientation correlation between the visible image and the IR sampled by each
         full-resolution ``matrix``, over the part of the frame the IR covers, at ``long_side`` px (1 = every edge
         has the same orientation). The edge of that coverage is left out (the IR is read with border replication,
-        the mask eroded by the Sobel reach): it is no edge of the scene, and counting it would penalise every
-        solution that moves the IR."""
+        the mask eroded by 2 px, beyond the 3x3 Sobel's reach): it is no edge of the scene, and counting it would
+        penalise every solution that moves the IR."""
         full = tuple(fixed.shape[-2:])
         fix = _resized(fixed.float(), long_side)
         size = tuple(fix.shape[-2:])
