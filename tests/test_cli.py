@@ -370,6 +370,8 @@ def test_a_bug_inside_a_fuser_is_an_internal_error_not_a_user_error(tmp_path, ca
      "num_res_blocks"),
     (["train", "rfvif", "--data", "{samples}", "--out", "{d}/t", "--config", "tiny", "--set", "objective=best"],
      "objective must be one of"),
+    (["train", "rfvif", "--data", "{samples}", "--out", "{d}/t", "--config", "tiny", "--set", "fusion_int_weight=-1.0"],
+     "fusion_int_weight must be >= 0"),
 ])
 def test_what_the_user_controls_is_a_one_line_user_error(tmp_path, capsys, argv, needle):
     ir, vis = _pair_files(tmp_path)

@@ -49,21 +49,24 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # objective: "paper" (Eq. 18) or "fusion" (RFVIFLoss).
         "cpu": {"net": "fast-skip", "variant": "", "steps": 8000, "batch": 8, "crop": 64, "lr": 1e-3, "max_shift": 8,
                 "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0, "init": "",
-                "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0, "checkpoint_every": 50, "log_every": 10},
+                "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0,
+                "checkpoint_every": 50, "log_every": 10},
         # stage 1 of the shipped rfvif_cpu: the same net with the loss's "fusion" objective (losses/rfvif.py: SSIM
         # of both sources, the stronger source gradient, max(IR, VIS) intensity, against the aligned pair;
         # alignment term kept), warm-started from the paper-loss weights. Stage 2 (MODEL_CARD): init=stage 1,
         # steps=1500, fusion_int_weight=10, lr=2.5e-4.
         "cpu-fusion": {"net": "fast-skip", "variant": "", "steps": 3000, "batch": 8, "crop": 96, "lr": 5e-4,
                        "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
-                       "init": "shipped-paper", "objective": "fusion", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0,
-                       "checkpoint_every": 50, "log_every": 10},
+                       "init": "shipped-paper", "objective": "fusion", "fusion_grad_weight": 30.0,
+                       "fusion_int_weight": 1.0, "checkpoint_every": 50, "log_every": 10},
         "paper": {"net": "paper", "variant": "", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3,
                   "max_shift": 8, "features": "auto", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
-                  "init": "", "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0, "checkpoint_every": 500, "log_every": 50},
+                  "init": "", "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0,
+                  "checkpoint_every": 500, "log_every": 50},
         "tiny": {"net": "cpu", "variant": "", "steps": 4, "batch": 2, "crop": 32, "lr": 1e-3, "max_shift": 4,
                  "features": "gradient", "grad_weight": 10.0, "teacher": "", "teacher_weight": 0.0, "init": "",
-                 "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0, "checkpoint_every": 2, "log_every": 1},
+                 "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0,
+                 "checkpoint_every": 2, "log_every": 1},
     },
     # CPSTN in paired mode (same crop and flip of the aligned VIS/IR; spec pitfall 5). Official: batch 1,
     # lr 2e-4, Adam(0.5, 0.999), linear decay over the second half. `paired_l1` (default 0 = paper) adds
@@ -232,10 +235,14 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
     teacher_weight = float(cfg.get("teacher_weight", 0))
     if teacher_weight > 0 and not cfg.get("teacher"):
         raise UserError("rfvif: teacher_weight > 0 needs teacher=PIPELINE (e.g. identity+gff)")
-    loss_fn = RFVIFLoss(feature_extractor=lambda x: extractor(x)["relu2_2"], grad_weight=float(cfg.get("grad_weight", 0)),
-                        teacher_weight=teacher_weight, objective=cfg.get("objective", "paper"),
-                        fusion_grad_weight=float(cfg.get("fusion_grad_weight", 30.0)),
-                        fusion_int_weight=float(cfg.get("fusion_int_weight", 1.0)))
+    try:  # the loss checks its weights: a bad --set value is the user's error
+        loss_fn = RFVIFLoss(feature_extractor=lambda x: extractor(x)["relu2_2"],
+                            grad_weight=float(cfg.get("grad_weight", 0)), teacher_weight=teacher_weight,
+                            objective=cfg.get("objective", "paper"),
+                            fusion_grad_weight=float(cfg.get("fusion_grad_weight", 30.0)),
+                            fusion_int_weight=float(cfg.get("fusion_int_weight", 1.0)))
+    except ValueError as exc:
+        raise UserError(f"rfvif: {exc}") from None
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bank = load_bank(args.data, args.split)
