@@ -23,7 +23,7 @@ from .instance import MINDRegistrar
 from .learned import DeformableRegistrar
 from .rig import RigModel, RigRegistrar, estimate_rig
 
-__all__ = ["IdentityRegistrar", "ChainRegistrar", "Stage", "affine_fraction", "inverse_residual", "ECCRegistrar", "ElastixRegistrar",
-           "PhaseCorrelationRegistrar", "REGISTRARS", "ELASTIX_MISSING", "field_from_matrix", "gradient_magnitude",
+__all__ = ["IdentityRegistrar", "ChainRegistrar", "Stage", "affine_fraction", "inverse_residual", "ECCRegistrar",
+           "ElastixRegistrar", "PhaseCorrelationRegistrar", "REGISTRARS", "ELASTIX_MISSING", "field_from_matrix", "gradient_magnitude",
            "phase_correlation", "pearson", "GlobalSearchRegistrar", "describe_model", "refine_matrix",
            "MINDRegistrar", "DeformableRegistrar", "RigModel", "RigRegistrar", "estimate_rig"]

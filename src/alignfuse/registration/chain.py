@@ -256,7 +256,8 @@ class ChainRegistrar(torch.nn.Module):
         # a kept stage that only just passed
         d["suspect"] = any(s["gain"] < -self.suspect_loss for s in d["stages"] if math.isfinite(s["gain"]))
         weak = [(s["name"], s["gain"], st.warn_below) for s, st in zip(d["stages"], self.stages)
-                if s["accepted"] and math.isfinite(st.min_gain) and math.isfinite(s["gain"]) and s["gain"] < st.warn_below]
+                if s["accepted"] and math.isfinite(st.min_gain) and math.isfinite(s["gain"])
+                and s["gain"] < st.warn_below]
         if weak:
             d["suspect"] = True
             d["warning"] = "; ".join(f"{name} alignment weakly supported (MIND gain {gain:.1%} < {bar:.0%}); check "

@@ -32,15 +32,20 @@ def sobel(img: torch.Tensor) -> torch.Tensor:
     return torch.cat([gx, gy], dim=1)
 
 
-def orientation_field(img: torch.Tensor, eta2: torch.Tensor | None = None) -> torch.Tensor:
+def orientation_field(img: torch.Tensor, eta2: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 1, H, W) -> complex (B, H, W) doubled-angle normalised gradient; ``|z| < 1``.
 
-    eta2: the squared edge-noise level (B, 1, 1); default the mean squared gradient of each image, so the
-    feature does not depend on the image's contrast."""
+    eta2: the squared edge-noise level (B, 1, 1); default the mean squared gradient of each image (over ``mask``
+    (B, 1, H, W), e.g. the part of a canvas an image covers, when given), so the feature does not depend on the
+    image's contrast."""
     g = sobel(img)
     gx, gy = g[:, 0], g[:, 1]
     m2 = gx * gx + gy * gy
-    if eta2 is None:
+    if eta2 is None and mask is not None:
+        m = mask[:, 0]
+        eta2 = ((m2 * m).sum((1, 2)) / m.sum((1, 2)).clamp_min(1)).reshape(-1, 1, 1)
+    elif eta2 is None:
         eta2 = m2.mean(dim=(1, 2), keepdim=True)
     den = m2 + eta2.clamp_min(1e-12)
     return torch.complex((gx * gx - gy * gy) / den, 2 * gx * gy / den)

@@ -45,7 +45,7 @@ from .. import warp as warp_ops
 from ..errors import UserError
 from ..losses.mind import mind_descriptors
 from ..stages import RegistrationResult
-from .features import orientation_field, sobel
+from .features import orientation_field
 
 __all__ = ["GlobalSearchRegistrar", "refine_matrix", "refine_matrix_joint", "describe_model"]
 
@@ -442,9 +442,7 @@ class GlobalSearchRegistrar:
             mats[i, :2, :2], mats[i, :2, 2], mats[i, 2, 2] = lin, centre - lin @ centre, 1.0
         warped, inside = pyr.read(np.linalg.inv(_scale_matrix(full, (h, w))) @ mats, (ch, cw), origin=(-mw, -mh))
         # each candidate's edge-noise level over the part of the canvas its IR covers
-        m2 = sobel(warped).pow(2).sum(1)
-        eta2 = ((m2 * inside[:, 0]).sum((1, 2)) / inside[:, 0].sum((1, 2)).clamp_min(1)).reshape(-1, 1, 1)
-        z_mov = orientation_field(warped, eta2) * inside[:, 0]
+        z_mov = orientation_field(warped, mask=inside) * inside[:, 0]
         fz = torch.fft.fft2(z_fix)
         # corr[d] = sum_p fix(p + d) conj(mov(p)): the fixed image matches the canvas shifted by -d
         corr = torch.fft.ifft2(fz[None] * torch.fft.fft2(z_mov).conj()).real
@@ -482,10 +480,8 @@ class GlobalSearchRegistrar:
         warped, inside = pyr.read(to_full @ mats, size, padding_mode="border")
         # only where the Sobel window sees IR pixels alone: the edge of the IR's coverage is no image edge
         inside = -F.max_pool2d(-inside, 5, stride=1, padding=2)
-        m2 = sobel(warped).pow(2).sum(1)
-        eta2 = ((m2 * inside[:, 0]).sum((1, 2)) / inside[:, 0].sum((1, 2)).clamp_min(1)).reshape(-1, 1, 1)
         z_fix = orientation_field(fix)[0]
-        z_mov = orientation_field(warped, eta2) * inside[:, 0]
+        z_mov = orientation_field(warped, mask=inside) * inside[:, 0]
         num = (z_mov.conj() * z_fix[None]).real.sum((1, 2))
         den = ((z_fix.abs() ** 2)[None] * inside[:, 0]).sum((1, 2)) * (z_mov.abs() ** 2).sum((1, 2))
         return [float(v) for v in num / den.clamp_min(1e-12).sqrt()]
