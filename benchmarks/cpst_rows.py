@@ -4,8 +4,10 @@ with the CPSTN pseudo-IR (the paper's cross-modality perceptual style transfer) 
     python benchmarks/cpst_rows.py --preset umf --raw [--cpstn-weights DIR] [--limit N] [--json out.json]
 
 Registrars: ``default`` (global search + MRRN chain), ``mrrn`` (the MRRN alone at 384 px), ``mind`` (per-pair MIND
-optimisation), ``phase`` (phase correlation). Synthetic presets: EPE (px) on RoadScene test; ``--raw``: TRE (raw IR
-px) on ``roadscene_raw`` test. ``--cpstn-weights``: a weights folder holding ``cpstn_cpu.*`` (default: shipped).
+optimisation), ``phase`` (phase correlation), ``ecc`` (OpenCV ECC on intensities: the classical counterpart of the
+paper's intensity-based FlowNet / VoxelMorph rows, where a reference in the IR's modality should help most).
+Synthetic presets: EPE (px) on RoadScene test; ``--raw``: TRE (raw IR px) on ``roadscene_raw`` test.
+``--cpstn-weights``: a weights folder holding ``cpstn_cpu.*`` (default: shipped).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ REGISTRARS_UNDER_TEST = {
     "mrrn": (lambda: _umf_registrar(None, None, "mind"), REGISTER_LONG_SIDE),
     "mind": (lambda: REGISTRARS["mind"](), None),
     "phase": (lambda: REGISTRARS["phase"](), None),
+    "ecc": (lambda: REGISTRARS["ecc"](), None),
 }
 
 

@@ -2,8 +2,8 @@
 
     python benchmarks/cpstn_quality.py [--weights W.safetensors ...] [--limit N] [--threads 1]
 
-Per pair (the visible image translated at its own size, padded to a multiple of 4): global Pearson correlation
-with the real IR, SSIM (``losses.fusion.ssim``, [0, 1] images), an edge measure (Pearson correlation of the Sobel
+Per pair of ``--split`` (default the test names; the visible image translated at its own size, padded to a
+multiple of 4): global Pearson correlation with the real IR, SSIM (``losses.fusion.ssim``, [0, 1] images), an edge measure (Pearson correlation of the Sobel
 magnitudes) and a checkerboard measure: the share of spectral power within 2 % (of the frequency range) of the
 period-2 frequencies (0.5 cycles/px in x and/or y, where a stride-2 transposed convolution draws its pattern),
 divided by the same share in the real IR (1.0 = no more period-2 energy than the real IR has). Without
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/roadscene"))
     parser.add_argument("--weights", type=Path, action="append", default=[])
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--split", default="test.txt",
+                        help="names file inside --data (test.txt; train.txt shows the fit on the training pairs)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--export-to", type=Path,
                         help="also write the last --weights' G_A as DIR/cpstn_cpu.safetensors + .json (a --weights-dir "
@@ -94,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         label, tr = load_translator(args.weights[-1])
         checkpoints.save_weights(tr.generator, args.export_to / "cpstn_cpu", "cpstn_g_a", dict(tr.generator.config),
                                  training={"source": label})
-    names = io.read_split(args.data / "test.txt")[: args.limit]
+    names = io.read_split(args.data / args.split)[: args.limit]
     pairs, _ = io.pair_folders(args.data / "ir", args.data / "vi", names=names)
     loaded = [io.load_pair(i, v) for _, i, v in pairs]
-    print(f"# CPSTN pseudo-IR vs real IR, {len(loaded)} RoadScene test pairs; {date.today()}; "
+    print(f"# CPSTN pseudo-IR vs real IR, {len(loaded)} RoadScene pairs of {args.split}; {date.today()}; "
           f"{platform.processor() or platform.machine()}; torch {torch.__version__}")
     print("# command: python benchmarks/cpstn_quality.py " + " ".join(sys.argv[1:] if argv is None else argv) + "\n")
     print("| translator | Pearson | SSIM | edge Pearson | period-2 energy vs real IR | s per 640x480 image |")

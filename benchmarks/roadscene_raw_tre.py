@@ -7,11 +7,16 @@ check points (``points/NAME.csv``) between that prediction and the ground truth,
 pixels, dividing by the pair's mean raw-per-visible scale).
 
     python benchmarks/roadscene_raw_tre.py --split test --model default --model identity+average [--json out.json]
+
+``--set KEY=VALUE`` (repeatable) overrides an attribute of every pipeline's global search
+(:class:`~alignfuse.registration.GlobalSearchRegistrar`; its value read as a Python literal), for variants of the
+search measured on training names, e.g. ``--split train --set passes=3 --set "sizes=(128, 256, 512)"``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -23,6 +28,7 @@ import torch
 from alignfuse import io, load_pipeline
 from alignfuse.api import register_arrays
 from alignfuse.metrics import target_registration_error
+from alignfuse.registration import GlobalSearchRegistrar
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -63,6 +69,26 @@ def score(pipe, model: str, names: list[str], data: Path) -> dict:
             "identity_mean_raw_px": float(i.mean()), "seconds_per_pair": float(np.mean([r["seconds"] for r in rows]))}
 
 
+def global_searches(registrar) -> list:
+    """Every GlobalSearchRegistrar inside a pipeline's registrar (itself, or the stages of a chain)."""
+    if isinstance(registrar, GlobalSearchRegistrar):
+        return [registrar]
+    return [s.registrar for s in getattr(registrar, "stages", []) if isinstance(s.registrar, GlobalSearchRegistrar)]
+
+
+def apply_overrides(pipe, overrides: list[str]) -> None:
+    """``KEY=VALUE`` attribute overrides on the pipeline's global search (an unknown key is an error)."""
+    targets = global_searches(pipe.registrar)
+    if overrides and not targets:
+        raise SystemExit("--set: this pipeline has no global search")
+    for item in overrides:
+        key, _, value = item.partition("=")
+        for g in targets:
+            if not hasattr(g, key):
+                raise SystemExit(f"--set: GlobalSearchRegistrar has no attribute {key!r}")
+            setattr(g, key, ast.literal_eval(value))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(ROOT), help="folder holding roadscene/ and roadscene_raw/")
@@ -71,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="write per-pair results here")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override an attribute of the global search (repeatable)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = Path(args.data)
@@ -78,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.rsplit(".", 1)[0] for n in io.read_split(split)]
     names = names[: args.limit] if args.limit else names
     models = args.model or ["default", "identity+average"]
-    out = {model: score(load_pipeline(model), model, names, data) for model in models}
+    out = {}
+    for model in models:
+        pipe = load_pipeline(model)
+        apply_overrides(pipe, args.set)
+        out[model] = score(pipe, model, names, data)
     print(f"| pipeline | mean TRE raw px (vis px) | median | worst | <= 5 px | worse than identity | s / pair |")
     print("|---|---|---|---|---|---|---|")
     for model, r in out.items():

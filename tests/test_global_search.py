@@ -272,3 +272,48 @@ def test_different_size_pair_through_fuse_and_register(tmp_path):
     assert res.ir_coordinates().shape == (2, 301, 496)
     out = fuse_arrays(pair_ir, pair_vis, load_pipeline("identity+average"))
     assert out.fused.shape == (301, 496, 3)
+
+
+def test_inverse_residual_tells_a_found_shift_from_a_drift():
+    """A shift found from both sides composes to nearly the identity; a "solution" on an aligned pair is undone by
+    the swapped refinement (it returns to the identity), so its residual is about its own size."""
+    ir, vis = _sample()
+    reg = GlobalSearchRegistrar()
+    moving = _apply(ir, _similarity(1.0, 0.0, 30.0, -20.0, ir.shape))
+    m, f = torch.from_numpy(moving)[None, None], torch.from_numpy(vis)[None, None]
+    found = np.array(reg(m, f).diagnostics[0]["matrix"])
+    assert reg.inverse_residual(m, f, found) < 0.2
+    drift = np.eye(3)
+    drift[:2, 2] = 6.0, -4.0
+    aligned = torch.from_numpy(ir)[None, None]
+    assert reg.inverse_residual(aligned, f, drift) > 0.6
+
+
+@pytest.mark.parametrize("params, bound", [({"passes": 3}, 2.0), ({"refine_anisotropy": True}, 6.0)])
+def test_finer_coarse_passes_still_find_the_transform(params, bound):
+    """The optional third coarse pass (at 4x the first size: the top candidate within 2 px, vs 9 px after one
+    pass and 3 px after two) and the anisotropy steps rank a candidate near the true transform first."""
+    ir, vis = _sample()
+    h, w = ir.shape
+    true = _similarity(0.8, 10.0, 40.0, -25.0, ir.shape)
+    moving = torch.from_numpy(_apply(ir, true))[None, None]
+    top = GlobalSearchRegistrar(**params).coarse(moving, torch.from_numpy(vis)[None, None])
+    field = warp.field_from_matrix(torch.from_numpy(top[0][2])[None], h, w)[0].numpy()
+    expected = warp.field_from_matrix(torch.from_numpy(true)[None], h, w)[0].numpy()
+    assert np.sqrt(((field - expected) ** 2).sum(0)).mean() < bound
+
+
+def test_orientations_break_a_mind_tie():
+    """With a far margin no solution can reach (MIND never separates the finalists), the distant solution is still
+    taken when it is as close in MIND and its orientations agree by the tie-break margin; without the tie-break the
+    near one is kept."""
+    ir, vis = _sample()
+    moving = _apply(ir, _similarity(1.0, 0.0, 30.0, -20.0, ir.shape))
+    m, f = torch.from_numpy(moving)[None, None], torch.from_numpy(vis)[None, None]
+    tie = GlobalSearchRegistrar(far_margin=0.99)(m, f).diagnostics[0]
+    assert tie["tiebreak"] and tie["near_because"] is None and tie["fallback"] is None
+    assert tie["alternatives"]["far"]["orientation"] >= tie["alternatives"]["near"]["orientation"] + 0.06
+    no_tie = GlobalSearchRegistrar(far_margin=0.99, orientation_tiebreak=None)(m, f).diagnostics[0]
+    assert not no_tie["tiebreak"] and no_tie["near_because"] == "mind"
+    far = np.array(tie["alternatives"]["far"]["matrix"])
+    assert np.allclose(np.array(tie["matrix"]), far) and not np.allclose(np.array(no_tie["matrix"]), far)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from alignfuse import checkpoints
+from alignfuse.models.cpstn import build_cpstn
 from alignfuse.training.recipes import TrainArgs, run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,3 +271,26 @@ def test_every_recipe_builds_and_runs_its_first_step(tmp_path, model, config):
     assert last["step"] == 1 and all(np.isfinite(v) for v in last.values())
     _, meta = checkpoints.load_weights(tmp_path / "run" / "export")
     assert meta["training"]["seed"] == 0 and meta["training"]["steps_done"] == 1
+
+
+def test_cpstn_supervised_objective_trains_g_a_alone_from_its_init(tmp_path):
+    """objective=supervised: G_A starts from the init run's G_A and is the only network that changes; the loss it
+    logs is the paired one. An unknown objective is a user error."""
+    from alignfuse.errors import UserError
+
+    split = tmp_path / "one.txt"
+    split.write_text("TNO_07\n")
+    small = {"steps": 1, "batch": 1, "crop": 64, "checkpoint_every": 1, "log_every": 1}
+    run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "init", overrides=small, progress=False))
+    init = torch.load(tmp_path / "init" / "checkpoint.pt", weights_only=False)["modules"]["nets"]
+    last = run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "sup", progress=False,
+                                overrides={**small, "steps": 2, "objective": "supervised", "edge_weight": 8.0,
+                                           "init": str(tmp_path / "init" / "checkpoint.pt")}))
+    assert set(last) >= {"paired_l1", "edge", "total"} and "gan_a" not in last
+    nets = torch.load(tmp_path / "sup" / "checkpoint.pt", weights_only=False)["modules"]["nets"]
+    fresh = build_cpstn("tiny", generator=torch.Generator().manual_seed(0)).state_dict()
+    changed = {k.split(".")[0] for k in nets if not torch.equal(nets[k], fresh[k] if not k.startswith("g_a.") else init[k])}
+    assert changed == {"g_a"}
+    with pytest.raises(UserError, match="objective"):
+        run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "bad", progress=False,
+                             overrides={**small, "objective": "cycle"}))

@@ -750,10 +750,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("train", help="train a network (resumable; torchrun-compatible)")
-    p.add_argument("stage", help="what to train: rfvif, cpstn, mrrn, difn")
+    p.add_argument("stage", help="what to train: rfvif, cpstn, mrrn, difn, pwf")
     p.add_argument("--data", required=True, help="folder with ir/ and vi/ aligned training pairs")
     p.add_argument("--split", help="file of training names (e.g. roadscene/train.txt)")
-    p.add_argument("--config", default="cpu", help="named recipe configuration (cpu, paper, tiny)")
+    p.add_argument("--config", default="cpu", help="named recipe configuration: cpu, paper, tiny and per-model ones "
+                   "(e.g. cpstn cpu-resize / cpu-supervised, rfvif cpu-fusion; alignfuse/training/recipes.py)")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, log.jsonl, export.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--steps", type=int, help="override the number of steps")

@@ -27,7 +27,7 @@ visible pixel -> pixel of the IR on the visible grid), ``start`` (the winning ca
 ``alternatives`` (``near``: the refined identity start, ``far``: the best other start, ``identity``: the input;
 each with its ``start``, ``mind`` distance, ``orientation`` correlation and ``matrix``), ``far_rank`` (the far
 start's rank in the coarse search, 1 = best), ``near_because`` (why the near solution was kept over the far one:
-"mind", "orientation" or None),
+"mind", "orientation" or None), ``tiebreak`` (the far one won on the orientations where MIND tied),
 ``confidence`` (= gain clipped to [0, 1]), ``suspect``, ``fallback``.
 """
 
@@ -67,28 +67,35 @@ def _rescale(matrix: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> 
     return a @ matrix @ np.linalg.inv(a)
 
 
-@functools.lru_cache(maxsize=16)
-def _pixel_grid(h: int, w: int, dtype=torch.float32) -> torch.Tensor:
-    """(1, 3, h*w) homogeneous pixel coordinates (cached: every LK iteration needs the same grid; read-only)."""
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=dtype), torch.arange(w, dtype=dtype), indexing="ij")
-    return torch.stack([xs.flatten(), ys.flatten(), torch.ones(h * w, dtype=dtype)])[None]
+def _to_normalised(h: int, w: int) -> np.ndarray:
+    """Pixel (centres at integers) -> grid_sample coordinate in [-1, 1] (align_corners=True) of an (h, w) image."""
+    return np.array([[2.0 / max(w - 1, 1), 0.0, -1.0], [0.0, 2.0 / max(h - 1, 1), -1.0], [0.0, 0.0, 1.0]])
 
 
-def _warp_by(image: torch.Tensor, matrices: torch.Tensor, out_size: tuple[int, int],
+def _warp_by(image: torch.Tensor, matrices: torch.Tensor | np.ndarray, out_size: tuple[int, int],
              origin: tuple[float, float] = (0.0, 0.0), padding_mode: str = "zeros") -> tuple[torch.Tensor, torch.Tensor]:
     """image (1|N, C, h, w) sampled at ``matrices (N, 3, 3) @ (p + origin)`` on an ``out_size`` grid ->
-    (warped (N, C, H, W), inside mask (N, 1, H, W))."""
+    (warped (N, C, H, W), inside mask (N, 1, H, W)).
+
+    The matrices are folded into grid_sample's normalised coordinates in float64 once, so the per-pixel work is
+    one float32 ``affine_grid`` (or a 3x3 product for a homography) and one ``grid_sample``: the coarse search
+    reads hundreds of candidates and the refinement one descriptor stack per iteration."""
     hh, ww = out_size
-    p = _pixel_grid(hh, ww, torch.float64)
-    if origin != (0.0, 0.0):
-        p = p.clone()
-        p[:, 0] += origin[0]
-        p[:, 1] += origin[1]
-    q = matrices.to(torch.float64) @ p  # (N, 3, HW)
-    coords = (q[:, :2] / q[:, 2:].where(q[:, 2:].abs() > 1e-12, torch.full_like(q[:, 2:], 1e-12)))
-    coords = coords.reshape(-1, 2, hh, ww).to(image.dtype)
-    image = image.expand(matrices.shape[0], -1, -1, -1) if image.shape[0] == 1 else image
-    return warp_ops.sample(image, coords, padding_mode=padding_mode), warp_ops.inside(coords, image.shape[-2:])
+    mats = torch.as_tensor(np.asarray(matrices, dtype=np.float64)).reshape(-1, 3, 3)
+    from_out = np.linalg.inv(_to_normalised(hh, ww))
+    from_out[:2, 2] += origin
+    theta = torch.from_numpy(_to_normalised(*image.shape[-2:])) @ mats @ torch.from_numpy(from_out)
+    theta = theta / theta[:, 2:, 2:]
+    n, shape = theta.shape[0], [theta.shape[0], 1, hh, ww]
+    grid = F.affine_grid(theta[:, :2].float(), shape, align_corners=True)
+    if not bool((theta[:, 2, :2].abs() < 1e-12).all()):  # a homography: divide by its third row, as a grid too
+        den = F.affine_grid(theta[:, [2, 2]].float(), shape, align_corners=True)
+        grid = grid / torch.where(den.abs() > 1e-12, den, torch.full_like(den, 1e-12))
+    image = image.expand(n, -1, -1, -1) if image.shape[0] == 1 else image
+    warped = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=padding_mode,
+                           align_corners=True)
+    inside = (grid.abs() <= 1.0 + 1e-6).all(-1)[:, None].to(image.dtype)
+    return warped, inside
 
 
 class ImagePyramid:
@@ -115,7 +122,7 @@ class ImagePyramid:
         for j in np.unique(level):
             idx = np.nonzero(level == j)[0]
             to_level = _scale_matrix(self.size, tuple(self.levels[j].shape[-2:]))
-            w_, i_ = _warp_by(self.levels[j], torch.from_numpy(to_level @ matrices[idx]), out_size, origin,
+            w_, i_ = _warp_by(self.levels[j], to_level @ matrices[idx], out_size, origin,
                               padding_mode)
             out[idx], ins[idx] = w_, i_
         return out, ins
@@ -312,6 +319,10 @@ class GlobalSearchRegistrar:
         max_shift: translations searched, as a fraction of the frame in each direction.
         second_pass: the best candidates of the coarse search re-scored, with their half-step neighbours, at twice
             ``search_size`` (0: one pass).
+        passes: coarse passes in all (each after the first at twice the size, half the steps, half the candidates);
+            3 was not better than 2 on the training pairs where the search fails (docs/RESULTS.md §1.10).
+        refine_anisotropy: the later passes also step the anisotropy (by half its grid step); off by default, for
+            the same reason.
         top_k: coarse candidates refined at the first pyramid level.
         finalists: how many distant starts (lowest MIND distance) go on after level ``select_after``, then after
             each later level (the last count repeats): (3, 1) = three to the middle level, one to the finest. The
@@ -328,6 +339,10 @@ class GlobalSearchRegistrar:
             identity) by this much, or the input is kept (``None``: MIND alone decides). 0.04: on RoadScene
             training pairs (``large``, ``roadscene_raw``) every right solution raised it by >= 0.086 over the
             near one and >= 0.10 over the input (``benchmarks/global_alternatives.py``).
+        orientation_tiebreak: where MIND cannot separate the two (within ``far_margin``) but the distant solution is
+            at least as close in MIND, it is preferred when its orientation correlation beats the near one's by this
+            much (``None``: never). 0.06 = 1.5 ``agree_margin``: on 205 training records (``roadscene_raw``, ``none``,
+            ``umf``, ``large``) it changes one choice, a night pair (129 -> 7.6 raw px), and no other.
 
     ``ir_size``: ``(width, height)`` of the IR before it was resampled onto the visible grid, if it was; the
     search is then centred on the square-pixel map (module docstring).
@@ -341,10 +356,13 @@ class GlobalSearchRegistrar:
                  iterations: Sequence[int] = (15, 10, 8), models: Sequence[str] = ("affine", "affine", "homography"),
                  min_gain: float = 0.02, min_overlap: float = 0.5, finalists: int | Sequence[int] = (3, 1),
                  select_after: int = 1,
-                 second_pass: int = 16, far_margin: float = 0.03,
-                 same_size_scales: tuple[float, float] = (0.8, 1.25), agree_margin: float | None = 0.04) -> None:
+                 second_pass: int = 16, passes: int = 2, refine_anisotropy: bool = False, far_margin: float = 0.03,
+                 same_size_scales: tuple[float, float] = (0.8, 1.25), agree_margin: float | None = 0.04,
+                 orientation_tiebreak: float | None = 0.06) -> None:
         if not (len(sizes) == len(iterations) == len(models)) or not sizes:
             raise UserError("sizes, iterations and models must have the same (non-zero) length")
+        if not 0.0 <= far_margin < 1.0:
+            raise UserError(f"far_margin is a fraction in [0, 1), got {far_margin}")
         for m in models:
             if m not in ("affine", "homography"):
                 raise UserError(f"refinement models are 'affine' or 'homography', got {m!r}")
@@ -360,9 +378,12 @@ class GlobalSearchRegistrar:
         self.min_overlap = float(min_overlap)
         self.finalists = (int(finalists),) if isinstance(finalists, (int, float)) else tuple(int(n) for n in finalists)
         self.second_pass = int(second_pass)
+        self.passes = max(1, int(passes))
+        self.refine_anisotropy = bool(refine_anisotropy)
         self.far_margin = float(far_margin)
         self.same_size_scales = tuple(float(x) for x in same_size_scales)
         self.agree_margin = None if agree_margin is None else float(agree_margin)
+        self.orientation_tiebreak = None if orientation_tiebreak is None else float(orientation_tiebreak)
         self.select_after = max(1, min(int(select_after), len(self.sizes)))
 
     # -- coarse search -------------------------------------------------------------------------
@@ -403,24 +424,35 @@ class GlobalSearchRegistrar:
         """moving (or its pyramid), fixed (1, 1, H, W) -> the ``top_k`` (score, label, full-resolution 3x3 sampling
         matrix).
 
-        Two passes: every candidate at ``search_size``; then the ``second_pass`` best, each with its neighbours at
-        half a grid step in scale and angle, at twice that size (finer translations, scales and angles for the
-        price of about one more first pass)."""
+        ``passes`` passes (two by default): every candidate at ``search_size``; then the ``second_pass`` best, each
+        with its neighbours at half a grid step in scale and angle (and anisotropy, with ``refine_anisotropy``), at
+        twice that size (finer translations, scales and angles for the price of about one more first pass); each
+        further pass halves the steps and the number kept again and doubles the size."""
         pyr = moving if isinstance(moving, ImagePyramid) else ImagePyramid(moving.float())
         cands = self.candidates(self._anchor(tuple(fixed.shape[-2:]), ir_size), wide=ir_size is not None)
-        first = self._score(pyr, fixed, cands, self.search_size)
-        if self.second_pass <= 0:
-            return [(sc, label, m) for sc, label, _, m in first[: self.top_k]]
+        scored = self._score(pyr, fixed, cands, self.search_size)
         half_scale = math.sqrt(self.scales[1] / self.scales[0]) if len(self.scales) > 1 else 1.0
         half_angle = (self.angles[1] - self.angles[0]) / 2 if len(self.angles) > 1 else 0.0
-        variants = []
-        for _, label, lin, _ in first[: self.second_pass]:
-            for tag, k, a in (("", 1.0, 0.0), ("_s+", half_scale, 0.0), ("_s-", 1 / half_scale, 0.0),
-                              ("_a+", 1.0, half_angle), ("_a-", 1.0, -half_angle)):
-                c, sn = math.cos(math.radians(a)), math.sin(math.radians(a))
-                variants.append((label + tag, k * np.array([[c, -sn], [sn, c]]) @ lin))
-        second = self._score(pyr, fixed, variants, 2 * self.search_size)
-        return [(sc, label, m) for sc, label, _, m in second[: self.top_k]]
+        half_aniso = math.sqrt(self.anisotropies[1] / self.anisotropies[0]) if len(self.anisotropies) > 1 else 1.0
+        keep, size = self.second_pass, self.search_size
+        for _ in range(self.passes - 1 if self.second_pass > 0 else 0):
+            # the best so far, each with its neighbours at half the last step in scale, angle (and anisotropy), at
+            # twice the size
+            steps = [("", 1.0, 0.0, 1.0), ("_s+", half_scale, 0.0, 1.0), ("_s-", 1 / half_scale, 0.0, 1.0),
+                     ("_a+", 1.0, half_angle, 1.0), ("_a-", 1.0, -half_angle, 1.0)]
+            if self.refine_anisotropy and half_aniso > 1.0:
+                steps += [("_r+", 1.0, 0.0, half_aniso), ("_r-", 1.0, 0.0, 1 / half_aniso)]
+            variants = []
+            for _, label, lin, _ in scored[:keep]:
+                for tag, k, a, r in steps:
+                    c, sn = math.cos(math.radians(a)), math.sin(math.radians(a))
+                    stretch = np.diag([math.sqrt(r), 1 / math.sqrt(r)])
+                    variants.append((label + tag, k * np.array([[c, -sn], [sn, c]]) @ stretch @ lin))
+            size *= 2
+            scored = self._score(pyr, fixed, variants, size)
+            half_scale, half_angle, keep = math.sqrt(half_scale), half_angle / 2, max(1, keep // 2)
+            half_aniso = math.sqrt(half_aniso)
+        return [(sc, label, m) for sc, label, _, m in scored[: self.top_k]]
 
     def _score(self, pyr: ImagePyramid, fixed: torch.Tensor, cands: list[tuple[str, np.ndarray]],
                search_size: int) -> list[tuple[float, str, np.ndarray, np.ndarray]]:
@@ -486,6 +518,27 @@ class GlobalSearchRegistrar:
         den = ((z_fix.abs() ** 2)[None] * inside[:, 0]).sum((1, 2)) * (z_mov.abs() ** 2).sum((1, 2))
         return [float(v) for v in num / den.clamp_min(1e-12).sqrt()]
 
+    def inverse_residual(self, moving: torch.Tensor, fixed: torch.Tensor, matrix: np.ndarray) -> float:
+        """Inverse consistency of a solution: the refinement is run again on the swapped pair (the visible image
+        moving onto the IR) from the inverse of ``matrix``, and the composition of both maps is compared with the
+        identity on a 5x5 grid of frame points -> mean residual / mean displacement of ``matrix`` (0 = the two
+        directions agree exactly; ~1 = the swapped refinement undid nothing of it or went elsewhere).
+
+        A refinement that drifts on a low-texture pair follows the texture of the image it warps, so the two
+        directions drift differently; a real misalignment is found from both sides. moving, fixed: (1, 1, H, W)."""
+        h, w = fixed.shape[-2:]
+        matrix = np.asarray(matrix, dtype=np.float64)
+        back, _ = refine_matrix(ImagePyramid(fixed.float()), moving.float(), np.linalg.inv(matrix), self.sizes,
+                                self.iterations, self.models)
+        xs, ys = np.meshgrid(np.linspace(0, w - 1, 5), np.linspace(0, h - 1, 5))
+        pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+
+        def moved(m: np.ndarray) -> np.ndarray:
+            q = m @ pts
+            return np.linalg.norm(q[:2] / q[2:] - pts[:2], axis=0).mean()
+
+        return float(moved(matrix @ back) / max(moved(matrix), 1e-9))
+
     # -- registrar -----------------------------------------------------------------------------
 
     def register_pair(self, moving: torch.Tensor, fixed: torch.Tensor,
@@ -513,9 +566,13 @@ class GlobalSearchRegistrar:
                                 "matrix": np.asarray(far[1]).tolist()}}
         # Occam: a solution far from the input must beat the refined input by far_margin; repetitive structure
         # (rows of windows, tree lines) offers distant minima only slightly better than the right one
-        why_near = None
+        why_near, tiebreak = None, False
         if near[2] <= cost / (1.0 - self.far_margin) or not np.isfinite(cost):
-            why_near = "mind"
+            # MIND cannot separate them; the orientations may break the tie, by a wider margin, if the distant
+            # solution is at least as close in MIND (night scenes: a dark visible image gives MIND gains of 2-3 %)
+            tiebreak = (self.orientation_tiebreak is not None and np.isfinite(cost) and cost <= near[2]
+                        and orient[1] >= orient[0] + self.orientation_tiebreak)
+            why_near = None if tiebreak else "mind"
         # and a second, independent criterion must agree: the gradient orientations (an edge-presence measure,
         # not MIND's local self-similarity) must match better at the distant solution than at the near one
         elif self.agree_margin is not None and orient[1] < orient[0] + self.agree_margin:
@@ -530,7 +587,8 @@ class GlobalSearchRegistrar:
                                     "matrix": np.eye(3).tolist()}
         d: dict[str, Any] = {"method": "global", "start": label, "mind_before": cost_identity, "mind_after": cost,
                              "gain": gain, "far_rank": [lb for lb, _ in starts].index(far[0]),
-                             "alternatives": alternatives, "near_because": why_near, "suspect": False,
+                             "alternatives": alternatives, "near_because": why_near, "tiebreak": tiebreak,
+                             "suspect": False,
                              "fallback": None}
         orient_final = orient[0] if why_near else orient[1]
         if not np.all(np.isfinite(matrix)) or gain < self.min_gain:

@@ -70,18 +70,30 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     },
     # CPSTN in paired mode (same crop and flip of the aligned VIS/IR; spec pitfall 5). Official: batch 1,
     # lr 2e-4, Adam(0.5, 0.999), linear decay over the second half. `paired_l1` (default 0 = paper) adds
-    # L1(G_A(vis), ir), a supervised term that only paired data allows (a documented deviation).
+    # L1(G_A(vis), ir), a supervised term that only paired data allows (a documented deviation). `objective`
+    # "paper" = the CPSTN losses (+ paired_l1); "supervised" = G_A alone on the paired loss (cpu-supervised below).
     "cpstn": {
         "cpu": {"net": "cpu", "steps": 6000, "batch": 1, "crop": 128, "lr": 2e-4, "features": "gradient",
-                "paired_l1": 10.0, "checkpoint_every": 100, "log_every": 20},
+                "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "init": "", "checkpoint_every": 100,
+                "log_every": 20},
         "paper": {"net": "paper", "steps": 44200, "batch": 1, "crop": 256, "lr": 2e-4, "features": "auto",
-                  "paired_l1": 0.0, "checkpoint_every": 1000, "log_every": 100},
+                  "paired_l1": 0.0, "objective": "paper", "edge_weight": 0.0, "init": "", "checkpoint_every": 1000,
+                  "log_every": 100},
         "tiny": {"net": "tiny", "steps": 3, "batch": 1, "crop": 32, "lr": 2e-4, "features": "gradient",
-                 "paired_l1": 10.0, "checkpoint_every": 1, "log_every": 1},
+                 "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "init": "", "checkpoint_every": 1,
+                 "log_every": 1},
         # issue 18: artefact-free upsampling, 6 blocks, larger crops for context; a long schedule meant to be
         # resumed across sessions (the linear decay of its second half starts at step 20000)
         "cpu-resize": {"net": "cpu-resize", "steps": 40000, "batch": 1, "crop": 192, "lr": 2e-4, "features": "gradient",
-                       "paired_l1": 10.0, "checkpoint_every": 200, "log_every": 50},
+                       "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "init": "",
+                       "checkpoint_every": 200, "log_every": 50},
+        # issue 18, a documented deviation: objective "supervised" trains G_A alone on the paired loss
+        # paired_l1 * L1(G_A(vis), ir) + edge_weight * Edge(G_A(vis), ir) (no cycle, no GAN, no PST: ~4x cheaper
+        # per step, and the adversarial/style terms were what moved cpu-resize away from the real IR late in
+        # training). init: a cpu-resize checkpoint.pt or export whose G_A starts the run.
+        "cpu-supervised": {"net": "cpu-resize", "steps": 8000, "batch": 4, "crop": 192, "lr": 2e-4,
+                           "features": "gradient", "paired_l1": 10.0, "objective": "supervised", "edge_weight": 8.0,
+                           "init": "", "checkpoint_every": 100, "log_every": 20},
     },
     # MRRN on (reference, IR distorted by a synthetic generator). The paper: pseudo-IR reference from a trained
     # CPSTN, unsupervised. translator: a CPSTN export (safetensors), "shipped" (the CPSTN that ships with alignfuse,
@@ -281,7 +293,13 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
 
     dist = setup_distributed(args.device)
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
-    nets = build_cpstn(cfg["net"], generator=gen).to(dist.device)
+    nets = build_cpstn(cfg["net"], generator=gen)
+    objective = cfg.get("objective", "paper")
+    if objective not in CPSTN_OBJECTIVES:
+        raise UserError(f"cpstn: objective must be one of {', '.join(CPSTN_OBJECTIVES)}, got {objective!r}")
+    if cfg.get("init"):
+        nets.g_a.load_state_dict(_cpstn_generator_state(Path(cfg["init"])))
+    nets = nets.to(dist.device)
     extractor = build_feature_extractor(cfg["features"], layers=PST_LAYERS, arch="vgg19").to(dist.device)
     g_loss = CPSTNGeneratorLoss(PSTLoss(extractor))
     wrap = (lambda m: torch.nn.parallel.DistributedDataParallel(m)) if dist.world_size > 1 else (lambda m: m)
@@ -290,6 +308,17 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
     opt_d = torch.optim.Adam([*d_a.parameters(), *d_b.parameters()], lr=cfg["lr"], betas=(0.5, 0.999))
     pool_a, pool_b = ImagePool(50, gen), ImagePool(50, gen)
     bank = load_bank(args.data, args.split)
+
+    def supervised_step(rng, _step: int) -> dict[str, float]:
+        vis, ir = paired_crops(bank, rng, cfg["batch"], cfg["crop"])
+        real_a, real_b = vis.to(dist.device) * 2 - 1, ir.to(dist.device) * 2 - 1
+        fake_b = g_a(real_a)
+        paired, edge = F.l1_loss(fake_b, real_b), g_loss.edge(fake_b, real_b)
+        total = cfg["paired_l1"] * paired + cfg.get("edge_weight", 0.0) * edge
+        opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        opt_g.step()
+        return {"paired_l1": float(paired.detach()), "edge": float(edge.detach()), "total": float(total.detach())}
 
     def step(rng, _step: int) -> dict[str, float]:
         vis, ir = paired_crops(bank, rng, cfg["batch"], cfg["crop"])
@@ -326,7 +355,23 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
                                  {**net_cfg, "in_ch": 3, "out_ch": 1},
                                  training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
 
+    if objective == "supervised":  # G_A alone: G_B and the discriminators stay as built (or as initialised)
+        opt_g = torch.optim.Adam(g_a.parameters(), lr=cfg["lr"], betas=(0.5, 0.999))
+        return {"nets": nets}, {"g": opt_g}, supervised_step, loop_cfg, run_cfg, dist, export
     return {"nets": nets}, {"g": opt_g, "d": opt_d}, step, loop_cfg, run_cfg, dist, export
+
+
+CPSTN_OBJECTIVES = ("paper", "supervised")
+
+
+def _cpstn_generator_state(path: Path) -> dict[str, torch.Tensor]:
+    """G_A's state from a CPSTN training checkpoint (``checkpoint.pt``) or export (``.safetensors``)."""
+    if not path.is_file():
+        raise UserError(f"cpstn: init {path} is not a file (a CPSTN checkpoint.pt or export.safetensors)")
+    if path.suffix == ".pt":
+        modules = torch.load(path, map_location="cpu", weights_only=False)["modules"]["nets"]
+        return {k[len("g_a."):]: v for k, v in modules.items() if k.startswith("g_a.")}
+    return checkpoints.load_weights(path, architecture="cpstn_g_a")[0]
 
 
 def teacher_bank(bank, pipeline_name: str, device: torch.device) -> list:

@@ -1,0 +1,171 @@
+"""Why the global search fails on some real pairs: experiments on ``roadscene_raw`` *training* names.
+
+    python benchmarks/raw_failure_probe.py basin FLIR_07176 FLIR_06997 ...     # LK from the perturbed ground truth
+    python benchmarks/raw_failure_probe.py gt FLIR_07176 ...                   # found vs ground-truth optimum
+    python benchmarks/raw_failure_probe.py reference none|gamma|clahe          # probe-set TRE, transformed reference
+    python benchmarks/raw_failure_probe.py jitter --top 3 --step 10 --dscale 0.04   # extra LK starts
+
+``gt``: the registrar's solution against the refinement started from the ground truth (TRE, MIND distance,
+orientation correlation of each). ``basin``: the refinement started from the ground truth moved by a scale change
+(0 / 3 / 6 %) and an x translation (0 / 8 / 16 px): where it ends (TRE). ``reference``: ``global+average`` on the
+probe names (``benchmarks/splits/raw_train_probe.txt``: the 19 train pairs the global stage misses by > 5 raw px,
+then every 6th other train pair) with the visible luminance square-rooted (``gamma``) or contrast-equalised
+(``clahe``, OpenCV, clip 2, 8x8 tiles) before registration. ``jitter``: the same with each of the ``--top`` best
+coarse candidates also started shifted by ±``--step`` px in x and y and scaled by ±``--dscale``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from alignfuse import io, load_pipeline
+from alignfuse import warp as warp_ops
+from alignfuse.api import _prepare
+from alignfuse.metrics import target_registration_error
+from alignfuse.registration import GlobalSearchRegistrar
+from alignfuse.registration.global_search import ImagePyramid, refine_matrix
+from alignfuse.stages import luminance
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from roadscene_raw_tre import ROOT, score  # noqa: E402
+
+PROBE = Path(__file__).resolve().parent / "splits" / "raw_train_probe.txt"
+FAILING = 19  # the probe file lists the failing pairs first
+
+
+def _pair(name: str):
+    """-> (pair, check points, ground-truth sampling matrix on the visible grid, moving, fixed tensors)."""
+    pair = io.load_pair(ROOT / "roadscene_raw" / "ir_raw" / f"{name}.png", ROOT / "roadscene" / "vi" / f"{name}.jpg")
+    points = np.loadtxt(ROOT / "roadscene_raw" / "points" / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
+    h_mat = np.loadtxt(ROOT / "roadscene_raw" / "homography" / f"{name}.txt")
+    (vh, vw), (iw, ih) = pair.vis.shape[:2], pair.ir_size
+    resized_to_raw = np.array([[iw / vw, 0, 0.5 * iw / vw - 0.5], [0, ih / vh, 0.5 * ih / vh - 0.5], [0, 0, 1]])
+    truth = np.linalg.inv(resized_to_raw) @ h_mat
+    ir, _ = _prepare(pair.ir, pair.vis)
+    moving = io.to_tensor(ir, "cpu").float()
+    fixed = luminance(io.to_tensor(pair.vis, "cpu")).float()
+    return pair, points, truth / truth[2, 2], moving, fixed
+
+
+def _tre(matrix: np.ndarray, pair, points: np.ndarray) -> float:
+    h, w = pair.vis.shape[:2]
+    field = warp_ops.field_from_matrix(torch.from_numpy(np.asarray(matrix)[None]), h, w)[0].numpy()
+    return target_registration_error(io.field_to_ir_coordinates(field, pair.ir_size), points)
+
+
+def cmd_gt(args) -> None:
+    g = GlobalSearchRegistrar()
+    for name in args.names:
+        pair, points, truth, moving, fixed = _pair(name)
+        found, d = g.register_pair(moving, fixed, pair.ir_size)
+        pyr = ImagePyramid(moving)
+        from_truth, cost = refine_matrix(pyr, fixed, truth, g.sizes, g.iterations, g.models)
+        o_found, o_truth = g.orientation_scores(pyr, fixed, [found, from_truth])
+        print(f"{name}: found {_tre(found, pair, points):.2f} raw px (MIND {d['mind_after']:.4f}, orientation "
+              f"{o_found:.3f}) | from the truth {_tre(from_truth, pair, points):.2f} raw px (MIND {cost:.4f}, "
+              f"orientation {o_truth:.3f})", flush=True)
+
+
+def cmd_basin(args) -> None:
+    g = GlobalSearchRegistrar()
+    for name in args.names:
+        pair, points, truth, moving, fixed = _pair(name)
+        pyr = ImagePyramid(moving)
+        h, w = fixed.shape[-2:]
+        centre = np.array([(w - 1) / 2, (h - 1) / 2])
+        cells = []
+        for ds in (0.0, 0.03, 0.06):
+            for tx in (0, 8, 16):
+                p = np.eye(3)
+                p[:2, :2] *= 1 + ds
+                p[:2, 2] = centre - (1 + ds) * centre + [tx, 0]
+                end, _ = refine_matrix(pyr, fixed, truth @ p, g.sizes, g.iterations, g.models)
+                cells.append(f"scale +{ds:.0%} x +{tx}: {_tre(truth @ p, pair, points):.0f} -> "
+                             f"{_tre(end, pair, points):.1f}")
+        print(f"{name}: " + "; ".join(cells), flush=True)
+
+
+class _Reference:
+    """The visible luminance as is (``none``), square-rooted (``gamma``) or CLAHE-equalised (``clahe``)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, vis: torch.Tensor) -> torch.Tensor:
+        y = luminance(vis)
+        if self.mode == "none":
+            return y
+        if self.mode == "gamma":
+            return y.clamp_min(0).sqrt()
+        clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+        out = [torch.from_numpy(clahe.apply((y[b, 0].clamp(0, 1).numpy() * 255).astype(np.uint8)) / 255.0)
+               for b in range(y.shape[0])]
+        return torch.stack(out)[:, None].to(y.dtype)
+
+
+def _probe_table(label: str, pipe) -> None:
+    names = [n.rsplit(".", 1)[0] for n in io.read_split(PROBE)]
+    rows = score(pipe, label, names, ROOT)["pairs"]
+    t = np.array([r["tre_raw_px"] for r in rows])
+    fail, other = t[:FAILING], t[FAILING:]
+    print(f"| {label} | {t.mean():.2f} | {np.median(t):.2f} | {(t <= 5).sum()}/{len(t)} | {fail.mean():.2f} | "
+          f"{(fail <= 5).sum()}/{len(fail)} | {other.mean():.2f} | "
+          f"{np.mean([r['seconds'] for r in rows]):.2f} |", flush=True)
+
+
+def cmd_reference(args) -> None:
+    pipe = load_pipeline("global+average")
+    pipe.translator = _Reference(args.mode)
+    _probe_table(f"reference {args.mode}", pipe)
+
+
+def cmd_jitter(args) -> None:
+    coarse = GlobalSearchRegistrar.coarse
+
+    def jittered(self, moving, fixed, ir_size=None):
+        top = coarse(self, moving, fixed, ir_size)
+        h, w = fixed.shape[-2:]
+        centre = np.array([(w - 1) / 2, (h - 1) / 2])
+        extra = []
+        for sc, label, m in top[: args.top]:
+            for tag, ds, tx, ty in (("_x+", 0, args.step, 0), ("_x-", 0, -args.step, 0), ("_y+", 0, 0, args.step),
+                                    ("_y-", 0, 0, -args.step), ("_z+", args.dscale, 0, 0),
+                                    ("_z-", -args.dscale, 0, 0)):
+                p = np.eye(3)
+                p[:2, :2] *= 1 + ds
+                p[:2, 2] = centre - (1 + ds) * centre + [tx, ty]
+                extra.append((sc, label + tag, m @ p))
+        return top + extra
+
+    GlobalSearchRegistrar.coarse = jittered
+    _probe_table(f"jitter top {args.top}, {args.step} px, {args.dscale:.0%}", load_pipeline("global+average"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("gt", "basin"):
+        sub.add_parser(name).add_argument("names", nargs="+")
+    sub.add_parser("reference").add_argument("mode", choices=("none", "gamma", "clahe"))
+    jit = sub.add_parser("jitter")
+    jit.add_argument("--top", type=int, default=3)
+    jit.add_argument("--step", type=float, default=10.0)
+    jit.add_argument("--dscale", type=float, default=0.04)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.cmd in ("reference", "jitter"):
+        print("| variant | mean TRE (raw px) | median | within 5 px | failing 19: mean | within 5 px | other 26: mean "
+              "| s / pair |\n|---|---|---|---|---|---|---|---|")
+    {"gt": cmd_gt, "basin": cmd_basin, "reference": cmd_reference, "jitter": cmd_jitter}[args.cmd](args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
