@@ -27,6 +27,7 @@ from kornia.filters import spatial_gradient
 from alignfuse import checkpoints, io
 from alignfuse.losses.fusion import ssim
 from alignfuse.models.cpstn import CPSTN_CONFIGS, CPSTNTranslator, ResnetGenerator
+from alignfuse.training.recipes import cpstn_generator_state
 
 
 def load_translator(path: Path | None) -> tuple[str, CPSTNTranslator]:
@@ -37,11 +38,11 @@ def load_translator(path: Path | None) -> tuple[str, CPSTNTranslator]:
     if path.suffix == ".pt":
         import json
 
-        ck = torch.load(path, map_location="cpu", weights_only=False)
         net_name = json.loads((path.parent / "config.json").read_text())["run"]["net"]  # the run's recipe
         g = ResnetGenerator.from_config(CPSTN_CONFIGS[net_name], 3, 1)
-        g.load_state_dict({k[len("g_a."):]: v for k, v in ck["modules"]["nets"].items() if k.startswith("g_a.")})
-        return f"{path.parent.name} step {ck['step']}", CPSTNTranslator(g).eval()
+        g.load_state_dict(cpstn_generator_state(path))
+        step = torch.load(path, map_location="cpu", weights_only=False)["step"]
+        return f"{path.parent.name} step {step}", CPSTNTranslator(g).eval()
     state, meta = checkpoints.load_weights(path, architecture="cpstn_g_a")
     g = ResnetGenerator.from_config(meta["config"], meta["config"]["in_ch"], meta["config"]["out_ch"])
     g.load_state_dict(state)

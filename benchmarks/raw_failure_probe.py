@@ -29,7 +29,7 @@ from alignfuse import warp as warp_ops
 from alignfuse.api import _prepare
 from alignfuse.metrics import target_registration_error
 from alignfuse.registration import GlobalSearchRegistrar
-from alignfuse.registration.global_search import ImagePyramid, refine_matrix
+from alignfuse.registration.global_search import ImagePyramid, _scale_matrix, refine_matrix
 from alignfuse.stages import luminance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,9 +44,8 @@ def _pair(name: str):
     pair = io.load_pair(ROOT / "roadscene_raw" / "ir_raw" / f"{name}.png", ROOT / "roadscene" / "vi" / f"{name}.jpg")
     points = np.loadtxt(ROOT / "roadscene_raw" / "points" / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
     h_mat = np.loadtxt(ROOT / "roadscene_raw" / "homography" / f"{name}.txt")
-    (vh, vw), (iw, ih) = pair.vis.shape[:2], pair.ir_size
-    resized_to_raw = np.array([[iw / vw, 0, 0.5 * iw / vw - 0.5], [0, ih / vh, 0.5 * ih / vh - 0.5], [0, 0, 1]])
-    truth = np.linalg.inv(resized_to_raw) @ h_mat
+    (iw, ih) = pair.ir_size
+    truth = np.linalg.inv(_scale_matrix(pair.vis.shape[:2], (ih, iw))) @ h_mat  # H maps visible -> raw IR pixels
     ir, _ = _prepare(pair.ir, pair.vis)
     moving = io.to_tensor(ir, "cpu").float()
     fixed = luminance(io.to_tensor(pair.vis, "cpu")).float()

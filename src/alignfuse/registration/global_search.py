@@ -78,8 +78,8 @@ def _warp_by(image: torch.Tensor, matrices: torch.Tensor | np.ndarray, out_size:
     (warped (N, C, H, W), inside mask (N, 1, H, W)).
 
     The matrices are folded into grid_sample's normalised coordinates in float64 once, so the per-pixel work is
-    one float32 ``affine_grid`` (or a 3x3 product for a homography) and one ``grid_sample``: the coarse search
-    reads hundreds of candidates and the refinement one descriptor stack per iteration."""
+    one float32 ``affine_grid`` (two for a homography: numerator and third row) and one ``grid_sample``: the
+    coarse search reads hundreds of candidates and the refinement one descriptor stack per iteration."""
     hh, ww = out_size
     mats = torch.as_tensor(np.asarray(matrices, dtype=np.float64)).reshape(-1, 3, 3)
     from_out = np.linalg.inv(_to_normalised(hh, ww))
@@ -533,7 +533,7 @@ class GlobalSearchRegistrar:
         xs, ys = np.meshgrid(np.linspace(0, w - 1, 5), np.linspace(0, h - 1, 5))
         pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
 
-        def moved(m: np.ndarray) -> np.ndarray:
+        def moved(m: np.ndarray) -> float:
             q = m @ pts
             return np.linalg.norm(q[:2] / q[2:] - pts[:2], axis=0).mean()
 

@@ -19,7 +19,7 @@ from ..learned_stages import weights_path
 from .data import load_bank, paired_crops, pick_image, resize_bank, shifted_crops
 from .loop import LoopConfig, TrainLoop, setup_distributed
 
-__all__ = ["RECIPES", "COMMON_KEYS", "TrainArgs", "run_recipe"]
+__all__ = ["RECIPES", "COMMON_KEYS", "TrainArgs", "run_recipe", "cpstn_generator_state"]
 
 
 @dataclass
@@ -298,13 +298,15 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
     if objective not in CPSTN_OBJECTIVES:
         raise UserError(f"cpstn: objective must be one of {', '.join(CPSTN_OBJECTIVES)}, got {objective!r}")
     if cfg.get("init"):
-        nets.g_a.load_state_dict(_cpstn_generator_state(Path(cfg["init"])))
+        nets.g_a.load_state_dict(cpstn_generator_state(Path(cfg["init"])))
     nets = nets.to(dist.device)
     extractor = build_feature_extractor(cfg["features"], layers=PST_LAYERS, arch="vgg19").to(dist.device)
     g_loss = CPSTNGeneratorLoss(PSTLoss(extractor))
     wrap = (lambda m: torch.nn.parallel.DistributedDataParallel(m)) if dist.world_size > 1 else (lambda m: m)
     g_a, g_b, d_a, d_b = wrap(nets.g_a), wrap(nets.g_b), wrap(nets.d_a), wrap(nets.d_b)
-    opt_g = torch.optim.Adam([*g_a.parameters(), *g_b.parameters()], lr=cfg["lr"], betas=(0.5, 0.999))
+    # objective "supervised": G_A alone (G_B and the discriminators stay as built, or as initialised)
+    gen_params = [*g_a.parameters()] + ([] if objective == "supervised" else [*g_b.parameters()])
+    opt_g = torch.optim.Adam(gen_params, lr=cfg["lr"], betas=(0.5, 0.999))
     opt_d = torch.optim.Adam([*d_a.parameters(), *d_b.parameters()], lr=cfg["lr"], betas=(0.5, 0.999))
     pool_a, pool_b = ImagePool(50, gen), ImagePool(50, gen)
     bank = load_bank(args.data, args.split)
@@ -355,8 +357,7 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
                                  {**net_cfg, "in_ch": 3, "out_ch": 1},
                                  training={**run_cfg, "steps_done": loop.step, "wall_s": round(loop.elapsed, 1)})
 
-    if objective == "supervised":  # G_A alone: G_B and the discriminators stay as built (or as initialised)
-        opt_g = torch.optim.Adam(g_a.parameters(), lr=cfg["lr"], betas=(0.5, 0.999))
+    if objective == "supervised":
         return {"nets": nets}, {"g": opt_g}, supervised_step, loop_cfg, run_cfg, dist, export
     return {"nets": nets}, {"g": opt_g, "d": opt_d}, step, loop_cfg, run_cfg, dist, export
 
@@ -364,7 +365,7 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
 CPSTN_OBJECTIVES = ("paper", "supervised")
 
 
-def _cpstn_generator_state(path: Path) -> dict[str, torch.Tensor]:
+def cpstn_generator_state(path: Path) -> dict[str, torch.Tensor]:
     """G_A's state from a CPSTN training checkpoint (``checkpoint.pt``) or export (``.safetensors``)."""
     if not path.is_file():
         raise UserError(f"cpstn: init {path} is not a file (a CPSTN checkpoint.pt or export.safetensors)")
