@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
     parser.add_argument("--skip-paper", action="store_true", help="only the CPU configurations")
+    parser.add_argument("--only", action="append", help="time only the pipelines whose name contains this (repeat)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ir, vis = _pair()
@@ -136,9 +137,11 @@ def main() -> None:
              _umf("cpu", mrrn="cpu-mind"), _umf("cpu", mrrn="cpu-mind", difn="fast", label="fast"), _mrrn("cpu-mind", "cpu"),
              _mrrn("cpu-mind", "fast", label="fast"), _mrrn("cpu-mind", "fast", "ecc", label="ecc,fast"),
              _mrrn("cpu-mind", "cpu", None, label="no global,cpu"), _mrrn("cpu-mind", "fast", None, label="no global,fast"),
-             _rfvif("cpu"), _rfvif("fast"), _rfvif("fast-skip")]
+             _rfvif("cpu"), _rfvif("fast"), _rfvif("fast-skip"), _rfvif("fast-irskip")]
     if not args.skip_paper:
         pipes += [_umf("paper"), _mrrn("paper", "paper"), _rfvif("paper")]
+    if args.only:
+        pipes = [p for p in pipes if any(key in p.name for key in args.only)]
     for pipe in pipes:
         with torch.no_grad():
             reg = _time(lambda: pipe.register(ir, vis), args.repeat)
@@ -153,7 +156,7 @@ def main() -> None:
                  ("mrrn+difn[paper]", "mrrn+difn[cpu]"), ("mrrn+difn[paper]", "mrrn+difn[fast]"),
                  ("mrrn+difn[paper]", "mrrn+difn[no global,cpu]"),
                  ("rfvif[paper]", "rfvif[cpu]"), ("rfvif[paper]", "rfvif[fast]"),
-                 ("rfvif[paper]", "rfvif[fast-skip]")):
+                 ("rfvif[paper]", "rfvif[fast-skip]"), ("rfvif[fast-skip]", "rfvif[fast-irskip]")):
         if a in by and b in by:
             reg = (f"register x{by[a]['register_s'] / by[b]['register_s']:.1f}, "
                    if by[b]["register_s"] > 1e-2 else "")  # RFVIF has no registration step: no ratio

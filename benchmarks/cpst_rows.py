@@ -1,12 +1,13 @@
 """UMF-CMGR Table 1's CPST rows for our registrars: each registrar with the visible luminance as its reference and
 with the CPSTN pseudo-IR (the paper's cross-modality perceptual style transfer) instead, on the same seeded pairs.
 
-    python benchmarks/cpst_rows.py --preset umf --raw [--cpstn-weights DIR] [--limit N] [--json out.json]
+    python benchmarks/cpst_rows.py --preset umf --raw [--cpstn-weights DIR] [--split FILE] [--limit N] [--json out.json]
 
 Registrars: ``default`` (global search + MRRN chain), ``mrrn`` (the MRRN alone at 384 px), ``mind`` (per-pair MIND
 optimisation), ``phase`` (phase correlation), ``ecc`` (OpenCV ECC on intensities: the classical counterpart of the
 paper's intensity-based FlowNet / VoxelMorph rows, where a reference in the IR's modality should help most).
-Synthetic presets: EPE (px) on RoadScene test; ``--raw``: TRE (raw IR px) on ``roadscene_raw`` test.
+Synthetic presets: EPE (px) on RoadScene test (``--split``: another RoadScene split or names file, e.g. training
+names for choosing a checkpoint); ``--raw``: TRE (raw IR px) on ``roadscene_raw`` test.
 ``--cpstn-weights``: a weights folder holding ``cpstn_cpu.*`` (default: shipped).
 """
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", action="store_true", help="also roadscene_raw test (TRE)")
     ap.add_argument("--registrar", action="append", choices=sorted(REGISTRARS_UNDER_TEST))
     ap.add_argument("--cpstn-weights", help="weights folder with cpstn_cpu.* (default: the shipped CPSTN)")
+    ap.add_argument("--split", default="test", help="RoadScene split name or names file for the presets")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
@@ -60,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             pipe = Pipeline(translator, make(), FUSERS["average"](), register_long_side=long_side,
                             name=f"{reg_name}/{ref_name}")
             for preset in args.preset:
-                r = run_pipeline(pipe, pipe.name, "roadscene", "test", preset, limit=args.limit, verbose=False)
+                r = run_pipeline(pipe, pipe.name, "roadscene", args.split, preset, limit=args.limit, verbose=False)
                 results.append({"registrar": reg_name, "reference": ref_name, "data": f"roadscene:{preset}",
                                 "n": r["n"], "error": r["epe_mean"], "worst": r["worst"]})
-                print(f"| {reg_name} | {ref_name} | RoadScene test `{preset}` EPE | {r['n']} | {r['epe_mean']:.2f} | "
+                print(f"| {reg_name} | {ref_name} | RoadScene {Path(args.split).stem} `{preset}` EPE | {r['n']} | {r['epe_mean']:.2f} | "
                       f"{r['worst']:.2f} |", flush=True)
             if args.raw:
                 r = score(pipe, pipe.name, names, DATA)

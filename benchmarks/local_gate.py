@@ -3,9 +3,11 @@ of the default chain when no global correction was kept: MIND gain, field cohere
 consistency (the field of the swapped pair composed with the forward one, relative to the forward one).
 
     python benchmarks/local_gate.py record --preset none --preset umf --limit 30 --out gate.jsonl
-    python benchmarks/local_gate.py replay gate.jsonl
+    python benchmarks/local_gate.py replay gate.jsonl [--orientation 0.0 0.005]
 
-Only RoadScene ``train.txt`` names are read. EPE in px against the synthetic ground truth.
+RoadScene ``train.txt`` names are read (``--dataset tno``: the TNO pairs, to check a choice made on them
+afterwards). EPE in px against the synthetic ground truth. ``orientation``: the rise of the gradient-orientation
+correlation the field brings (``registration.chain.orientation_gain``), the global stage's second criterion.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from alignfuse import io, synth, warp as warp_ops
 from alignfuse.model_pipelines import REGISTER_LONG_SIDE, _umf_registrar
 from alignfuse.registration import affine_fraction
-from alignfuse.registration.chain import inverse_residual, mind_gain
+from alignfuse.registration.chain import inverse_residual, mind_gain, orientation_gain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chain_policy import DATA, _tensors, record_replay_parser  # noqa: E402
@@ -29,9 +31,10 @@ from chain_policy import DATA, _tensors, record_replay_parser  # noqa: E402
 def record(args) -> int:
     torch.set_num_threads(args.threads)
     reg = _umf_registrar(None, None, "mind")
-    names = [n.rsplit(".", 1)[0] for n in io.read_split(DATA / "roadscene" / "train.txt")]
-    names = names[: args.limit] if args.limit else names
-    pairs = io.pair_folders(DATA / "roadscene" / "ir", DATA / "roadscene" / "vi", names=names)[0]
+    root = DATA / args.dataset
+    names = [n.rsplit(".", 1)[0] for n in io.read_split(root / "train.txt")] if args.dataset == "roadscene" else None
+    pairs = io.pair_folders(root / "ir", root / "vi", names=names)[0]
+    pairs = pairs[: args.limit] if args.limit else pairs
     out = open(args.out, "a")
     for preset in args.preset or ["none", "umf"]:
         spec = synth.parse_preset(preset)
@@ -50,8 +53,9 @@ def record(args) -> int:
             def epe(field):
                 return float(np.sqrt(((field - s.field) ** 2).sum(0))[v].mean())
 
-            r = {"preset": preset, "name": stem, "before": epe(np.zeros_like(full)), "after": epe(full),
+            r = {"dataset": args.dataset, "preset": preset, "name": stem, "before": epe(np.zeros_like(full)), "after": epe(full),
                  "gain": mind_gain(moving, fixed, warp_ops.resize_field(forward, (h, w))),
+                 "orientation": orientation_gain(moving, fixed, warp_ops.resize_field(forward, (h, w))),
                  "affine": affine_fraction(forward), "inverse": inverse_residual(reg, m, f, forward),
                  "shift": float(warp_ops.magnitude(forward).mean() / k)}
             out.write(json.dumps(r) + "\n")
@@ -63,11 +67,16 @@ def record(args) -> int:
 
 def replay(args) -> int:
     rows = [json.loads(line) for f in args.records for line in open(f)]
+    for r in rows:  # records made before the dataset field existed are RoadScene's
+        r["preset"] = r["preset"] if r.get("dataset", "roadscene") == "roadscene" else f"{r['dataset']}:{r['preset']}"
     presets = sorted({r["preset"] for r in rows})
     gates = [("gain >= 2 %", lambda r: r["gain"] >= 0.02)]
     gates += [(f"gain >= 2 %, affine >= {a}", lambda r, a=a: r["gain"] >= 0.02 and r["affine"] >= a) for a in (0.4, 0.5)]
     gates += [(f"gain >= 2 %, inverse <= {t}", lambda r, t=t: r["gain"] >= 0.02 and r["inverse"] <= t)
               for t in args.inverse]
+    gates += [(f"gain >= 2 %, inverse <= 0.7, orientation rise >= {o}",
+               lambda r, o=o: r["gain"] >= 0.02 and r["inverse"] <= 0.7 and r.get("orientation", np.inf) >= o)
+              for o in args.orientation]
     print("| gate | " + " | ".join(f"{p} ({sum(r['preset'] == p for r in rows)}): EPE / kept" for p in presets) + " |")
     print("|---|" + "---|" * len(presets))
     for label, keep in gates:
@@ -81,8 +90,10 @@ def replay(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap, _, rep = record_replay_parser(__doc__)
+    ap, rec, rep = record_replay_parser(__doc__)
     rep.add_argument("--inverse", type=float, nargs="+", default=[0.6, 0.7, 0.8])
+    rep.add_argument("--orientation", type=float, nargs="+", default=[0.0, 0.005, 0.01])
+    rec.add_argument("--dataset", choices=("roadscene", "tno"), default="roadscene")
     args = ap.parse_args(argv)
     return record(args) if args.cmd == "record" else replay(args)
 

@@ -4,6 +4,7 @@
     python benchmarks/raw_failure_probe.py gt FLIR_07176 ...                   # found vs ground-truth optimum
     python benchmarks/raw_failure_probe.py reference none|gamma|clahe          # probe-set TRE, transformed reference
     python benchmarks/raw_failure_probe.py jitter --top 3 --step 10 --dscale 0.04   # extra LK starts
+    python benchmarks/raw_failure_probe.py rank --top 64 FLIR_07176 ...        # coarse candidates by criterion
 
 ``gt``: the registrar's solution against the refinement started from the ground truth (TRE, MIND distance,
 orientation correlation of each). ``basin``: the refinement started from the ground truth moved by a scale change
@@ -11,7 +12,9 @@ orientation correlation of each). ``basin``: the refinement started from the gro
 probe names (``benchmarks/splits/raw_train_probe.txt``: the 19 train pairs the global stage misses by > 5 raw px,
 then every 6th other train pair) with the visible luminance square-rooted (``gamma``) or contrast-equalised
 (``clahe``, OpenCV, clip 2, 8x8 tiles) before registration. ``jitter``: the same with each of the ``--top`` best
-coarse candidates also started shifted by ±``--step`` px in x and y and scaled by ±``--dscale``.
+coarse candidates also started shifted by ±``--step`` px in x and y and scaled by ±``--dscale``. ``rank``: the
+``--top`` coarse candidates (after both passes) with their TRE, and where the best of them ranks by the coarse
+orientation score, by the MIND distance at the first LK level as they stand, and by it after that level's LK.
 """
 
 from __future__ import annotations
@@ -146,6 +149,29 @@ def cmd_jitter(args) -> None:
     _probe_table(f"jitter top {args.top}, {args.step} px, {args.dscale:.0%}", load_pipeline("global+average"))
 
 
+def cmd_rank(args) -> None:
+    g = GlobalSearchRegistrar(top_k=args.top)
+    size, its, model = g.sizes[0], g.iterations[0], g.models[0]
+    for name in args.names:
+        pair, points, truth, moving, fixed = _pair(name)
+        pyr = ImagePyramid(moving)
+        cands = g.coarse(pyr, fixed, pair.ir_size)
+        tre = np.array([_tre(m, pair, points) for _, _, m in cands])
+        as_is = np.array([refine_matrix(pyr, fixed, m, (size,), (0,), (model,))[1] for _, _, m in cands])
+        refined = [refine_matrix(pyr, fixed, m, (size,), (its,), (model,)) for _, _, m in cands]
+        after = np.array([c for _, c in refined])
+        tre_after = np.array([_tre(m, pair, points) for m, _ in refined])
+        best = int(np.argmin(tre))
+
+        def rank(values: np.ndarray) -> int:  # 1 = first
+            return int((values < values[best]).sum()) + 1
+
+        print(f"{name}: {len(cands)} candidates, best {tre[best]:.1f} raw px (coarse rank {best + 1}; MIND rank "
+              f"{rank(as_is)}; after LK at {size} px: {tre_after[best]:.1f} px, MIND rank {rank(after)}); "
+              f"{int((tre <= 15).sum())} within 15 px; after LK {int((tre_after <= 5).sum())} within 5 px, the "
+              f"lowest-MIND one at {tre_after[int(np.argmin(after))]:.1f} px", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -153,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("gt", "basin"):
         sub.add_parser(name).add_argument("names", nargs="+")
     sub.add_parser("reference").add_argument("mode", choices=("none", "gamma", "clahe"))
+    rk = sub.add_parser("rank")
+    rk.add_argument("names", nargs="+")
+    rk.add_argument("--top", type=int, default=64)
     jit = sub.add_parser("jitter")
     jit.add_argument("--top", type=int, default=3)
     jit.add_argument("--step", type=float, default=10.0)
@@ -162,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd in ("reference", "jitter"):
         print("| variant | mean TRE (raw px) | median | within 5 px | failing 19: mean | within 5 px | other 26: mean "
               "| s / pair |\n|---|---|---|---|---|---|---|---|")
-    {"gt": cmd_gt, "basin": cmd_basin, "reference": cmd_reference, "jitter": cmd_jitter}[args.cmd](args)
+    {"gt": cmd_gt, "basin": cmd_basin, "reference": cmd_reference, "jitter": cmd_jitter, "rank": cmd_rank}[args.cmd](args)
     return 0
 
 

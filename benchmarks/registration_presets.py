@@ -25,8 +25,17 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def pairs_of(dataset: str, split: str | None):
+    """Pairs of ``dataset``: all (``split`` None, or a name without a file there: TNO has no splits), the names of
+    ``DATA/dataset/SPLIT.txt``, or of ``split`` as a path to a names file."""
     root = DATA / dataset
-    names = io.read_split(root / f"{split}.txt") if split and (root / f"{split}.txt").exists() else None
+    if split and (root / f"{split}.txt").exists():
+        names = io.read_split(root / f"{split}.txt")
+    elif split and Path(split).is_file():
+        names = io.read_split(Path(split))
+    elif split and any(root.glob("*.txt")):
+        raise SystemExit(f"{dataset} has no split {split!r} (and no such names file)")
+    else:
+        names = None
     return io.pair_folders(root / "ir", root / "vi", names=names)[0]
 
 
@@ -82,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             for model in args.model or ["default"]:
                 r = run(model, dataset, args.split if dataset == "roadscene" else None, preset, limit=args.limit,
                         verbose=not args.quiet)
+                cut = f"{100 * r['cut']:.1f} %" if r["initial_mean"] > 1e-6 else "–"  # aligned input: nothing to cut
                 print(f"| {dataset} | `{preset}` | `{model}` | {r['n']} | {r['initial_mean']:.2f} | {r['epe_mean']:.2f} | "
-                      f"{100 * r['cut']:.1f} % | {r['worst']:.2f} | {r['field_mean']:.2f} | {r['seconds']:.2f} |", flush=True)
+                      f"{cut} | {r['worst']:.2f} | {r['field_mean']:.2f} | {r['seconds']:.2f} |", flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
                         f.write(json.dumps(r) + "\n")

@@ -23,6 +23,7 @@ from alignfuse.models.rfvif import (
     RFVIF_CONFIGS,
     FeatureAlignmentBlock,
     FeatureDynamicAlignment,
+    FullResolutionIRAlignment,
     RFVIFConfig,
     count_params_and_macs,
     dynamic_depthwise_conv2d,
@@ -422,3 +423,53 @@ def test_vis_skip_config_and_full_resolution_detail():
             opt.step()
         losses[flag] = loss.item()
     assert losses[True] < 0.6 * losses[False], losses
+
+
+def test_dilated_dynamic_conv_doubles_the_offset():
+    x = torch.rand(1, 2, 12, 14)
+    k = torch.zeros(1, 2, 3, 3)
+    k[..., 1, 2] = 1.0  # dx = +1 tap
+    out = dynamic_depthwise_conv2d(x, k, dilation=2)
+    assert_close(out[..., :, :-2], x[..., :, 2:])
+    assert (out[..., :, -2:] == 0).all()  # zero padding
+
+
+def test_full_resolution_ir_path_shifts_by_twice_the_level1_offset():
+    """A level-1 kernel that pulls from one H/2 pixel to the right pulls the full-resolution features two
+    pixels to the right (after the [1, 2, 1] / 4 tent), through both FABs' kernels."""
+    c = 3
+    path = FullResolutionIRAlignment(c, num_fab=2, num_kernels=1)
+    x = torch.rand(1, c, 16, 20)
+    centre = torch.zeros(1, c, 3, 3)
+    centre[..., 1, 1] = 1.0
+    right = torch.zeros(1, c, 3, 3)
+    right[..., 1, 2] = 1.0
+    with torch.no_grad():
+        still = path(x, [[centre], [centre]])
+        moved = path(x, [[right], [centre]])
+    # same tents and ReLUs, the second one on features moved by 2 px: equal away from the borders
+    assert_close(moved[..., 3:-3, 3:-5], still[..., 3:-3, 5:-3])
+    assert not torch.allclose(moved, still)
+
+
+def test_ir_skip_warm_starts_as_the_skip_net_and_joins_the_alignment_loss():
+    cfg = RFVIF_CONFIGS["fast-irskip"]
+    assert cfg.ir_skip and replace(cfg, ir_skip=False) == RFVIF_CONFIGS["fast-skip"]
+    with pytest.raises(ValueError, match="vis_skip"):
+        replace(RFVIF_CONFIGS["fast"], ir_skip=True)
+    small = replace(TINY, msrb_blocks=(0, 1, 1), vis_skip=True)
+    base = RFVIF(small).eval()
+    grown = RFVIF(replace(small, ir_skip=True)).eval()
+    result = grown.load_state_dict(base.state_dict(), strict=False)
+    assert not result.unexpected_keys and all(k.startswith("ir_path.") for k in result.missing_keys)
+    ir, vis = _pair(1, 24, 32)
+    with torch.no_grad():
+        a, b = base(ir, vis), grown(ir, vis)
+    assert_close(a.fused, b.fused)  # the zero gate: the grown net starts as the one it grew from
+    assert len(b.aligned_ir) == 4 and b.aligned_ir[-1].shape[-2:] == (24, 32)
+    # the full-resolution head is trained by the alignment loss, and the gate opens under the fusion loss
+    grown.train()
+    out = grown(ir, vis)
+    (alignment_loss(out.aligned_ir, ir) + (out.fused - ir).abs().mean()).backward()
+    assert grown.ir_path.head.weight.grad.abs().sum() > 0
+    assert grown.ir_path.gate.weight.grad.abs().sum() > 0

@@ -211,6 +211,24 @@ def test_rfvif_teacher_and_warm_start(tmp_path):
                              overrides={"net": "fast", "init": str(tmp_path / "a" / "export")}, progress=False))
 
 
+def test_rfvif_grows_the_full_resolution_ir_path_on_skip_weights(tmp_path):
+    """An export without the IR path warm-starts a net with it (the path's parameters start fresh); the reverse
+    is refused."""
+    skip = {"steps": 1, "variant": "vis_skip=true"}
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "a", overrides=skip, progress=False))
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "b", overrides={
+        "steps": 1, "lr": 0.0, "variant": "vis_skip=true,ir_skip=true", "init": str(tmp_path / "a" / "export")},
+        progress=False))
+    start, _ = checkpoints.load_weights(tmp_path / "a" / "export", architecture="rfvif")
+    grown, meta = checkpoints.load_weights(tmp_path / "b" / "export", architecture="rfvif")
+    assert meta["config"]["ir_skip"] and any(k.startswith("ir_path.") for k in grown)
+    params = [k for k in start if "running_" not in k and "num_batches_tracked" not in k]
+    assert all(torch.equal(start[k], grown[k]) for k in params)
+    with pytest.raises(ValueError, match="holds config"):
+        run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "c", overrides={
+            **skip, "init": str(tmp_path / "b" / "export")}, progress=False))
+
+
 def test_misaligned_crops_zero_fraction_leaves_pairs_aligned():
     import numpy as np
 
@@ -294,3 +312,22 @@ def test_cpstn_supervised_objective_trains_g_a_alone_from_its_init(tmp_path):
     with pytest.raises(UserError, match="objective"):
         run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "bad", progress=False,
                              overrides={**small, "objective": "cycle"}))
+
+
+def test_cpstn_mind_term_joins_the_supervised_loss(tmp_path):
+    """mind_weight adds the MIND-descriptor distance to the real IR (logged as `mind`, in the total); it belongs to the
+    supervised objective only."""
+    from alignfuse.errors import UserError
+
+    split = tmp_path / "one.txt"
+    split.write_text("TNO_07\n")
+    small = {"steps": 1, "batch": 1, "crop": 64, "checkpoint_every": 1, "log_every": 1, "objective": "supervised",
+             "edge_weight": 0.0, "paired_l1": 1.0}
+    plain = run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "a", overrides=small, progress=False))
+    mind = run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "b", progress=False,
+                                overrides={**small, "mind_weight": 10.0}))
+    assert "mind" not in plain and 0.0 < mind["mind"] < 1.0
+    assert mind["total"] == pytest.approx(mind["paired_l1"] + 10.0 * mind["mind"], rel=1e-5)
+    with pytest.raises(UserError, match="mind_weight"):
+        run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "c", progress=False,
+                             overrides={**small, "objective": "paper", "mind_weight": 1.0}))

@@ -43,6 +43,7 @@ __all__ = [
     "ChannelAttention",
     "FeatureAlignmentBlock",
     "FeatureDynamicAlignment",
+    "FullResolutionIRAlignment",
     "ComplementaryMaskFusion",
     "LocalFeatureRefinement",
     "PyramidFeatureFusion",
@@ -90,6 +91,11 @@ class RFVIFConfig:
             reconstruction convs beside the nearest-upsampled H/2 features. In the paper's design every path to
             the output passes through H/2, so a narrow network cannot return full-resolution edges; the visible
             image is the reference frame, so this skip adds no misaligned content (docs/RESULTS.md §3.1).
+        ir_skip: [EXTENSION, not in the paper; needs ``vis_skip``, ``use_fdam`` and ``use_dkg``] a full-resolution
+            IR path aligned by the level-1 FDAM: its dynamic kernels, which shift H/2 features, are applied dilated
+            by 2 to the full-resolution IR head features (:class:`FullResolutionIRAlignment`), and the result is
+            added to the visible skip through a zero-initialised 1x1 conv (a warm start from ``fast-skip`` weights
+            begins as that model). A full-resolution aligned-IR head joins the alignment loss.
     """
 
     width: int = 64
@@ -109,6 +115,7 @@ class RFVIFConfig:
     use_lfr_vis: bool = True
     use_lfr_ir: bool = True
     vis_skip: bool = False
+    ir_skip: bool = False
 
     def __post_init__(self) -> None:
         # accept lists (e.g. from JSON) but store tuples so the config stays hashable
@@ -130,6 +137,9 @@ class RFVIFConfig:
             raise ValueError(f"num_res_blocks must be >= 0, got {self.num_res_blocks}")
         if self.output_activation not in _OUTPUT_ACTIVATIONS:
             raise ValueError(f"output_activation must be one of {_OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
+        if self.ir_skip and not (self.vis_skip and self.use_fdam and self.use_dkg):
+            raise ValueError("ir_skip reuses the level-1 dynamic kernels and joins the visible skip: it needs "
+                             "vis_skip, use_fdam and use_dkg")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists)."""
@@ -155,6 +165,8 @@ RFVIF_CONFIGS: dict[str, RFVIFConfig] = {
     "fast": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1)),
     # `fast` + the full-resolution visible skip into the reconstruction (RFVIFConfig.vis_skip).
     "fast-skip": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1), vis_skip=True),
+    # `fast-skip` + the full-resolution IR path aligned by the level-1 FDAM kernels (RFVIFConfig.ir_skip).
+    "fast-irskip": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1), vis_skip=True, ir_skip=True),
 }
 
 
@@ -197,12 +209,13 @@ def _upsample_nearest(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> to
     return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="nearest")
 
 
-def dynamic_depthwise_conv2d(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+def dynamic_depthwise_conv2d(x: torch.Tensor, kernels: torch.Tensor, dilation: int = 1) -> torch.Tensor:
     """Per-sample depthwise convolution (cross-correlation, zero padding, same size).
 
-    ``out[b, c, y, x] = sum_{i,j} kernels[b, c, i, j] * x[b, c, y + i - r, x + j - r]`` with ``r = k // 2``,
-    so a delta at the kernel centre is the identity and a delta at ``(r + dy, r + dx)`` pulls the
-    feature from ``(y + dy, x + dx)``. Implemented as one grouped conv with ``groups = B * C``.
+    ``out[b, c, y, x] = sum_{i,j} kernels[b, c, i, j] * x[b, c, y + d (i - r), x + d (j - r)]`` with
+    ``r = k // 2`` and ``d = dilation``, so a delta at the kernel centre is the identity and a delta at
+    ``(r + dy, r + dx)`` pulls the feature from ``(y + d dy, x + d dx)``. Implemented as one grouped conv with
+    ``groups = B * C``.
 
     Shape:
         x: (B, C, H, W); kernels: (B, C, k, k) with k odd; returns (B, C, H, W).
@@ -213,7 +226,8 @@ def dynamic_depthwise_conv2d(x: torch.Tensor, kernels: torch.Tensor) -> torch.Te
     if kernels.shape[-2] != k or k % 2 == 0:
         raise ValueError(f"kernels must be square and odd, got {tuple(kernels.shape[-2:])}")
     b, c, h, w = x.shape
-    out = F.conv2d(x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, k, k), padding=k // 2, groups=b * c)
+    out = F.conv2d(x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, k, k), padding=dilation * (k // 2),
+                   dilation=dilation, groups=b * c)
     return out.view(b, c, h, w)
 
 
@@ -441,12 +455,17 @@ class FeatureAlignmentBlock(nn.Module):
         self.cam = ChannelAttention(c, cam_hidden)
 
     def forward(self, ref: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_kernels(ref, x)[0]
+
+    def forward_with_kernels(self, ref: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """-> (aligned features, the dynamic kernels used: one (B, C, k, k) per size; [] when static)."""
+        kernels = self.dkg(ref, x) if self.dynamic else []
         if self.dynamic:
-            ys = [dynamic_depthwise_conv2d(x, theta) for theta in self.dkg(ref, x)]
+            ys = [dynamic_depthwise_conv2d(x, theta) for theta in kernels]
         else:
             ys = [conv(x) for conv in self.static]
         y = F.relu(self.bn(self.fuse(torch.cat(ys, dim=1))))
-        return self.cam(y)
+        return self.cam(y), kernels
 
 
 class FeatureDynamicAlignment(nn.Module):
@@ -466,11 +485,56 @@ class FeatureDynamicAlignment(nn.Module):
         _init_channel_average(self.merge, num_fab)
 
     def forward(self, ref: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        outs = []
+        return self.forward_with_kernels(ref, x)[0]
+
+    def forward_with_kernels(self, ref: torch.Tensor,
+                             x: torch.Tensor) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+        """-> (F^align, every FAB's dynamic kernels, in order)."""
+        outs, kernels = [], []
         for fab in self.fabs:
-            x = fab(ref, x)
+            x, k = fab.forward_with_kernels(ref, x)
             outs.append(x)
-        return self.merge(torch.cat(outs, dim=1))
+            kernels.append(k)
+        return self.merge(torch.cat(outs, dim=1)), kernels
+
+
+class FullResolutionIRAlignment(nn.Module):
+    """[EXTENSION] ``ir_skip``: the level-1 FDAM's alignment carried to the full-resolution IR features.
+
+    The level-1 kernels are global per (sample, channel), so a tap at offset ``u`` in H/2 pixels is the offset
+    ``2u`` at full resolution: each FAB's kernels are applied with dilation 2 to features first blurred by the
+    separable [1, 2, 1] / 4 (the bilinear interpolation of the dilated kernel, so a sub-pixel tap mix at H/2
+    stays a shift, not a comb), then merged by a 1x1 conv (channel average at init) and a ReLU, FAB after FAB.
+    ``head`` maps the result to an aligned IR image for the alignment loss; ``gate`` (1x1, zero at init) adds
+    it to the visible skip.
+
+    Shape: ``f_ir`` (B, C, Hp, Wp), ``kernels`` per FAB a list of (B, C, k, k) -> (B, C, Hp, Wp).
+    """
+
+    def __init__(self, channels: int, num_fab: int, num_kernels: int) -> None:
+        super().__init__()
+        c = channels
+        self.fuse = nn.ModuleList(_conv(num_kernels * c, c, 1) for _ in range(num_fab))
+        for conv in self.fuse:
+            _init_channel_average(conv, num_kernels)
+        self.head = _conv(c, 1, 1)
+        self.gate = _conv(c, c, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+
+    @staticmethod
+    def _tent(x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        k = x.new_tensor([0.25, 0.5, 0.25])
+        x = F.conv2d(F.pad(x, (1, 1, 0, 0), mode="replicate"), k.view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c)
+        return F.conv2d(F.pad(x, (0, 0, 1, 1), mode="replicate"), k.view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c)
+
+    def forward(self, f_ir: torch.Tensor, kernels: list[list[torch.Tensor]]) -> torch.Tensor:
+        x = f_ir
+        for fuse, fab_kernels in zip(self.fuse, kernels):
+            x = self._tent(x)
+            x = F.relu(fuse(torch.cat([dynamic_depthwise_conv2d(x, th, dilation=2) for th in fab_kernels], dim=1)))
+        return x
 
 
 class ComplementaryMaskFusion(nn.Module):
@@ -605,7 +669,8 @@ class _ResBlock(nn.Module):
 
 
 class RFVIFOutput(NamedTuple):
-    """``fused`` (B, 1, H, W) on the visible grid; ``aligned_ir`` three (B, 1, Hp/2^l, Wp/2^l), l = 1, 2, 3.
+    """``fused`` (B, 1, H, W) on the visible grid; ``aligned_ir`` three (B, 1, Hp/2^l, Wp/2^l), l = 1, 2, 3, and
+    with ``ir_skip`` a fourth at full resolution (B, 1, Hp, Wp).
 
     Hp, Wp are H, W rounded up to multiples of 8 (the network replicate-pads the bottom/right internally),
     so for sizes that are multiples of 8 the heads are exactly H/2, H/4, H/8. The alignment loss must
@@ -657,6 +722,8 @@ class RFVIF(nn.Module):
                 FeatureDynamicAlignment(c, cfg.num_fab, cfg.dkg_kernel_sizes, cfg.use_dkg, cam_hidden) for _ in range(3)
             )
         self.align_head = nn.ModuleList(_conv(c, 1, 1) for _ in range(3))
+        if cfg.ir_skip:
+            self.ir_path = FullResolutionIRAlignment(c, cfg.num_fab, len(cfg.dkg_kernel_sizes))
 
         # CMF
         self.cmf = nn.ModuleList((ComplementaryMaskFusion(c) if cfg.use_cmf else _ConcatFusion(c)) for _ in range(3))
@@ -696,7 +763,7 @@ class RFVIF(nn.Module):
         # CMFEM [INFER: part l+1 consumes the modulated features of level l]
         f_vi = F.relu(self.head_vi(vis_p))
         f_ir = F.relu(self.head_ir(ir_p))
-        f_vi_full = f_vi
+        f_vi_full, f_ir_full = f_vi, f_ir
         cm_vi, cm_ir = [], []
         for level in range(3):
             f_vi, f_ir = self.cm[level](self.msrb_vi[level](f_vi), self.msrb_ir[level](f_ir))
@@ -704,9 +771,13 @@ class RFVIF(nn.Module):
             cm_ir.append(f_ir)
 
         # FDAM + CMF, per level
-        fused_levels, aligned = [], []
+        fused_levels, aligned, level1_kernels = [], [], []
         for level in range(3):
-            f_align = self.fdam[level](cm_vi[level], cm_ir[level]) if cfg.use_fdam else cm_ir[level]
+            if cfg.use_fdam:
+                f_align, kernels = self.fdam[level].forward_with_kernels(cm_vi[level], cm_ir[level])
+                level1_kernels = kernels if level == 0 else level1_kernels
+            else:
+                f_align = cm_ir[level]
             aligned.append(self.align_head[level](f_align))
             fused_levels.append(self.cmf[level](cm_vi[level], f_align))
 
@@ -720,6 +791,10 @@ class RFVIF(nn.Module):
         # PFFM -> residual blocks -> N(x2) -> reconstruction
         feat = self.res_blocks(self.pffm(*refined))
         feat = _upsample_nearest(feat, vis_p.shape[-2:])
+        if cfg.ir_skip:
+            ir_aligned_full = self.ir_path(f_ir_full, level1_kernels)
+            aligned.append(self.ir_path.head(ir_aligned_full))
+            f_vi_full = f_vi_full + self.ir_path.gate(ir_aligned_full)
         if cfg.vis_skip:
             feat = torch.cat([feat, f_vi_full], dim=1)
         out = self.recon(feat)

@@ -32,8 +32,10 @@ from ..stages import Registrar, RegistrationResult
 from kornia.geometry import create_meshgrid
 
 from ..losses.mind import mind_descriptors
+from .features import orientation_field
 
-__all__ = ["ChainRegistrar", "Stage", "MindJudge", "affine_fraction", "inverse_residual", "mind_gain"]
+__all__ = ["ChainRegistrar", "Stage", "MindJudge", "OrientationJudge", "affine_fraction", "inverse_residual",
+           "mind_gain", "orientation_gain"]
 
 
 @dataclass
@@ -112,6 +114,35 @@ class MindJudge:
         inside = warp_ops.inside(grid.permute(0, 3, 1, 2) + small, self.size)
         per_pixel = (desc - self.desc_fixed).abs().mean(1, keepdim=True)
         return float((per_pixel * inside).sum() / inside.sum().clamp_min(1.0))
+
+
+class OrientationJudge:
+    """The second, independent criterion (the global stage's, :meth:`GlobalSearchRegistrar.orientation_scores`):
+    the normalised doubled-angle gradient-orientation correlation between the IR warped by a field and the visible
+    image, over the IR's coverage eroded beyond the Sobel's reach, at a working size of ``long_side`` (1 = every
+    edge has the same orientation). moving, fixed (1, 1, H, W); call with a field (1, 2, H, W)."""
+
+    def __init__(self, moving: torch.Tensor, fixed: torch.Tensor, long_side: int = 384) -> None:
+        self.moving = moving
+        self.size = _work_size(tuple(moving.shape[-2:]), long_side)
+        self.z_fixed = orientation_field(warp_ops.resize_image(fixed, self.size))[0]
+
+    def __call__(self, field: torch.Tensor) -> float:
+        small = warp_ops.resize_field(field, self.size)
+        grid = create_meshgrid(*self.size, normalized_coordinates=False, device=field.device, dtype=field.dtype)
+        inside = warp_ops.inside(grid.permute(0, 3, 1, 2) + small, self.size).to(field.dtype)
+        inside = -torch.nn.functional.max_pool2d(-inside, 5, stride=1, padding=2)
+        z = orientation_field(warp_ops.resize_image(warp_ops.warp(self.moving, field), self.size), mask=inside)[0]
+        z = z * inside[0, 0]
+        num = float((z.conj() * self.z_fixed).real.sum())
+        den = float(((self.z_fixed.abs() ** 2) * inside[0, 0]).sum() * (z.abs() ** 2).sum())
+        return num / max(den, 1e-12) ** 0.5
+
+
+def orientation_gain(moving: torch.Tensor, fixed: torch.Tensor, field: torch.Tensor, long_side: int = 384) -> float:
+    """Rise of the :class:`OrientationJudge` correlation from the identity to ``field`` (absolute)."""
+    judge = OrientationJudge(moving, fixed, long_side)
+    return judge(field) - judge(torch.zeros_like(field))
 
 
 def mind_gain(moving: torch.Tensor, fixed: torch.Tensor, field: torch.Tensor, long_side: int = 384) -> float:

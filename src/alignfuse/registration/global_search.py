@@ -325,9 +325,12 @@ class GlobalSearchRegistrar:
             the same reason.
         top_k: coarse candidates refined at the first pyramid level.
         finalists: how many distant starts (lowest MIND distance) go on after level ``select_after``, then after
-            each later level (the last count repeats): (3, 1) = three to the middle level, one to the finest. The
+            each later level (the last count repeats): (3, 1) = three to the second level, one to the later ones. The
             identity start always goes on.
-        sizes / iterations / models: the refinement pyramid (long side in px, LK iterations, motion model).
+        sizes / iterations / models: the refinement pyramid (long side in px, LK iterations, motion model). Each
+            level must start inside its own basin: the best start often ends the 128 px level 6-13 raw px from the
+            truth on night scenes, beyond what a 256 px level pulls back, so a 192 px level sits between them
+            (docs/RESULTS.md §1.10).
         min_gain: relative MIND gain over the identity below which the identity is kept (aligned pairs stay put).
         same_size_scales: the scale range searched when the IR was delivered at the visible size (no
             ``ir_size``); the full ``scales`` when the sizes differ (real rigs with different sensors).
@@ -352,8 +355,9 @@ class GlobalSearchRegistrar:
 
     def __init__(self, search_size: int = 80, angles: Sequence[float] = (-15, -10, -5, 0, 5, 10, 15),
                  scales: Sequence[float] | None = None, anisotropies: Sequence[float] = (1 / 1.2, 1.0, 1.2),
-                 max_shift: float = 0.25, top_k: int = 8, sizes: Sequence[int] = (128, 256, 384),
-                 iterations: Sequence[int] = (15, 10, 8), models: Sequence[str] = ("affine", "affine", "homography"),
+                 max_shift: float = 0.25, top_k: int = 8, sizes: Sequence[int] = (128, 192, 256, 384),
+                 iterations: Sequence[int] = (15, 10, 10, 8),
+                 models: Sequence[str] = ("affine", "affine", "affine", "homography"),
                  min_gain: float = 0.02, min_overlap: float = 0.5, finalists: int | Sequence[int] = (3, 1),
                  select_after: int = 1,
                  second_pass: int = 16, passes: int = 2, refine_anisotropy: bool = False, far_margin: float = 0.03,

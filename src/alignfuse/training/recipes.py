@@ -59,6 +59,11 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                        "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
                        "init": "shipped-paper", "objective": "fusion", "fusion_grad_weight": 30.0,
                        "fusion_int_weight": 1.0, "checkpoint_every": 50, "log_every": 10},
+        # the full-resolution IR path (RFVIFConfig.ir_skip) grown on the shipped weights, stage 2's loss
+        "cpu-irskip": {"net": "fast-irskip", "variant": "", "steps": 3000, "batch": 8, "crop": 96, "lr": 2.5e-4,
+                       "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
+                       "init": "shipped", "objective": "fusion", "fusion_grad_weight": 30.0,
+                       "fusion_int_weight": 10.0, "checkpoint_every": 50, "log_every": 10},
         "paper": {"net": "paper", "variant": "", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3,
                   "max_shift": 8, "features": "auto", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
                   "init": "", "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0,
@@ -74,18 +79,18 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # "paper" = the CPSTN losses (+ paired_l1); "supervised" = G_A alone on the paired loss (cpu-supervised below).
     "cpstn": {
         "cpu": {"net": "cpu", "steps": 6000, "batch": 1, "crop": 128, "lr": 2e-4, "features": "gradient",
-                "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "init": "", "checkpoint_every": 100,
-                "log_every": 20},
+                "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0, "init": "",
+                "checkpoint_every": 100, "log_every": 20},
         "paper": {"net": "paper", "steps": 44200, "batch": 1, "crop": 256, "lr": 2e-4, "features": "auto",
-                  "paired_l1": 0.0, "objective": "paper", "edge_weight": 0.0, "init": "", "checkpoint_every": 1000,
-                  "log_every": 100},
+                  "paired_l1": 0.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0, "init": "",
+                  "checkpoint_every": 1000, "log_every": 100},
         "tiny": {"net": "tiny", "steps": 3, "batch": 1, "crop": 32, "lr": 2e-4, "features": "gradient",
-                 "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "init": "", "checkpoint_every": 1,
-                 "log_every": 1},
+                 "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0, "init": "",
+                 "checkpoint_every": 1, "log_every": 1},
         # issue 18: artefact-free upsampling, 6 blocks, larger crops for context; a long schedule meant to be
         # resumed across sessions (the linear decay of its second half starts at step 20000)
         "cpu-resize": {"net": "cpu-resize", "steps": 40000, "batch": 1, "crop": 192, "lr": 2e-4, "features": "gradient",
-                       "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "init": "",
+                       "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0, "init": "",
                        "checkpoint_every": 200, "log_every": 50},
         # issue 18, a documented deviation: objective "supervised" trains G_A alone on the paired loss
         # paired_l1 * L1(G_A(vis), ir) + edge_weight * Edge(G_A(vis), ir) (no cycle, no GAN, no PST: ~4x cheaper
@@ -93,7 +98,14 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # training). init: a cpu-resize checkpoint.pt or export whose G_A starts the run.
         "cpu-supervised": {"net": "cpu-resize", "steps": 8000, "batch": 4, "crop": 192, "lr": 2e-4,
                            "features": "gradient", "paired_l1": 10.0, "objective": "supervised", "edge_weight": 8.0,
-                           "init": "", "checkpoint_every": 100, "log_every": 20},
+                           "mind_weight": 0.0, "init": "", "checkpoint_every": 100, "log_every": 20},
+        # issue 18: the supervised objective aimed at what the registrars compare, local structure:
+        # + mind_weight * mean |MIND(G_A(vis)) - MIND(ir)| (losses/mind.py; contrast-invariant, so a small paired
+        # L1 keeps the intensities). init: the cpu-supervised export (training_runs/cpstn_supervised/).
+        "cpu-mind": {"net": "cpu-resize", "steps": 3000, "batch": 4, "crop": 192, "lr": 1e-4, "features": "gradient",
+                     "paired_l1": 1.0, "objective": "supervised", "edge_weight": 0.0, "mind_weight": 10.0,
+                     "init": "training_runs/cpstn_supervised/export.safetensors", "checkpoint_every": 100,
+                     "log_every": 20},
     },
     # MRRN on (reference, IR distorted by a synthetic generator). The paper: pseudo-IR reference from a trained
     # CPSTN, unsupervised. translator: a CPSTN export (safetensors), "shipped" (the CPSTN that ships with alignfuse,
@@ -237,10 +249,17 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
         shipped = {"shipped": "rfvif", "shipped-paper": "rfvif-paper"}
         init = weights_path(shipped[cfg["init"]], None) if cfg["init"] in shipped else Path(cfg["init"])
         state, meta = checkpoints.load_weights(init, architecture="rfvif")
-        if meta["config"] != net_config.to_dict():
+        # an init without the full-resolution IR path may warm-start a net with it: the path's gate starts at
+        # zero, so the net begins as the init
+        grows_ir_path = net_config.ir_skip and not meta["config"].get("ir_skip", False)
+        if {**meta["config"], "ir_skip": net_config.ir_skip} != net_config.to_dict() or (
+                meta["config"].get("ir_skip", False) and not net_config.ir_skip):
             raise UserError(f"rfvif: init {cfg['init']} holds config {meta['config']}, this run builds "
                              f"{net_config.to_dict()}")
-        net.load_state_dict(state)
+        missing, unexpected = net.load_state_dict(state, strict=not grows_ir_path)
+        if unexpected or any(not k.startswith("ir_path.") for k in missing):
+            raise UserError(f"rfvif: init {cfg['init']} does not fit this net (missing {missing}, unexpected "
+                             f"{unexpected})")
     net = net.to(dist.device)
     extractor = build_feature_extractor(cfg["features"], layers=("relu2_2",), arch="vgg16",
                                         normalize_imagenet=True).to(dist.device)
@@ -286,6 +305,7 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
 def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
     import torch.nn.functional as F
 
+    from ..losses.mind import mind_distance
     from ..losses.translation import PST_LAYERS, CPSTNGeneratorLoss, PSTLoss, discriminator_loss
     from ..models.cpstn import CPSTN_CONFIGS, ImagePool, build_cpstn
     from ..models.vgg import build_feature_extractor
@@ -297,6 +317,8 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
     objective = cfg.get("objective", "paper")
     if objective not in CPSTN_OBJECTIVES:
         raise UserError(f"cpstn: objective must be one of {', '.join(CPSTN_OBJECTIVES)}, got {objective!r}")
+    if cfg.get("mind_weight", 0.0) and objective != "supervised":
+        raise UserError("cpstn: mind_weight is a term of the supervised objective (--set objective=supervised)")
     if cfg.get("init"):
         nets.g_a.load_state_dict(cpstn_generator_state(Path(cfg["init"])))
     nets = nets.to(dist.device)
@@ -317,10 +339,15 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
         fake_b = g_a(real_a)
         paired, edge = F.l1_loss(fake_b, real_b), g_loss.edge(fake_b, real_b)
         total = cfg["paired_l1"] * paired + cfg.get("edge_weight", 0.0) * edge
+        terms = {"paired_l1": float(paired.detach()), "edge": float(edge.detach())}
+        if cfg.get("mind_weight", 0.0):
+            structure = mind_distance((fake_b + 1) / 2, (real_b + 1) / 2)
+            total = total + cfg["mind_weight"] * structure
+            terms["mind"] = float(structure.detach())
         opt_g.zero_grad(set_to_none=True)
         total.backward()
         opt_g.step()
-        return {"paired_l1": float(paired.detach()), "edge": float(edge.detach()), "total": float(total.detach())}
+        return {**terms, "total": float(total.detach())}
 
     def step(rng, _step: int) -> dict[str, float]:
         vis, ir = paired_crops(bank, rng, cfg["batch"], cfg["crop"])
