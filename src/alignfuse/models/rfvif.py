@@ -459,11 +459,11 @@ class FeatureAlignmentBlock(nn.Module):
 
     def forward_with_kernels(self, ref: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """-> (aligned features, the dynamic kernels used: one (B, C, k, k) per size; [] when static)."""
-        kernels = self.dkg(ref, x) if self.dynamic else []
         if self.dynamic:
+            kernels = self.dkg(ref, x)
             ys = [dynamic_depthwise_conv2d(x, theta) for theta in kernels]
         else:
-            ys = [conv(x) for conv in self.static]
+            kernels, ys = [], [conv(x) for conv in self.static]
         y = F.relu(self.bn(self.fuse(torch.cat(ys, dim=1))))
         return self.cam(y), kernels
 
@@ -775,7 +775,8 @@ class RFVIF(nn.Module):
         for level in range(3):
             if cfg.use_fdam:
                 f_align, kernels = self.fdam[level].forward_with_kernels(cm_vi[level], cm_ir[level])
-                level1_kernels = kernels if level == 0 else level1_kernels
+                if level == 0:  # the ir_skip path reuses them
+                    level1_kernels = kernels
             else:
                 f_align = cm_ir[level]
             aligned.append(self.align_head[level](f_align))

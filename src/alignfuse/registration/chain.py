@@ -32,7 +32,7 @@ from ..stages import Registrar, RegistrationResult
 from kornia.geometry import create_meshgrid
 
 from ..losses.mind import mind_descriptors
-from .features import orientation_field
+from .features import orientation_correlation, orientation_field
 
 __all__ = ["ChainRegistrar", "Stage", "MindJudge", "OrientationJudge", "affine_fraction", "inverse_residual",
            "mind_gain", "orientation_gain"]
@@ -131,12 +131,8 @@ class OrientationJudge:
         small = warp_ops.resize_field(field, self.size)
         grid = create_meshgrid(*self.size, normalized_coordinates=False, device=field.device, dtype=field.dtype)
         inside = warp_ops.inside(grid.permute(0, 3, 1, 2) + small, self.size).to(field.dtype)
-        inside = -torch.nn.functional.max_pool2d(-inside, 5, stride=1, padding=2)
-        z = orientation_field(warp_ops.resize_image(warp_ops.warp(self.moving, field), self.size), mask=inside)[0]
-        z = z * inside[0, 0]
-        num = float((z.conj() * self.z_fixed).real.sum())
-        den = float(((self.z_fixed.abs() ** 2) * inside[0, 0]).sum() * (z.abs() ** 2).sum())
-        return num / max(den, 1e-12) ** 0.5
+        moved = warp_ops.resize_image(warp_ops.warp(self.moving, field), self.size)
+        return float(orientation_correlation(self.z_fixed, moved, inside)[0])
 
 
 def orientation_gain(moving: torch.Tensor, fixed: torch.Tensor, field: torch.Tensor, long_side: int = 384) -> float:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..losses.mind import descriptor_distance, mind_descriptors
 
-__all__ = ["orientation_field", "sobel", "pearson", "mind_distance_to"]
+__all__ = ["orientation_field", "orientation_correlation", "sobel", "pearson", "mind_distance_to"]
 
 
 def sobel(img: torch.Tensor) -> torch.Tensor:
@@ -49,6 +49,20 @@ def orientation_field(img: torch.Tensor, eta2: torch.Tensor | None = None,
         eta2 = m2.mean(dim=(1, 2), keepdim=True)
     den = m2 + eta2.clamp_min(1e-12)
     return torch.complex((gx * gx - gy * gy) / den, 2 * gx * gy / den)
+
+
+def orientation_correlation(z_fixed: torch.Tensor, moving: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """Normalised doubled-angle orientation correlation of warped images with a fixed one, over their coverage.
+
+    z_fixed: complex (H, W), :func:`orientation_field` of the fixed image; moving: (B, 1, H, W) images warped onto it
+    (read with border replication); inside: (B, 1, H, W) their coverage -> (B,), 1 = every edge has the same
+    orientation. The coverage is eroded by 2 px, beyond the 3x3 Sobel's reach: its edge is no edge of the scene,
+    and counting it would penalise every warp that moves the image."""
+    inside = -F.max_pool2d(-inside, 5, stride=1, padding=2)
+    z = orientation_field(moving, mask=inside) * inside[:, 0]
+    num = (z.conj() * z_fixed[None]).real.sum((1, 2))
+    den = ((z_fixed.abs() ** 2)[None] * inside[:, 0]).sum((1, 2)) * (z.abs() ** 2).sum((1, 2))
+    return num / den.clamp_min(1e-12).sqrt()
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

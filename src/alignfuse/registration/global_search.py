@@ -45,7 +45,7 @@ from .. import warp as warp_ops
 from ..errors import UserError
 from ..losses.mind import mind_descriptors
 from ..stages import RegistrationResult
-from .features import orientation_field
+from .features import orientation_correlation, orientation_field
 
 __all__ = ["GlobalSearchRegistrar", "refine_matrix", "refine_matrix_joint", "describe_model"]
 
@@ -514,13 +514,7 @@ class GlobalSearchRegistrar:
         to_full = np.linalg.inv(_scale_matrix(full, size))
         mats = np.stack([_rescale(np.asarray(m, dtype=np.float64), full, size) for m in matrices])
         warped, inside = pyr.read(to_full @ mats, size, padding_mode="border")
-        # only where the Sobel window sees IR pixels alone: the edge of the IR's coverage is no image edge
-        inside = -F.max_pool2d(-inside, 5, stride=1, padding=2)
-        z_fix = orientation_field(fix)[0]
-        z_mov = orientation_field(warped, mask=inside) * inside[:, 0]
-        num = (z_mov.conj() * z_fix[None]).real.sum((1, 2))
-        den = ((z_fix.abs() ** 2)[None] * inside[:, 0]).sum((1, 2)) * (z_mov.abs() ** 2).sum((1, 2))
-        return [float(v) for v in num / den.clamp_min(1e-12).sqrt()]
+        return [float(v) for v in orientation_correlation(orientation_field(fix)[0], warped, inside)]
 
     def inverse_residual(self, moving: torch.Tensor, fixed: torch.Tensor, matrix: np.ndarray) -> float:
         """Inverse consistency of a solution: the refinement is run again on the swapped pair (the visible image

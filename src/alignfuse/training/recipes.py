@@ -251,9 +251,9 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
         state, meta = checkpoints.load_weights(init, architecture="rfvif")
         # an init without the full-resolution IR path may warm-start a net with it: the path's gate starts at
         # zero, so the net begins as the init
-        grows_ir_path = net_config.ir_skip and not meta["config"].get("ir_skip", False)
-        if {**meta["config"], "ir_skip": net_config.ir_skip} != net_config.to_dict() or (
-                meta["config"].get("ir_skip", False) and not net_config.ir_skip):
+        init_config = {"ir_skip": False, **meta["config"]}  # configs saved before the option lack the key
+        grows_ir_path = net_config.ir_skip and not init_config["ir_skip"]
+        if {**init_config, "ir_skip": init_config["ir_skip"] or grows_ir_path} != net_config.to_dict():
             raise UserError(f"rfvif: init {cfg['init']} holds config {meta['config']}, this run builds "
                              f"{net_config.to_dict()}")
         missing, unexpected = net.load_state_dict(state, strict=not grows_ir_path)
