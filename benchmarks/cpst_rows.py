@@ -1,14 +1,16 @@
 """UMF-CMGR Table 1's CPST rows for our registrars: each registrar with the visible luminance as its reference and
 with the CPSTN pseudo-IR (the paper's cross-modality perceptual style transfer) instead, on the same seeded pairs.
 
-    python benchmarks/cpst_rows.py --preset umf --raw [--cpstn-weights DIR] [--split FILE] [--limit N] [--json out.json]
+    python benchmarks/cpst_rows.py --preset umf --raw [--cpstn-weights DIR] [--mrrn-weights DIR] [--split FILE]
+        [--limit N] [--json out.json]
 
 Registrars: ``default`` (global search + MRRN chain), ``mrrn`` (the MRRN alone at 384 px), ``mind`` (per-pair MIND
 optimisation), ``phase`` (phase correlation), ``ecc`` (OpenCV ECC on intensities: the classical counterpart of the
 paper's intensity-based FlowNet / VoxelMorph rows, where a reference in the IR's modality should help most).
 Synthetic presets: EPE (px) on RoadScene test (``--split``: another RoadScene split or names file, e.g. training
 names for choosing a checkpoint); ``--raw``: TRE (raw IR px) on ``roadscene_raw`` test.
-``--cpstn-weights``: a weights folder holding ``cpstn_cpu.*`` (default: shipped).
+``--cpstn-weights``: a weights folder holding ``cpstn_cpu.*`` (default: shipped); ``--mrrn-weights``: one holding
+``mrrn_cpu.*`` for the ``mrrn`` and ``default`` rows (default: shipped).
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registration_presets import DATA, run_pipeline  # noqa: E402
 from roadscene_raw_tre import score  # noqa: E402
 
+# name -> (registrar from the MRRN weights folder (None: shipped), working long side)
 REGISTRARS_UNDER_TEST = {
-    "default": (lambda: rig_registrar(), None),
-    "mrrn": (lambda: _umf_registrar(None, None, "mind"), REGISTER_LONG_SIDE),
-    "mind": (lambda: REGISTRARS["mind"](), None),
-    "phase": (lambda: REGISTRARS["phase"](), None),
-    "ecc": (lambda: REGISTRARS["ecc"](), None),
+    "default": (lambda w: rig_registrar(w), None),
+    "mrrn": (lambda w: _umf_registrar(None, w, "mind"), REGISTER_LONG_SIDE),
+    "mind": (lambda w: REGISTRARS["mind"](), None),
+    "phase": (lambda w: REGISTRARS["phase"](), None),
+    "ecc": (lambda w: REGISTRARS["ecc"](), None),
 }
 
 
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", action="store_true", help="also roadscene_raw test (TRE)")
     ap.add_argument("--registrar", action="append", choices=sorted(REGISTRARS_UNDER_TEST))
     ap.add_argument("--cpstn-weights", help="weights folder with cpstn_cpu.* (default: the shipped CPSTN)")
+    ap.add_argument("--mrrn-weights", help="weights folder with mrrn_cpu.* for the mrrn and default rows (default: "
+                    "the shipped MRRN), e.g. an MRRN trained on pseudo-IR references")
     ap.add_argument("--split", default="test", help="RoadScene split name or names file for the presets")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     for reg_name in args.registrar or list(REGISTRARS_UNDER_TEST):
         make, long_side = REGISTRARS_UNDER_TEST[reg_name]
         for ref_name, translator in (("visible", IdentityTranslator()), ("pseudo-IR (CPSTN)", cpstn)):
-            pipe = Pipeline(translator, make(), FUSERS["average"](), register_long_side=long_side,
+            pipe = Pipeline(translator, make(args.mrrn_weights), FUSERS["average"](), register_long_side=long_side,
                             name=f"{reg_name}/{ref_name}")
             for preset in args.preset:
                 r = run_pipeline(pipe, pipe.name, "roadscene", args.split, preset, limit=args.limit, verbose=False)

@@ -24,11 +24,13 @@ from alignfuse.models.rfvif import (
     FeatureAlignmentBlock,
     FeatureDynamicAlignment,
     FullResolutionIRAlignment,
+    GlobalShiftEstimator,
     RFVIFConfig,
     count_params_and_macs,
     dynamic_depthwise_conv2d,
     local_similarity_aggregate,
     similarity_suppress,
+    translate,
 )
 from alignfuse.stages import Fuser
 
@@ -473,3 +475,41 @@ def test_ir_skip_warm_starts_as_the_skip_net_and_joins_the_alignment_loss():
     (alignment_loss(out.aligned_ir, ir) + (out.fused - ir).abs().mean()).backward()
     assert grown.ir_path.head.weight.grad.abs().sum() > 0
     assert grown.ir_path.gate.weight.grad.abs().sum() > 0
+
+
+def test_translate_reads_the_image_at_the_shifted_position():
+    x = torch.rand(2, 1, 20, 24)
+    shift = torch.tensor([[3.0, -2.0], [-1.5, 0.0]])
+    y = translate(x, shift)
+    assert_close(y[0, 0, 4:12, 4:12], x[0, 0, 2:10, 7:15])  # (x + 3, y - 2)
+    assert_close(y[1, 0, :, 4:12], (x[1, 0, :, 2:10] + x[1, 0, :, 3:11]) / 2)  # half-pixel: bilinear
+
+
+def test_shift_prior_starts_at_zero_warm_starts_as_the_skip_net_and_learns_a_known_shift():
+    assert RFVIF_CONFIGS["fast-shift"] == replace(RFVIF_CONFIGS["fast-skip"], shift_prior=True)
+    with pytest.raises(ValueError, match="vis_skip"):
+        replace(RFVIF_CONFIGS["fast"], shift_prior=True)
+    small = replace(TINY, msrb_blocks=(0, 1, 1), vis_skip=True)
+    base = RFVIF(small).eval()
+    grown = RFVIF(replace(small, shift_prior=True)).eval()
+    result = grown.load_state_dict(base.state_dict(), strict=False)
+    assert not result.unexpected_keys and all(k.startswith(("shift.", "ir_gate.")) for k in result.missing_keys)
+    ir, vis = _pair(2, 32, 40)
+    with torch.no_grad():
+        a, b = base(ir, vis), grown(ir, vis)
+    assert a.shift is None and b.shift.shape == (2, 2) and float(grown.shift.gain) == 0.0
+    assert_close(a.fused, b.fused, atol=1e-6, rtol=0)  # zero shift gain and zero gate: the same net
+    fused, aligned = b  # still unpacks as (fused, aligned_ir)
+    assert fused is b.fused and aligned is b.aligned_ir
+
+    # the estimator finds a known shift across a contrast inversion (IR = 1 - VIS, shifted), and its sharpness
+    # takes gradients from the supervision
+    est = GlobalShiftEstimator()
+    big = F.avg_pool2d(torch.rand(6, 1, 112, 112), 5, 1, 2)
+    d = torch.tensor([[5, -3], [-7, 2], [0, 0], [3, 8], [-8, -8], [1, -6]])
+    vis = big[..., 12:100, 12:100]
+    ir = 1.0 - torch.stack([big[i, :, 12 + dy:100 + dy, 12 + dx:100 + dx] for i, (dx, dy) in enumerate(d.tolist())])
+    err = (est(ir, vis) + d.float()).abs()  # ir(p) = vis(p + d): it is read at p - d
+    assert float(err.max()) < 0.75, err
+    err.mean().backward()
+    assert est.log_sharpness.grad is not None and float(est.log_sharpness.grad.abs()) > 0

@@ -229,6 +229,24 @@ def test_rfvif_grows_the_full_resolution_ir_path_on_skip_weights(tmp_path):
             **skip, "init": str(tmp_path / "b" / "export")}, progress=False))
 
 
+def test_rfvif_grows_the_shift_prior_on_skip_weights(tmp_path):
+    """An export without the shift prior warm-starts a net with it; the run ramps the estimate's gain in and logs
+    the estimate's error against the known shifts."""
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "a", overrides={
+        "steps": 1, "variant": "vis_skip=true"}, progress=False))
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "b", overrides={
+        "steps": 2, "lr": 0.0, "variant": "vis_skip=true,shift_prior=true", "init": str(tmp_path / "a" / "export")},
+        progress=False))
+    start, _ = checkpoints.load_weights(tmp_path / "a" / "export", architecture="rfvif")
+    grown, meta = checkpoints.load_weights(tmp_path / "b" / "export", architecture="rfvif")
+    assert meta["config"]["shift_prior"] and any(k.startswith("shift.") for k in grown)
+    assert float(grown["shift.gain"]) == 1.0  # ramped in (shift_ramp 1 by default)
+    params = [k for k in start if "running_" not in k and "num_batches_tracked" not in k]
+    assert all(torch.equal(start[k], grown[k]) for k in params)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert all(r["shift_px"] >= 0 for r in rows) and any(r["shift_px"] > 0 for r in rows)
+
+
 def test_misaligned_crops_zero_fraction_leaves_pairs_aligned():
     import numpy as np
 
@@ -314,9 +332,9 @@ def test_cpstn_supervised_objective_trains_g_a_alone_from_its_init(tmp_path):
                              overrides={**small, "objective": "cycle"}))
 
 
-def test_cpstn_mind_term_joins_the_supervised_loss(tmp_path):
-    """mind_weight adds the MIND-descriptor distance to the real IR (logged as `mind`, in the total); it belongs to the
-    supervised objective only."""
+def test_cpstn_mind_and_nyquist_terms_join_the_supervised_loss(tmp_path):
+    """mind_weight adds the MIND-descriptor distance to the real IR (logged as `mind`, in the total), nyquist_weight
+    the period-2 texture beyond the real IR's (`nyquist`); both belong to the supervised objective only."""
     from alignfuse.errors import UserError
 
     split = tmp_path / "one.txt"
@@ -331,3 +349,10 @@ def test_cpstn_mind_term_joins_the_supervised_loss(tmp_path):
     with pytest.raises(UserError, match="mind_weight"):
         run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "c", progress=False,
                              overrides={**small, "objective": "paper", "mind_weight": 1.0}))
+    nyq = run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "d", progress=False,
+                               overrides={**small, "nyquist_weight": 50.0}))
+    assert nyq["nyquist"] >= 0.0
+    assert nyq["total"] == pytest.approx(nyq["paired_l1"] + 50.0 * nyq["nyquist"], rel=1e-5)
+    with pytest.raises(UserError, match="nyquist_weight"):
+        run_recipe(TrainArgs("cpstn", SAMPLES, split, "tiny", tmp_path / "e", progress=False,
+                             overrides={**small, "objective": "paper", "nyquist_weight": 1.0}))

@@ -28,6 +28,7 @@ from alignfuse.losses.translation import (
     gram_matrix,
     laplacian_pyramid_residual,
     lsgan_loss,
+    nyquist_excess,
 )
 from alignfuse.models.cpstn import build_cpstn
 from alignfuse.models.vgg import GradientPyramidFeatures, VGGFeatures
@@ -300,3 +301,16 @@ def test_fusion_loss_official_zero_at_target():
     assert FusionLoss("official", max_val=1.0).max_val == 1.0
     single, _ = FusionLoss("paper", multiscale=False)(target, ir, vis)
     assert float(single) > 0
+
+
+def test_nyquist_excess_penalises_only_period2_texture_beyond_the_target():
+    y, x = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 48), indexing="ij")
+    smooth = (0.3 * x + 0.5 * y * y)[None, None]
+    checker = 0.1 * ((torch.arange(40)[:, None] + torch.arange(48)[None]) % 2).float()[None, None]
+    stripes = 0.1 * (torch.arange(48) % 2).float().expand(40, 48)[None, None]  # period 2 in x only
+    assert float(nyquist_excess(smooth, smooth)) < 1e-3  # ramps and curvature pass (almost) nothing
+    assert float(nyquist_excess(smooth + checker, smooth)) > 0.01  # amplitude 0.05 in one of three filters
+    assert float(nyquist_excess(smooth + stripes, smooth)) > 0.01
+    # real texture of the target costs nothing: only the excess over it counts
+    assert float(nyquist_excess(smooth + checker, smooth + checker)) < 1e-6
+    assert float(nyquist_excess(smooth, smooth + checker)) < 1e-6

@@ -108,15 +108,16 @@ def umf_reg_gff(weights_dir: str | Path | None = None, global_stage: str | None 
                     register_long_side=register_long_side, name="umf-reg+gff")
 
 
-@register_pipeline("rfvif", _desc("RFVIF: registration-free fusion (alignment inside the fuser); weights trained "
+@register_pipeline("rfvif", _desc("RFVIF: registration-free fusion (alignment inside the fuser: the paper's dynamic "
+                                   "feature alignment after a global shift prior, our extension); weights trained "
                                    "with the fusion objective (MODEL_CARD)", "rfvif"))
 def rfvif(weights_dir: str | Path | None = None) -> Pipeline:
     return Pipeline(IdentityTranslator(), IdentityRegistrar(), NetFuser(load_rfvif(weights_dir), output="fused"),
                     name="rfvif")
 
 
-@register_pipeline("rfvif-paper", _desc("RFVIF, the same net trained with the paper's loss (Eq. 18): the reference "
-                                         "the shipped objective is measured against", "rfvif-paper"))
+@register_pipeline("rfvif-paper", _desc("RFVIF without the shift prior, trained with the paper's loss (Eq. 18): the "
+                                         "reference the shipped weights are measured against", "rfvif-paper"))
 def rfvif_paper(weights_dir: str | Path | None = None) -> Pipeline:
     return Pipeline(IdentityTranslator(), IdentityRegistrar(),
                     NetFuser(load_rfvif(weights_dir, "rfvif-paper"), output="fused"), name="rfvif-paper")

@@ -33,6 +33,7 @@ __all__ = [
     "laplacian_pyramid_residual",
     "charbonnier",
     "EdgeLoss",
+    "nyquist_excess",
     "cross_regularisation",
     "cycle_forward",
     "CPSTNGeneratorLoss",
@@ -185,6 +186,26 @@ class EdgeLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return charbonnier(laplacian_pyramid_residual(x) - laplacian_pyramid_residual(y), self.eps)
+
+
+def nyquist_excess(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Period-2 texture of ``fake`` beyond the one ``real`` has: mean relu(|N * fake| - |N * real|) over the three
+    period-2 filters N (x, y and both: [1, -2, 1] second differences, smoothed by [1, 2, 1] across), which pass the
+    checkerboard at the Nyquist frequency with gain 1 and linear ramps and flat regions with gain 0.
+
+    Why: a MIND term rewards local self-similarity patterns and, on flat regions, a period-2 texture lowers it;
+    this penalises only the excess over the real IR, so real fine texture costs nothing. (B, C, H, W) -> scalar.
+    """
+    d2 = torch.tensor([1.0, -2.0, 1.0], device=fake.device, dtype=fake.dtype) / 4.0
+    sm = torch.tensor([1.0, 2.0, 1.0], device=fake.device, dtype=fake.dtype) / 4.0
+    kernels = torch.stack([d2[:, None] * d2[None, :], sm[:, None] * d2[None, :], d2[:, None] * sm[None, :]])
+    c = fake.shape[1]
+    weight = kernels[:, None].repeat(c, 1, 1, 1)  # (3C, 1, 3, 3), depthwise
+
+    def response(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), weight, groups=c).abs()
+
+    return F.relu(response(fake) - response(real)).mean()
 
 
 def cross_regularisation(

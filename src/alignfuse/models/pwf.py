@@ -102,15 +102,20 @@ class PWFNet(nn.Module):
         self.log_gain = nn.Parameter(torch.zeros(max(levels - 1, 1)))
         self.beta = nn.Parameter(torch.full((max(levels - 1, 1),), float(beta)))
 
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> PWFOutput:
-        if ir.shape != vis.shape or ir.ndim != 4 or ir.shape[1] != 1:
-            raise ValueError(f"ir and vis must both be (B, 1, H, W), got {tuple(ir.shape)} and {tuple(vis.shape)}")
+    def predict_logits(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) x2 -> the net's weight logits (B, K, ceil(H/2), ceil(W/2)): detail bands fine first, then the
+        base."""
         h, w = ir.shape[-2:]
         half = (max(1, (h + 1) // 2), max(1, (w + 1) // 2))
         small = F.interpolate(torch.cat([ir, vis], 1), size=half, mode="area")
         # local contrast of each source (|x - blur(x)|) tells the net where each one carries detail
         feats = torch.cat([small, (small - _blur(small)).abs() * 4.0], 1)
-        logits = self.head(self.body(feats))
+        return self.head(self.body(feats))
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> PWFOutput:
+        if ir.shape != vis.shape or ir.ndim != 4 or ir.shape[1] != 1:
+            raise ValueError(f"ir and vis must both be (B, 1, H, W), got {tuple(ir.shape)} and {tuple(vis.shape)}")
+        logits = self.predict_logits(ir, vis)
         bands_ir = laplacian_bands(ir, self.config["levels"])
         bands_vis = laplacian_bands(vis, self.config["levels"])
         n = len(bands_ir)

@@ -59,11 +59,23 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                        "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
                        "init": "shipped-paper", "objective": "fusion", "fusion_grad_weight": 30.0,
                        "fusion_int_weight": 1.0, "checkpoint_every": 50, "log_every": 10},
-        # the full-resolution IR path (RFVIFConfig.ir_skip) grown on the shipped weights, stage 2's loss
+        # the full-resolution IR path (RFVIFConfig.ir_skip) grown on the stage-2 weights, stage 2's loss. init: the
+        # stage-2 export, shipped as rfvif_cpu until 2026-12-02 (`git show 4871c01:src/alignfuse/weights/
+        # rfvif_cpu.safetensors` and `.json`, saved side by side as S2.safetensors / S2.json, then --set init=S2);
+        # "" trains the net from scratch
         "cpu-irskip": {"net": "fast-irskip", "variant": "", "steps": 3000, "batch": 8, "crop": 96, "lr": 2.5e-4,
                        "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
-                       "init": "shipped", "objective": "fusion", "fusion_grad_weight": 30.0,
+                       "init": "", "objective": "fusion", "fusion_grad_weight": 30.0,
                        "fusion_int_weight": 10.0, "checkpoint_every": 50, "log_every": 10},
+        # stage 3 of the shipped rfvif_cpu: the global shift prior (RFVIFConfig.shift_prior) grown on the stage-2
+        # weights (init: as for cpu-irskip), stage 2's loss + shift_weight * mean |estimate - known shift| (px); the
+        # estimator learns at shift_lr_scale x lr, and its estimate enters the warp ramped from 0 to 1 over the
+        # first shift_ramp steps
+        "cpu-shift": {"net": "fast-shift", "variant": "", "steps": 2000, "batch": 8, "crop": 96, "lr": 5e-4,
+                      "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
+                      "init": "", "objective": "fusion", "fusion_grad_weight": 30.0,
+                      "fusion_int_weight": 10.0, "shift_weight": 0.1, "shift_lr_scale": 10.0, "shift_ramp": 400,
+                      "checkpoint_every": 50, "log_every": 10},
         "paper": {"net": "paper", "variant": "", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3,
                   "max_shift": 8, "features": "auto", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
                   "init": "", "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0,
@@ -79,18 +91,22 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # "paper" = the CPSTN losses (+ paired_l1); "supervised" = G_A alone on the paired loss (cpu-supervised below).
     "cpstn": {
         "cpu": {"net": "cpu", "steps": 6000, "batch": 1, "crop": 128, "lr": 2e-4, "features": "gradient",
-                "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0, "init": "",
+                "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0,
+                "nyquist_weight": 0.0, "init": "",
                 "checkpoint_every": 100, "log_every": 20},
         "paper": {"net": "paper", "steps": 44200, "batch": 1, "crop": 256, "lr": 2e-4, "features": "auto",
-                  "paired_l1": 0.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0, "init": "",
+                  "paired_l1": 0.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0,
+                  "nyquist_weight": 0.0, "init": "",
                   "checkpoint_every": 1000, "log_every": 100},
         "tiny": {"net": "tiny", "steps": 3, "batch": 1, "crop": 32, "lr": 2e-4, "features": "gradient",
-                 "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0, "init": "",
+                 "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0,
+                 "nyquist_weight": 0.0, "init": "",
                  "checkpoint_every": 1, "log_every": 1},
         # issue 18: artefact-free upsampling, 6 blocks, larger crops for context; a long schedule meant to be
         # resumed across sessions (the linear decay of its second half starts at step 20000)
         "cpu-resize": {"net": "cpu-resize", "steps": 40000, "batch": 1, "crop": 192, "lr": 2e-4, "features": "gradient",
-                       "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0, "init": "",
+                       "paired_l1": 10.0, "objective": "paper", "edge_weight": 0.0, "mind_weight": 0.0,
+                       "nyquist_weight": 0.0, "init": "",
                        "checkpoint_every": 200, "log_every": 50},
         # issue 18, a documented deviation: objective "supervised" trains G_A alone on the paired loss
         # paired_l1 * L1(G_A(vis), ir) + edge_weight * Edge(G_A(vis), ir) (no cycle, no GAN, no PST: ~4x cheaper
@@ -98,14 +114,24 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # training). init: a cpu-resize checkpoint.pt or export whose G_A starts the run.
         "cpu-supervised": {"net": "cpu-resize", "steps": 8000, "batch": 4, "crop": 192, "lr": 2e-4,
                            "features": "gradient", "paired_l1": 10.0, "objective": "supervised", "edge_weight": 8.0,
-                           "mind_weight": 0.0, "init": "", "checkpoint_every": 100, "log_every": 20},
+                           "mind_weight": 0.0, "nyquist_weight": 0.0, "init": "", "checkpoint_every": 100,
+                           "log_every": 20},
         # issue 18: the supervised objective aimed at what the registrars compare, local structure:
         # + mind_weight * mean |MIND(G_A(vis)) - MIND(ir)| (losses/mind.py; contrast-invariant, so a small paired
         # L1 keeps the intensities). init: the cpu-supervised export (training_runs/cpstn_supervised/).
         "cpu-mind": {"net": "cpu-resize", "steps": 3000, "batch": 4, "crop": 192, "lr": 1e-4, "features": "gradient",
                      "paired_l1": 1.0, "objective": "supervised", "edge_weight": 0.0, "mind_weight": 10.0,
+                     "nyquist_weight": 0.0,
                      "init": "training_runs/cpstn_supervised/export.safetensors", "checkpoint_every": 100,
                      "log_every": 20},
+        # issue 18: cpu-mind brought the checkerboard back (MIND's 2 px neighbourhood rewards a period-2 texture on
+        # flat regions); + nyquist_weight * the period-2 texture beyond the real IR's (losses.translation
+        # .nyquist_excess). The same start and schedule as cpu-mind (the cpu-supervised export).
+        "cpu-mind-nyquist": {"net": "cpu-resize", "steps": 3000, "batch": 4, "crop": 192, "lr": 1e-4,
+                             "features": "gradient", "paired_l1": 1.0, "objective": "supervised", "edge_weight": 0.0,
+                             "mind_weight": 10.0, "nyquist_weight": 200.0,
+                             "init": "training_runs/cpstn_supervised/export.safetensors", "checkpoint_every": 100,
+                             "log_every": 20},
     },
     # MRRN on (reference, IR distorted by a synthetic generator). The paper: pseudo-IR reference from a trained
     # CPSTN, unsupervised. translator: a CPSTN export (safetensors), "shipped" (the CPSTN that ships with alignfuse,
@@ -249,15 +275,18 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
         shipped = {"shipped": "rfvif", "shipped-paper": "rfvif-paper"}
         init = weights_path(shipped[cfg["init"]], None) if cfg["init"] in shipped else Path(cfg["init"])
         state, meta = checkpoints.load_weights(init, architecture="rfvif")
-        # an init without the full-resolution IR path may warm-start a net with it: the path's gate starts at
-        # zero, so the net begins as the init
-        init_config = {"ir_skip": False, **meta["config"]}  # configs saved before the option lack the key
-        grows_ir_path = net_config.ir_skip and not init_config["ir_skip"]
-        if {**init_config, "ir_skip": init_config["ir_skip"] or grows_ir_path} != net_config.to_dict():
+        # an init without the full-resolution IR path or the shift prior may warm-start a net with them: their
+        # gates start at zero, and so does the gain with which the shift estimate is applied: the net begins as the
+        # init
+        grown_modules = {"ir_skip": ("ir_path.",), "shift_prior": ("shift.", "ir_gate.")}
+        init_config = {**{o: False for o in grown_modules}, **meta["config"]}  # older configs lack the keys
+        grows = [o for o in grown_modules if getattr(net_config, o) and not init_config[o]]
+        if {**init_config, **{o: True for o in grows}} != net_config.to_dict():
             raise UserError(f"rfvif: init {cfg['init']} holds config {meta['config']}, this run builds "
                              f"{net_config.to_dict()}")
-        missing, unexpected = net.load_state_dict(state, strict=not grows_ir_path)
-        if unexpected or any(not k.startswith("ir_path.") for k in missing):
+        missing, unexpected = net.load_state_dict(state, strict=not grows)
+        new_prefixes = tuple(p for o in grows for p in grown_modules[o])
+        if unexpected or any(not k.startswith(new_prefixes) for k in missing):
             raise UserError(f"rfvif: init {cfg['init']} does not fit this net (missing {missing}, unexpected "
                              f"{unexpected})")
     net = net.to(dist.device)
@@ -275,16 +304,27 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
     except ValueError as exc:
         raise UserError(f"rfvif: {exc}") from None
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    # the shift estimator (RFVIFConfig.shift_prior) is new and small: it learns at shift_lr_scale x the lr
+    fresh = [p for n, p in net.named_parameters() if n.startswith("shift.")]
+    opt = torch.optim.Adam([{"params": [p for n, p in net.named_parameters() if not n.startswith("shift.")]},
+                            *([{"params": fresh, "lr": cfg["lr"] * float(cfg.get("shift_lr_scale", 1.0))}]
+                              if fresh else [])], lr=cfg["lr"])
     bank = load_bank(args.data, args.split)
     teacher = teacher_bank(bank, cfg["teacher"], dist.device) if teacher_weight > 0 else None
 
-    def step(rng, _step: int) -> dict[str, float]:
+    def step(rng, step_index: int) -> dict[str, float]:
+        if net_config.shift_prior:  # the estimate enters the warp gradually, as it becomes reliable
+            net.shift.gain.fill_(min(1.0, step_index / max(float(cfg.get("shift_ramp", 1)), 1.0)))
         b = shifted_crops(bank, rng, cfg["batch"], cfg["crop"], cfg["max_shift"], teacher=teacher)
         vis, ir, gt = b.vis.to(dist.device), b.ir.to(dist.device), b.gt.to(dist.device)
         out = model(ir, vis)
         taught = b.teacher.to(dist.device) if b.teacher is not None else None
         total, terms = loss_fn(out.fused, out.aligned_ir, vis, gt, taught)
+        if out.shift is not None:
+            # the IR crop was cut at p + shift: it is read back at p - shift (RFVIFConfig.shift_prior)
+            shift_error = (out.shift + b.shifts.to(out.shift)).abs().mean()
+            total = total + float(cfg.get("shift_weight", 0.0)) * shift_error
+            terms.update(shift_px=float(shift_error.detach()), total=float(total.detach()))
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -306,7 +346,7 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
     import torch.nn.functional as F
 
     from ..losses.mind import mind_distance
-    from ..losses.translation import PST_LAYERS, CPSTNGeneratorLoss, PSTLoss, discriminator_loss
+    from ..losses.translation import PST_LAYERS, CPSTNGeneratorLoss, PSTLoss, discriminator_loss, nyquist_excess
     from ..models.cpstn import CPSTN_CONFIGS, ImagePool, build_cpstn
     from ..models.vgg import build_feature_extractor
     from .data import paired_crops
@@ -317,8 +357,9 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
     objective = cfg.get("objective", "paper")
     if objective not in CPSTN_OBJECTIVES:
         raise UserError(f"cpstn: objective must be one of {', '.join(CPSTN_OBJECTIVES)}, got {objective!r}")
-    if cfg.get("mind_weight", 0.0) and objective != "supervised":
-        raise UserError("cpstn: mind_weight is a term of the supervised objective (--set objective=supervised)")
+    for term in ("mind_weight", "nyquist_weight"):
+        if cfg.get(term, 0.0) and objective != "supervised":
+            raise UserError(f"cpstn: {term} is a term of the supervised objective (--set objective=supervised)")
     if cfg.get("init"):
         nets.g_a.load_state_dict(cpstn_generator_state(Path(cfg["init"])))
     nets = nets.to(dist.device)
@@ -344,6 +385,10 @@ def _cpstn(args: TrainArgs, cfg: dict[str, Any]):
             structure = mind_distance((fake_b + 1) / 2, (real_b + 1) / 2)
             total = total + cfg["mind_weight"] * structure
             terms["mind"] = float(structure.detach())
+        if cfg.get("nyquist_weight", 0.0):
+            checker = nyquist_excess(fake_b, real_b)
+            total = total + cfg["nyquist_weight"] * checker
+            terms["nyquist"] = float(checker.detach())
         opt_g.zero_grad(set_to_none=True)
         total.backward()
         opt_g.step()
