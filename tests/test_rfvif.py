@@ -454,16 +454,23 @@ def test_full_resolution_ir_path_shifts_by_twice_the_level1_offset():
     assert not torch.allclose(moved, still)
 
 
+def _grown_skip_net(new_prefixes: tuple[str, ...], **option: bool) -> tuple[RFVIF, RFVIF]:
+    """A small `fast-skip`-like net and the same net with ``option`` on, loaded from the first's weights: only the
+    option's modules (``new_prefixes``) are missing. -> (base, grown), both in eval mode."""
+    small = replace(TINY, msrb_blocks=(0, 1, 1), vis_skip=True)
+    base = RFVIF(small).eval()
+    grown = RFVIF(replace(small, **option)).eval()
+    result = grown.load_state_dict(base.state_dict(), strict=False)
+    assert not result.unexpected_keys and all(k.startswith(new_prefixes) for k in result.missing_keys)
+    return base, grown
+
+
 def test_ir_skip_warm_starts_as_the_skip_net_and_joins_the_alignment_loss():
     cfg = RFVIF_CONFIGS["fast-irskip"]
     assert cfg.ir_skip and replace(cfg, ir_skip=False) == RFVIF_CONFIGS["fast-skip"]
     with pytest.raises(ValueError, match="vis_skip"):
         replace(RFVIF_CONFIGS["fast"], ir_skip=True)
-    small = replace(TINY, msrb_blocks=(0, 1, 1), vis_skip=True)
-    base = RFVIF(small).eval()
-    grown = RFVIF(replace(small, ir_skip=True)).eval()
-    result = grown.load_state_dict(base.state_dict(), strict=False)
-    assert not result.unexpected_keys and all(k.startswith("ir_path.") for k in result.missing_keys)
+    base, grown = _grown_skip_net(("ir_path.",), ir_skip=True)
     ir, vis = _pair(1, 24, 32)
     with torch.no_grad():
         a, b = base(ir, vis), grown(ir, vis)
@@ -489,11 +496,7 @@ def test_shift_prior_starts_at_zero_warm_starts_as_the_skip_net_and_learns_a_kno
     assert RFVIF_CONFIGS["fast-shift"] == replace(RFVIF_CONFIGS["fast-skip"], shift_prior=True)
     with pytest.raises(ValueError, match="vis_skip"):
         replace(RFVIF_CONFIGS["fast"], shift_prior=True)
-    small = replace(TINY, msrb_blocks=(0, 1, 1), vis_skip=True)
-    base = RFVIF(small).eval()
-    grown = RFVIF(replace(small, shift_prior=True)).eval()
-    result = grown.load_state_dict(base.state_dict(), strict=False)
-    assert not result.unexpected_keys and all(k.startswith(("shift.", "ir_gate.")) for k in result.missing_keys)
+    base, grown = _grown_skip_net(("shift.", "ir_gate."), shift_prior=True)
     ir, vis = _pair(2, 32, 40)
     with torch.no_grad():
         a, b = base(ir, vis), grown(ir, vis)

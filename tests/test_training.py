@@ -211,19 +211,27 @@ def test_rfvif_teacher_and_warm_start(tmp_path):
                              overrides={"net": "fast", "init": str(tmp_path / "a" / "export")}, progress=False))
 
 
+def _grown_on_skip_export(tmp_path, option: str, steps: int) -> tuple[dict, dict]:
+    """Train a `vis_skip` net for one step (run ``a``), then warm-start a net with ``option`` on from its export
+    for ``steps`` steps at lr 0 (run ``b``); the parameters both nets have are unchanged. -> (grown state, meta)."""
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "a", overrides={
+        "steps": 1, "variant": "vis_skip=true"}, progress=False))
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "b", overrides={
+        "steps": steps, "lr": 0.0, "variant": f"vis_skip=true,{option}=true", "init": str(tmp_path / "a" / "export")},
+        progress=False))
+    start, _ = checkpoints.load_weights(tmp_path / "a" / "export", architecture="rfvif")
+    grown, meta = checkpoints.load_weights(tmp_path / "b" / "export", architecture="rfvif")
+    params = [k for k in start if "running_" not in k and "num_batches_tracked" not in k]
+    assert all(torch.equal(start[k], grown[k]) for k in params)
+    return grown, meta
+
+
 def test_rfvif_grows_the_full_resolution_ir_path_on_skip_weights(tmp_path):
     """An export without the IR path warm-starts a net with it (the path's parameters start fresh); the reverse
     is refused."""
     skip = {"steps": 1, "variant": "vis_skip=true"}
-    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "a", overrides=skip, progress=False))
-    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "b", overrides={
-        "steps": 1, "lr": 0.0, "variant": "vis_skip=true,ir_skip=true", "init": str(tmp_path / "a" / "export")},
-        progress=False))
-    start, _ = checkpoints.load_weights(tmp_path / "a" / "export", architecture="rfvif")
-    grown, meta = checkpoints.load_weights(tmp_path / "b" / "export", architecture="rfvif")
+    grown, meta = _grown_on_skip_export(tmp_path, "ir_skip", steps=1)
     assert meta["config"]["ir_skip"] and any(k.startswith("ir_path.") for k in grown)
-    params = [k for k in start if "running_" not in k and "num_batches_tracked" not in k]
-    assert all(torch.equal(start[k], grown[k]) for k in params)
     with pytest.raises(ValueError, match="holds config"):
         run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "c", overrides={
             **skip, "init": str(tmp_path / "b" / "export")}, progress=False))
@@ -232,17 +240,9 @@ def test_rfvif_grows_the_full_resolution_ir_path_on_skip_weights(tmp_path):
 def test_rfvif_grows_the_shift_prior_on_skip_weights(tmp_path):
     """An export without the shift prior warm-starts a net with it; the run ramps the estimate's gain in and logs
     the estimate's error against the known shifts."""
-    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "a", overrides={
-        "steps": 1, "variant": "vis_skip=true"}, progress=False))
-    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "b", overrides={
-        "steps": 2, "lr": 0.0, "variant": "vis_skip=true,shift_prior=true", "init": str(tmp_path / "a" / "export")},
-        progress=False))
-    start, _ = checkpoints.load_weights(tmp_path / "a" / "export", architecture="rfvif")
-    grown, meta = checkpoints.load_weights(tmp_path / "b" / "export", architecture="rfvif")
+    grown, meta = _grown_on_skip_export(tmp_path, "shift_prior", steps=2)
     assert meta["config"]["shift_prior"] and any(k.startswith("shift.") for k in grown)
     assert float(grown["shift.gain"]) == 1.0  # ramped in (shift_ramp 1 by default)
-    params = [k for k in start if "running_" not in k and "num_batches_tracked" not in k]
-    assert all(torch.equal(start[k], grown[k]) for k in params)
     rows = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert all(r["shift_px"] >= 0 for r in rows) and any(r["shift_px"] > 0 for r in rows)
 
