@@ -317,3 +317,52 @@ def test_orientations_break_a_mind_tie():
     assert not no_tie["tiebreak"] and no_tie["near_because"] == "mind"
     far = np.array(tie["alternatives"]["far"]["matrix"])
     assert np.allclose(np.array(tie["matrix"]), far) and not np.allclose(np.array(no_tie["matrix"]), far)
+
+
+def test_batched_refinement_equals_refining_each_start_alone():
+    """refine_matrices runs the starts as one batch (each stops on its own); every start must end where the
+    one-start refinement takes it."""
+    from alignfuse.registration.global_search import refine_matrices, refine_matrix
+
+    ir, vis = _sample()
+    moving, fixed = torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None]
+    starts = np.stack([np.eye(3), _similarity(1.02, 1.0, 3.0, -2.0, ir.shape),
+                       _similarity(0.97, -2.0, -5.0, 4.0, ir.shape)])
+    sizes, its, models = (128, 256), (12, 6), ("affine", "homography")
+    batched, costs = refine_matrices(moving, fixed, starts, sizes, its, models)
+    for start, got, cost in zip(starts, batched, costs):
+        alone, alone_cost = refine_matrix(moving, fixed, start, sizes, its, models)
+        assert np.abs(got - alone).max() < 1e-3
+        assert cost == pytest.approx(alone_cost, rel=1e-4)
+    # and the starts really were refined (not returned as given)
+    assert np.abs(batched[1] - starts[1]).max() > 0.1
+
+
+@pytest.mark.parametrize("size", [(101, 131), (96, 128)])
+def test_coarse_scores_equal_a_direct_correlation(size):
+    """The FFTs are zero-padded to fast lengths and only the shifts within the margins are scored: the best
+    shift and score of a candidate must equal a direct (loop) evaluation of the same normalised correlation."""
+    from alignfuse.registration.features import orientation_field
+    from alignfuse.registration.global_search import _scale_matrix
+
+    rng = np.random.default_rng(0)
+    h, w = size
+    fixed = torch.from_numpy(rng.random((h, w)).astype(np.float32))[None, None]
+    fixed = torch.nn.functional.avg_pool2d(fixed, 5, 1, 2)
+    moving = torch.roll(fixed, (3, -4), (2, 3))
+    g = GlobalSearchRegistrar(search_size=int(math.sqrt(h * w / 0.75)) + 1, max_shift=0.1, min_overlap=0.0)
+    score, _, _, matrix = g._score(ImagePyramid(moving), fixed, [("id", np.eye(2))], g.search_size)[0]
+    assert matrix[0, 2] == pytest.approx(-4.0) and matrix[1, 2] == pytest.approx(3.0)
+    # direct evaluation at the found shift: the IR read on the canvas, correlated at that offset
+    mh, mw = round(0.1 * h), round(0.1 * w)
+    canvas = np.zeros((h + 2 * mh, w + 2 * mw), np.complex64)
+    z_fix = orientation_field(fixed)[0].numpy()
+    pyr = ImagePyramid(moving)
+    mats = np.eye(3)[None]
+    warped, inside = pyr.read(np.linalg.inv(_scale_matrix((h, w), (h, w))) @ mats, canvas.shape, origin=(-mw, -mh))
+    z_mov = (orientation_field(warped, mask=inside) * inside[:, 0])[0].numpy()
+    dx, dy = 4, -3  # fix(p) ~ canvas(p - d) with d = -translation
+    window = z_mov[mh - dy : mh - dy + h, mw - dx : mw - dx + w]
+    direct = np.real(np.sum(z_fix * np.conj(window))) / np.sqrt(np.sum(np.abs(z_fix) ** 2)
+                                                               * np.sum(np.abs(window) ** 2))
+    assert score == pytest.approx(direct, rel=1e-4)

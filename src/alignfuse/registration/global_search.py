@@ -38,6 +38,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+import scipy.fft
 import torch
 import torch.nn.functional as F
 
@@ -47,7 +48,7 @@ from ..losses.mind import mind_descriptors
 from ..stages import RegistrationResult
 from .features import orientation_correlation, orientation_field
 
-__all__ = ["GlobalSearchRegistrar", "refine_matrix", "refine_matrix_joint", "describe_model"]
+__all__ = ["GlobalSearchRegistrar", "refine_matrix", "refine_matrices", "refine_matrix_joint", "describe_model"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,7 +63,8 @@ def _scale_matrix(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
 
 
 def _rescale(matrix: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
-    """A sampling matrix between two images of size ``src`` expressed between their resizes to ``dst``."""
+    """A sampling matrix (3, 3) or a stack (N, 3, 3) between two images of size ``src`` expressed between their
+    resizes to ``dst``."""
     a = _scale_matrix(src, dst)
     return a @ matrix @ np.linalg.inv(a)
 
@@ -78,24 +80,37 @@ def _warp_by(image: torch.Tensor, matrices: torch.Tensor | np.ndarray, out_size:
     (warped (N, C, H, W), inside mask (N, 1, H, W)).
 
     The matrices are folded into grid_sample's normalised coordinates in float64 once, so the per-pixel work is
-    one float32 ``affine_grid`` (two for a homography: numerator and third row) and one ``grid_sample``: the
-    coarse search reads hundreds of candidates and the refinement one descriptor stack per iteration."""
+    one float32 grid product (two for a homography: numerator and third row) and one ``grid_sample``: the
+    coarse search reads hundreds of candidates and the refinement one descriptor stack per start and iteration."""
     hh, ww = out_size
     mats = torch.as_tensor(np.asarray(matrices, dtype=np.float64)).reshape(-1, 3, 3)
     from_out = np.linalg.inv(_to_normalised(hh, ww))
     from_out[:2, 2] += origin
     theta = torch.from_numpy(_to_normalised(*image.shape[-2:])) @ mats @ torch.from_numpy(from_out)
-    theta = theta / theta[:, 2:, 2:]
-    n, shape = theta.shape[0], [theta.shape[0], 1, hh, ww]
-    grid = F.affine_grid(theta[:, :2].float(), shape, align_corners=True)
-    if not bool((theta[:, 2, :2].abs() < 1e-12).all()):  # a homography: divide by its third row, as a grid too
-        den = F.affine_grid(theta[:, [2, 2]].float(), shape, align_corners=True)
+    theta = (theta / theta[:, 2:, 2:]).float()
+    n = theta.shape[0]
+    base = _base_grid(hh, ww)
+    # the grid as one broadcast product with a cached base grid: what F.affine_grid computes, bit for bit, without
+    # materialising a base grid per candidate (x2.5 on the coarse search's hundreds of canvases)
+    grid = torch.matmul(base, theta[:, :2].transpose(1, 2)).reshape(n, hh, ww, 2)
+    if not bool((theta[:, 2, :2].abs() < 1e-12).all()):  # a homography: divide by its third row
+        den = torch.matmul(base, theta[:, 2:].transpose(1, 2)).reshape(n, hh, ww, 1)
         grid = grid / torch.where(den.abs() > 1e-12, den, torch.full_like(den, 1e-12))
     image = image.expand(n, -1, -1, -1) if image.shape[0] == 1 else image
     warped = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=padding_mode,
                            align_corners=True)
-    inside = (grid.abs() <= 1.0 + 1e-6).all(-1)[:, None].to(image.dtype)
+    lim = 1.0 + 1e-6
+    inside = ((grid[..., 0].abs() <= lim) & (grid[..., 1].abs() <= lim))[:, None].to(image.dtype)
     return warped, inside
+
+
+@functools.lru_cache(maxsize=32)
+def _base_grid(h: int, w: int) -> torch.Tensor:
+    """(1, h * w, 3) float32 homogeneous grid_sample coordinates (x, y, 1) of an (h, w) grid, align_corners=True
+    (F.affine_grid's base grid; a side of 1 px sits at 0)."""
+    xs = torch.linspace(-1.0, 1.0, w) if w > 1 else torch.zeros(1)
+    ys = torch.linspace(-1.0, 1.0, h) if h > 1 else torch.zeros(1)
+    return torch.stack([xs[None].expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w)], -1).reshape(1, h * w, 3)
 
 
 class ImagePyramid:
@@ -165,8 +180,10 @@ def describe_model(matrix: np.ndarray, size: tuple[int, int], tol: float = 0.5) 
 
 class _FixedLevel:
     """What one pyramid level of the refinement needs from the fixed (visible) image, computed once for all the
-    starts that are refined there: its MIND descriptors and their Jacobian with respect to the warp parameters
-    (homography; the first six columns are the affine ones), in coordinates normalised to [-1, 1]."""
+    starts that are refined there: its MIND descriptors, their Jacobian with respect to the warp parameters
+    (homography; the first six columns are the affine ones), in coordinates normalised to [-1, 1], and the
+    per-pixel Gauss-Newton products of that Jacobian (summed over the descriptor channels), so a start's Hessian
+    over the pixels its IR covers is one matrix product."""
 
     def __init__(self, fixed: torch.Tensor) -> None:
         h, w = self.size = tuple(fixed.shape[-2:])
@@ -188,76 +205,103 @@ class _FixedLevel:
         self.border = border
         self.to_norm = torch.tensor([[1 / s, 0, -cx / s], [0, 1 / s, -cy / s], [0, 0, 1]], dtype=torch.float64)
         self.from_norm = torch.linalg.inv(self.to_norm)
+        self._flat: dict[int, torch.Tensor] = {}
+
+    def flat_jacobian(self, n_params: int) -> torch.Tensor:
+        """(C * h * w, n_params): the Jacobian's first ``n_params`` columns (6: affine, 8: homography)."""
+        if n_params not in self._flat:
+            self._flat[n_params] = self.jacobian[..., :n_params].reshape(-1, n_params).contiguous()
+        return self._flat[n_params]
+
+    @functools.cached_property
+    def outer(self) -> torch.Tensor:
+        """(h * w, 8 * 8) float64: sum over descriptor channels of J J^T at each pixel (border pixels zero)."""
+        jac = (self.jacobian * self.border[None, ..., None]).double().flatten(1, 2)  # (C, h*w, 8)
+        return torch.einsum("cnp,cnq->npq", jac, jac).reshape(jac.shape[1], -1)
 
 
-def _lk_level(moving: ImagePyramid, fixed: _FixedLevel, matrix: np.ndarray, iterations: int,
-              model: str) -> tuple[np.ndarray, float]:
-    """One pyramid level: refine ``matrix`` (pixels of this level, both images) so MIND(moving @ matrix) matches
-    MIND(fixed). The single-frame case of :func:`_lk_level_joint`."""
-    return _lk_level_joint([moving], [fixed], matrix, iterations, model)
+def _lk_level(moving: ImagePyramid, fixed: _FixedLevel, matrices: np.ndarray, iterations: int,
+              model: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pyramid level for several independent starts: refine each of ``matrices`` (N, 3, 3) (pixels of this
+    level, both images) so MIND(moving @ matrix) matches MIND(fixed) -> (matrices (N, 3, 3), MIND distances (N,)).
+    The starts share the fixed image, so they are refined as one batch."""
+    return _lk_level_joint([moving], [fixed], matrices, iterations, model)
 
 
-def _lk_level_joint(movings: Sequence[ImagePyramid], fixeds: Sequence[_FixedLevel], matrix: np.ndarray,
-                    iterations: int, model: str) -> tuple[np.ndarray, float]:
-    """Refine one ``matrix`` (pixels of this level) shared by several frame pairs of the same size (a fixed rig),
-    minimising the summed MIND residuals of all of them -> (matrix, mean MIND distance).
+def _lk_level_joint(movings: Sequence[ImagePyramid], fixeds: Sequence[_FixedLevel], matrices: np.ndarray,
+                    iterations: int, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Refine N ``matrices`` (N, 3, 3) (pixels of this level), each shared by all the frame pairs given (one pair
+    for a single registration, several of the same size for a fixed rig), minimising the summed MIND residuals of
+    those frames -> (matrices (N, 3, 3), mean MIND distances (N,)).
 
-    Each IR is warped by the current estimate once (from the pyramid level of matching resolution) and its
+    Each IR is warped by each current estimate once (from the pyramid level of matching resolution) and its
     descriptors are computed on that image, so only a small residual warp is fitted; the Jacobian lives on the
-    fixed (visible) descriptors (inverse compositional): each iteration costs one descriptor warp per frame and a
-    6x6 / 8x8 solve of the summed normal equations."""
+    fixed (visible) descriptors (inverse compositional): each iteration costs one descriptor warp per frame and
+    start and a 6x6 / 8x8 solve of the summed normal equations per start. The N starts run as one batch; a start
+    stops when its update falls below 1e-4 of the half-size (< 0.03 px at 384 px) and keeps the distance measured
+    before that last update."""
     h, w = fixeds[0].size
-    n_params = 8 if model == "homography" else 6
-    frames = []  # (moved descriptors, valid mask, masked Jacobian (N, P)) per frame
-    hess = torch.zeros(n_params, n_params, dtype=torch.float64)
+    mats = np.asarray(matrices, dtype=np.float64).reshape(-1, 3, 3)
+    n, n_params = len(mats), (8 if model == "homography" else 6)
+    frames = []  # (moved descriptors (N, C, h, w), valid mask (N, h, w)) per frame
+    hess = torch.zeros(n, n_params, n_params, dtype=torch.float64)
     for moving, fixed in zip(movings, fixeds):
         to_full = np.linalg.inv(_scale_matrix(moving.size, (h, w)))
-        moved, inside = moving.read((to_full @ matrix)[None], (h, w), padding_mode="border")
-        valid = inside[0, 0] * fixed.border
-        jf = (fixed.jacobian[..., :n_params] * valid[None, ..., None]).reshape(-1, n_params) if iterations > 0 else None
-        if jf is not None:
-            hess += (jf.T @ jf).double()
-        frames.append((mind_descriptors(moved), valid, jf))
+        moved, inside = moving.read(to_full @ mats, (h, w), padding_mode="border")
+        valid = inside[:, 0] * fixed.border
+        if iterations > 0:
+            outer = fixed.outer.reshape(-1, 8, 8)[:, :n_params, :n_params].reshape(h * w, -1)
+            hess += (valid.flatten(1).double() @ outer).reshape(n, n_params, n_params)
+        frames.append((mind_descriptors(moved), valid))
 
-    def distance(warp: torch.Tensor | None) -> tuple[float, list[torch.Tensor]]:
-        total, count, residuals = 0.0, 0.0, []
-        for (desc_m, valid, _), fixed in zip(frames, fixeds):
-            if warp is None:
-                mask, warped = valid, desc_m[0]
+    def distance(active: torch.Tensor, warps: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mean MIND distance (A,) of the ``active`` starts under their residual ``warps`` (A, 3, 3) (None: the
+        current estimate itself), and their masked residuals (A, C, h, w) per frame."""
+        total = torch.zeros(len(active), dtype=torch.float64)
+        count = torch.zeros(len(active), dtype=torch.float64)
+        residuals = []
+        for (desc_m, valid), fixed in zip(frames, fixeds):
+            if warps is None:
+                warped, mask = desc_m[active], valid[active]
             else:
-                warped, ins = _warp_by(desc_m, warp[None], (h, w), padding_mode="border")
-                warped, mask = warped[0], ins[0, 0] * valid
-            r = (warped - fixed.desc) * mask[None]
-            total += float(r.abs().sum())
-            count += float(mask.sum()) * fixed.desc.shape[0]
+                warped, ins = _warp_by(desc_m[active], warps, (h, w), padding_mode="border")
+                mask = ins[:, 0] * valid[active]
+            r = (warped - fixed.desc[None]) * mask[:, None]
+            total += r.abs().flatten(1).sum(1).double()
+            count += mask.flatten(1).sum(1).double() * fixed.desc.shape[0]
             residuals.append(r)
-        return total / max(count, 1.0), residuals
+        return total / count.clamp_min(1.0), residuals
 
-    if iterations <= 0:  # the distance of ``matrix`` itself (e.g. of the identity, for the acceptance test)
-        return matrix, distance(None)[0]
+    everyone = torch.arange(n)
+    if iterations <= 0:  # the distance of the matrices themselves (e.g. of the identity, for the acceptance test)
+        return mats, distance(everyone, None)[0].numpy()
     fixed = fixeds[0]  # same size, so the same normalisation for every frame
-    hess = hess + 1e-6 * hess.diagonal().mean().clamp_min(1e-12) * torch.eye(n_params, dtype=hess.dtype)
-    hess_inv = torch.linalg.inv(hess)
-    residual_warp = torch.eye(3, dtype=torch.float64)
-    cost = float("nan")
+    ridge = 1e-6 * hess.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12)
+    hess_inv = torch.linalg.inv(hess + ridge[:, None, None] * torch.eye(n_params, dtype=hess.dtype))
+    residual_warp = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    cost = torch.full((n,), float("nan"), dtype=torch.float64)
+    active = everyone
     for _ in range(iterations):
-        cost, residuals = distance(fixed.from_norm @ residual_warp @ fixed.to_norm)
-        rhs = sum((jf.T @ r.flatten()).double() for (_, _, jf), r in zip(frames, residuals))
-        dp = hess_inv @ rhs
-        if not torch.isfinite(dp).all():
+        if len(active) == 0:
             break
-        d = torch.eye(3, dtype=torch.float64)
-        d[0, 0] += dp[0]
-        d[0, 1], d[0, 2], d[1, 0] = dp[1], dp[2], dp[3]
-        d[1, 1] += dp[4]
-        d[1, 2] = dp[5]
+        cost[active], residuals = distance(active, fixed.from_norm @ residual_warp[active] @ fixed.to_norm)
+        rhs = sum((r.flatten(1) @ fx.flat_jacobian(n_params)).double()
+                  for r, fx in zip(residuals, fixeds))  # (A, P): J^T r (r is already masked)
+        dp = (hess_inv[active] @ rhs[..., None])[..., 0]
+        finite = torch.isfinite(dp).all(1)
+        step = active[finite]
+        dp = dp[finite]
+        d = torch.eye(3, dtype=torch.float64).repeat(len(step), 1, 1)
+        d[:, 0, 0] += dp[:, 0]
+        d[:, 0, 1], d[:, 0, 2], d[:, 1, 0] = dp[:, 1], dp[:, 2], dp[:, 3]
+        d[:, 1, 1] += dp[:, 4]
+        d[:, 1, 2] = dp[:, 5]
         if model == "homography":
-            d[2, 0], d[2, 1] = dp[6], dp[7]
-        residual_warp = residual_warp @ torch.linalg.inv(d)
-        residual_warp = residual_warp / residual_warp[2, 2]
-        if float(dp.abs().max()) < 1e-4:  # 1e-4 of the half-size: < 0.03 px at 384 px
-            break
-    return matrix @ (fixed.from_norm @ residual_warp @ fixed.to_norm).numpy(), cost
+            d[:, 2, 0], d[:, 2, 1] = dp[:, 6], dp[:, 7]
+        updated = residual_warp[step] @ torch.linalg.inv(d)
+        residual_warp[step] = updated / updated[:, 2:, 2:]
+        active = step[dp.abs().amax(1) >= 1e-4]
+    return mats @ (fixed.from_norm @ residual_warp @ fixed.to_norm).numpy(), cost.numpy()
 
 
 def _resized(img: torch.Tensor, long_side: int) -> torch.Tensor:
@@ -266,22 +310,33 @@ def _resized(img: torch.Tensor, long_side: int) -> torch.Tensor:
     return warp_ops.resize_image(img, (max(round(h * f), 8), max(round(w * f), 8)))
 
 
+def refine_matrices(moving: torch.Tensor | ImagePyramid, fixed: torch.Tensor, matrices: np.ndarray,
+                    sizes: Sequence[int] = (256, 384), iterations: Sequence[int] = (10, 8),
+                    models: Sequence[str] = ("affine", "homography"),
+                    fixed_levels: dict[int, _FixedLevel] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Refine N full-resolution sampling matrices (N, 3, 3), independently and as one batch, over a pyramid (long
+    sides ``sizes``) -> (matrices (N, 3, 3), MIND distances (N,) at the last level). moving (or its
+    :class:`ImagePyramid`), fixed: (1, 1, H, W) on the same grid."""
+    full = tuple(fixed.shape[-2:])
+    pyr = moving if isinstance(moving, ImagePyramid) else ImagePyramid(moving)
+    mats = np.asarray(matrices, dtype=np.float64).reshape(-1, 3, 3)
+    costs = np.full(len(mats), np.nan)
+    for size, its, model in zip(sizes, iterations, models):
+        fix = fixed_levels[size] if fixed_levels and size in fixed_levels else _FixedLevel(_resized(fixed, size))
+        work = fix.size
+        mats, costs = _lk_level(pyr, fix, _rescale(mats, full, work), its, model)
+        mats = _rescale(mats, work, full)
+    return mats, costs
+
+
 def refine_matrix(moving: torch.Tensor | ImagePyramid, fixed: torch.Tensor, matrix: np.ndarray,
                   sizes: Sequence[int] = (256, 384), iterations: Sequence[int] = (10, 8),
                   models: Sequence[str] = ("affine", "homography"),
                   fixed_levels: dict[int, _FixedLevel] | None = None) -> tuple[np.ndarray, float]:
-    """Refine a full-resolution sampling matrix over a pyramid (long sides ``sizes``) -> (matrix, MIND distance
-    at the last level). moving (or its :class:`ImagePyramid`), fixed: (1, 1, H, W) on the same grid."""
-    full = tuple(fixed.shape[-2:])
-    pyr = moving if isinstance(moving, ImagePyramid) else ImagePyramid(moving)
-    matrix = np.asarray(matrix, dtype=np.float64)
-    cost = float("nan")
-    for size, its, model in zip(sizes, iterations, models):
-        fix = fixed_levels[size] if fixed_levels and size in fixed_levels else _FixedLevel(_resized(fixed, size))
-        work = fix.size
-        m, cost = _lk_level(pyr, fix, _rescale(matrix, full, work), its, model)
-        matrix = _rescale(m, work, full)
-    return matrix, cost
+    """:func:`refine_matrices` for one full-resolution sampling matrix -> (matrix, MIND distance at the last
+    level)."""
+    mats, costs = refine_matrices(moving, fixed, np.asarray(matrix)[None], sizes, iterations, models, fixed_levels)
+    return mats[0], float(costs[0])
 
 
 def refine_matrix_joint(movings: Sequence[torch.Tensor], fixeds: Sequence[torch.Tensor], matrix: np.ndarray,
@@ -296,8 +351,8 @@ def refine_matrix_joint(movings: Sequence[torch.Tensor], fixeds: Sequence[torch.
     for size, its, model in zip(sizes, iterations, models):
         levels = [_FixedLevel(_resized(f, size)) for f in fixeds]
         work = levels[0].size
-        m, cost = _lk_level_joint(pyrs, levels, _rescale(matrix, full, work), its, model)
-        matrix = _rescale(m, work, full)
+        m, c = _lk_level_joint(pyrs, levels, _rescale(matrix, full, work)[None], its, model)
+        matrix, cost = _rescale(m[0], work, full), float(c[0])
     return matrix, cost
 
 
@@ -479,23 +534,28 @@ class GlobalSearchRegistrar:
         warped, inside = pyr.read(np.linalg.inv(_scale_matrix(full, (h, w))) @ mats, (ch, cw), origin=(-mw, -mh))
         # each candidate's edge-noise level over the part of the canvas its IR covers
         z_mov = orientation_field(warped, mask=inside) * inside[:, 0]
-        fz = torch.fft.fft2(z_fix)
+        # transforms zero-padded to FFT-friendly sizes (a canvas of 82 x 133 px is 2 x 41 by 7 x 19): exact, since
+        # no shift within the margins reads the padding (the fixed image sits mh, mw px inside the canvas)
+        fh, fw = scipy.fft.next_fast_len(ch), scipy.fft.next_fast_len(cw)
+        rows = torch.cat([torch.arange(mh + 1), torch.arange(fh - mh, fh)])  # shifts -mh..mh, FFT order
+        cols = torch.cat([torch.arange(mw + 1), torch.arange(fw - mw, fw)])
+        fz = torch.fft.fft2(z_fix, s=(fh, fw))
         # corr[d] = sum_p fix(p + d) conj(mov(p)): the fixed image matches the canvas shifted by -d
-        corr = torch.fft.ifft2(fz[None] * torch.fft.fft2(z_mov).conj()).real
+        corr = torch.fft.ifft2(fz[None] * torch.fft.fft2(z_mov, s=(fh, fw)).conj())[:, rows][:, :, cols].real
         # the moving edge energy and IR coverage inside the visible frame, for every shift: two real correlations
         # with the (real) frame mask packed into one complex transform
-        packed = torch.fft.ifft2(torch.fft.fft2(mask_fix)[None]
-                                 * torch.fft.fft2(torch.complex(z_mov.abs() ** 2, inside[:, 0])).conj())
+        packed = torch.fft.ifft2(torch.fft.fft2(mask_fix, s=(fh, fw))[None] * torch.fft.fft2(
+            torch.complex(z_mov.real.square() + z_mov.imag.square(), inside[:, 0]), s=(fh, fw)).conj())
+        packed = packed[:, rows][:, :, cols]
         energy, cover = packed.real, -packed.imag / (h * w)  # conj() flipped the imaginary part
         score = corr / (z_fix.abs().pow(2).sum() * energy.clamp_min(1e-6)).sqrt()
-        dy = torch.fft.fftfreq(ch) * ch
-        dx = torch.fft.fftfreq(cw) * cw
-        valid = (dy.abs()[:, None] <= mh) & (dx.abs()[None] <= mw)
-        score = torch.where(valid[None] & (cover > self.min_overlap), score, torch.full_like(score, -1.0))
+        dy = torch.fft.fftfreq(fh)[rows] * fh
+        dx = torch.fft.fftfreq(fw)[cols] * fw
+        score = torch.where(cover > self.min_overlap, score, torch.full_like(score, -1.0))
         best, idx = score.flatten(1).max(1)
         out = []
         for n in torch.argsort(best, descending=True).tolist():
-            iy, ix = divmod(int(idx[n]), cw)
+            iy, ix = divmod(int(idx[n]), len(cols))
             shift = np.eye(3)
             shift[:2, 2] = [-float(dx[ix]), -float(dy[iy])]  # fix(p) ~ canvas(p - d) = mov(M (p - d))
             out.append((float(best[n]), cands[n][0], cands[n][1], _rescale(mats[n] @ shift, (h, w), full)))
@@ -550,8 +610,9 @@ class GlobalSearchRegistrar:
         # the best distant ones (``finalists``, one count per level) go on
         current = [(label, m, float("nan")) for label, m in starts]
         for i, level in enumerate(zip(self.sizes, self.iterations, self.models)):
-            current = [(label, *refine_matrix(pyr, fixed, m, *([x] for x in level), fixed_levels=levels))
-                       for label, m, _ in current]
+            mats, costs = refine_matrices(pyr, fixed, np.stack([m for _, m, _ in current]), *([x] for x in level),
+                                          fixed_levels=levels)
+            current = [(label, m, float(c)) for (label, _, _), m, c in zip(current, mats, costs)]
             if i + 1 >= self.select_after:
                 keep = self.finalists[min(i + 1 - self.select_after, len(self.finalists) - 1)]
                 current = [current[0]] + sorted(current[1:], key=lambda t: t[2])[: max(1, keep)]
