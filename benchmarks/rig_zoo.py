@@ -1,6 +1,7 @@
 """Other rigs than RoadScene's: aligned *training* pairs re-delivered through IR cameras of other geometries.
 
     python benchmarks/rig_zoo.py [--data ../shared/data/roadscene] [--pairs 8] [--model default] [--threads 1]
+        [--ir-field narrower] [--case NAME ...]
 
 ``roadscene_raw`` is one rig family (a wide-field 640x512 IR against visible crops). Rigs in the field also have
 an IR with a *narrower* field of view than the visible camera (drone gimbals, surveillance masts), sensors of
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--case", action="append", help="case names (repeat); default: all")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ir-field", default=None, choices=["wider", "narrower"],
+                    help="the pipeline's ir_field option (what `--ir-field` sets on the command line)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override an attribute of the global search (repeatable; roadscene_raw_tre.py --set)")
     args = ap.parse_args(argv)
@@ -99,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     train = io.read_split(data / "train.txt")
     names = train[:: max(1, len(train) // args.pairs)][: args.pairs]
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, **({"ir_field": args.ir_field} if args.ir_field else {}))
     apply_overrides(pipe, args.set)
-    print(f"# rig zoo, {args.model}, {len(names)} RoadScene training pairs, {date.today()}, "
+    print(f"# rig zoo, {args.model}{' --ir-field ' + args.ir_field if args.ir_field else ''}, {len(names)} RoadScene training pairs, {date.today()}, "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)")
     print("| case | identity EPE (vis px) | mean EPE | median | <= 3 px | worse than identity | suspect | s / pair |")
     print("|---|---|---|---|---|---|---|---|")

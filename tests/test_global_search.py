@@ -366,3 +366,46 @@ def test_coarse_scores_equal_a_direct_correlation(size):
     direct = np.real(np.sum(z_fix * np.conj(window))) / np.sqrt(np.sum(np.abs(z_fix) ** 2)
                                                                * np.sum(np.abs(window) ** 2))
     assert score == pytest.approx(direct, rel=1e-4)
+
+
+def _narrow_rig_pair(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """The sample pair FLIR_00211 re-delivered by a 640x512 IR that sees 56 % of the visible width (a narrow thermal
+    lens beside a wide visible camera) -> (IR file, visible file, true field, visible pixels the IR sees)."""
+    from alignfuse.synth_rig import deliver_ir, example_rig, true_field
+
+    pair = io.load_pair(SAMPLES / "ir" / "FLIR_00211.jpg", SAMPLES / "vi" / "FLIR_00211.jpg")
+    vh, vw = pair.vis_y.shape
+    rig = example_rig((vw, vh), (640, 512), shift=(20.0, -15.0), scale=1.8, angle_deg=2.0, perspective=0.0)
+    ir_p = tmp_path / "narrow_ir.png"
+    io.write_image(ir_p, deliver_ir(pair.ir, rig, (640, 512)))
+    ys, xs = np.mgrid[0:vh, 0:vw].astype(np.float64)
+    q = rig @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    u, v = (q[:2] / q[2:]).reshape(2, vh, vw)
+    seen = (u >= 0) & (u <= 639) & (v >= 0) & (v <= 511)
+    return ir_p, SAMPLES / "vi" / "FLIR_00211.jpg", true_field(rig, (vw, vh), (640, 512)), seen
+
+
+def test_narrow_field_ir_is_registered_with_ir_field_narrower(tmp_path):
+    """An IR that sees 56 % of the visible width covers 41 % of the visible frame: beyond the default search
+    (scales to 1.6, half the frame covered); `--ir-field narrower` searches those scales and accepts a solution
+    covering only part of the frame."""
+    from alignfuse.cli import main
+
+    ir_p, vis_p, truth, seen = _narrow_rig_pair(tmp_path)
+    assert 0.3 < seen.mean() < 0.5
+    assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png"), "--field",
+                 str(tmp_path / "f.npy"), "--ir-field", "narrower"]) == 0
+    err = np.hypot(*(np.load(tmp_path / "f.npy") - truth))[seen]
+    assert err.mean() < 4.0, err.mean()  # doing nothing: ~60 px
+    assert GlobalSearchRegistrar(ir_field="narrower").scales[-1] > 2.5
+
+
+def test_ir_field_is_a_clear_error_where_it_does_not_apply(tmp_path, capsys):
+    from alignfuse.cli import main
+
+    vis_p = SAMPLES / "vi" / "FLIR_00211.jpg"
+    assert main(["register", str(SAMPLES / "ir" / "FLIR_00211.jpg"), str(vis_p), "-o", str(tmp_path / "a.png"),
+                 "--model", "ecc+gff", "--ir-field", "narrower"]) == 2
+    assert "ir_field" in capsys.readouterr().err
+    with pytest.raises(Exception, match="ir_field"):
+        GlobalSearchRegistrar(ir_field="sideways")

@@ -87,8 +87,10 @@ def test_rig_registrar_field_is_the_rig_and_sizes_are_checked():
         reg(moving, moving, ir_size=(320, 256))
 
 
-def _write_rig_frames(folder: Path, n: int = 3, jitter: float = 0.2) -> np.ndarray:
-    """n frames of the sample FLIR pairs through one rig (visible 256x192, IR 256x205) -> the rig."""
+def _write_rig_frames(folder: Path, n: int = 3, jitter: float = 0.2, rig: np.ndarray | None = None) -> np.ndarray:
+    """n frames of the sample FLIR pairs through one rig (visible 256x192, IR 256x205; ``_rig()`` unless given)
+    -> the rig."""
+    rig = _rig() if rig is None else rig
     (folder / "ir").mkdir(parents=True)
     (folder / "vi").mkdir()
     rng = np.random.default_rng(1)
@@ -98,8 +100,8 @@ def _write_rig_frames(folder: Path, n: int = 3, jitter: float = 0.2) -> np.ndarr
         vis = cv2.resize(pair.vis, VIS, interpolation=cv2.INTER_AREA)
         ir = cv2.resize(pair.ir, VIS, interpolation=cv2.INTER_AREA)
         io.write_image(folder / "vi" / f"frame{i:03d}.png", vis)
-        io.write_image(folder / "ir" / f"frame{i:03d}.png", deliver_ir(ir, jittered(_rig(), jitter, rng), IRS))
-    return _rig()
+        io.write_image(folder / "ir" / f"frame{i:03d}.png", deliver_ir(ir, jittered(rig, jitter, rng), IRS))
+    return rig
 
 
 def test_calibrate_then_fuse_and_register_with_the_rig(tmp_path, capsys):
@@ -120,6 +122,25 @@ def test_calibrate_then_fuse_and_register_with_the_rig(tmp_path, capsys):
     assert cli.main(["fuse", str(tmp_path / "ir" / "frame001.png"), str(tmp_path / "vi" / "frame001.png"),
                      "-o", str(tmp_path / "fused.png"), "--rig", str(rig_path), "--model", "default+gff"]) == 0
     assert (tmp_path / "fused.png").exists()
+
+
+def test_calibrate_a_narrow_field_rig(tmp_path, capsys):
+    """An IR that sees 59 % of the visible width: `calibrate --ir-field narrower` finds it (the default search does
+    not try such scales)."""
+    truth = _write_rig_frames(tmp_path, n=4, rig=example_rig(VIS, IRS, shift=(9.0, -6.0), scale=1.7, angle_deg=2.0,
+                                                             perspective=0.0))
+    rig_path = tmp_path / "rig.json"
+    assert cli.main(["calibrate", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "vi"),
+                     "-o", str(rig_path), "--ir-field", "narrower"]) == 0
+    rig = RigModel.load(rig_path)
+    assert rig.verdict == "ok"
+    # judged where the IR sees the scene (the visible corners lie outside it: a homography extrapolates there)
+    ys, xs = np.mgrid[0 : VIS[1], 0 : VIS[0]].astype(np.float64)
+    q = truth @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    u, v = (q[:2] / q[2:]).reshape(2, VIS[1], VIS[0])
+    seen = (u >= 0) & (u <= IRS[0] - 1) & (v >= 0) & (v <= IRS[1] - 1)
+    err = np.hypot(*(true_field(rig.matrix, VIS, IRS) - true_field(truth, VIS, IRS)))[seen]
+    assert seen.mean() < 0.5 and err.mean() < 3.0, err.mean()
 
 
 def test_rig_of_another_size_is_a_clear_error(tmp_path, capsys):

@@ -128,6 +128,8 @@ def _pipeline_options(args: argparse.Namespace) -> dict:
         options["rig"] = _read_rig(args.rig)
     if getattr(args, "no_local", False):
         options["local"] = False
+    if getattr(args, "ir_field", None):
+        options["ir_field"] = args.ir_field
     return options
 
 
@@ -375,7 +377,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:  # the folders are checked before the progress bar starts
         pairs = _calibration_pairs(args, failures)
         source, total = _calibration_frames_from_folders(args, pairs, failures), len(pairs)
-    rig, _ = estimate_rig(tqdm(source, desc="calibrate", unit="frame", total=total))
+    from .registration import GlobalSearchRegistrar
+
+    rig, _ = estimate_rig(tqdm(source, desc="calibrate", unit="frame", total=total),
+                          GlobalSearchRegistrar(ir_field=args.ir_field))
     rig.save(out)
     spread = rig.spread_px
     print(f"rig: {rig.model}, {rig.frames.get('agreed', 0)}/{rig.frames.get('frames', 0)} frames agree"
@@ -600,6 +605,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- main
+IR_FIELD_HELP = ("what the IR camera sees relative to the visible one: wider (default; the IR sees as much or more, "
+                 "down to ~60 %% of the visible width) or narrower (a narrow thermal lens beside a wide visible camera: "
+                 "38-110 %% of the visible width); sets the scales the global search tries (pipelines default, default+gff, "
+                 "default+pwf, and calibrate)")
+
+
 def _common(p: argparse.ArgumentParser, pipeline: bool = True) -> None:
     if pipeline:
         p.add_argument("--model", default=DEFAULT_PIPELINE, help=f"pipeline name (default {DEFAULT_PIPELINE}; "
@@ -609,6 +620,7 @@ def _common(p: argparse.ArgumentParser, pipeline: bool = True) -> None:
         p.add_argument("--rig", help="rig file from `alignfuse calibrate`: its IR->visible model replaces the per-frame "
                        "global search (pipelines default, default+gff)")
         p.add_argument("--no-local", action="store_true", help="skip the local (MRRN) stage of the default registration")
+        p.add_argument("--ir-field", choices=["wider", "narrower"], help=IR_FIELD_HELP)
     p.add_argument("--resize-ir", action="store_true", help="accepted for compatibility: an IR of another size is "
                    "always resampled onto the VIS grid (fields refer to the resampled IR; see README, Conventions)")
     p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
@@ -691,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="rig file to write (JSON)")
     p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
                    help="16-bit IR normalisation, as in `fuse`")
+    p.add_argument("--ir-field", default="wider", choices=["wider", "narrower"], help=IR_FIELD_HELP)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("synth", help="write a misaligned test set with ground-truth fields")

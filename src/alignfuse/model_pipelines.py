@@ -184,7 +184,8 @@ def mrrn_gff(weights_dir: str | Path | None = None, global_stage: str | None = "
 def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, local_min_gain: float = 0.035,
                   local_alone_min_gain: float = 0.02,
                   global_min_gain: float = 0.02, global_min_shift: float = 0.015, dead_zone: float = 0.0035,
-                  local_max_inverse: float = 0.7, local_min_affine: float = 0.0, rig: str | Path | None = None):
+                  local_max_inverse: float = 0.7, local_min_affine: float = 0.0, rig: str | Path | None = None,
+                  ir_field: str = "wider"):
     """The default registration: the cross-modal global search (real rigs: offset, field of view, roll,
     perspective) then, for what a global model cannot express (parallax, lens differences, elastic residuals),
     the shipped MRRN on the visible luminance at 384 px; each kept only when it lowers the MIND distance by its
@@ -193,6 +194,11 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
     ``rig``: a rig file written by ``alignfuse calibrate`` (or a :class:`~alignfuse.registration.RigModel`): its
     homography replaces the per-frame global search and is always applied (no gate, no dead zone); the local
     stage still runs unless ``local=False``.
+
+    ``ir_field``: what the IR sees relative to the visible camera, which sets the scales the global search tries
+    (:data:`~alignfuse.registration.global_search.IR_FIELDS`): ``"wider"`` (default; RoadScene's rig, most vehicle
+    rigs) or ``"narrower"`` (a narrow thermal lens beside a wide visible one: the IR sees 38-110 % of the visible
+    width, and the search accepts a solution that covers only part of the visible frame).
 
     All thresholds were chosen on *training* pairs (RoadScene ``train.txt``, ``roadscene_raw`` train names):
 
@@ -216,7 +222,8 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
         stages = [Stage("rig", RigRegistrar(rig), None, -math.inf, 0.0)]
         dead_zone = 0.0
     else:
-        stages = [Stage("global", GlobalSearchRegistrar(min_gain=global_min_gain), None, global_min_gain,
+        stages = [Stage("global", GlobalSearchRegistrar(min_gain=global_min_gain, ir_field=ir_field), None,
+                        global_min_gain,
                         global_min_shift if local else 0.0, warn_below=GLOBAL_WARN_GAIN)]
     if local:
         stages.append(Stage("local", _umf_registrar(None, weights_dir, "mind"), REGISTER_LONG_SIDE, local_min_gain,

@@ -48,6 +48,13 @@ from ..losses.mind import mind_descriptors
 from ..stages import RegistrationResult
 from .features import orientation_correlation, orientation_field
 
+# the isotropic sampling scales the coarse search tries (resampled-IR px per visible px about the square-pixel anchor),
+# by what the user says of the IR's field of view: "wider" (the default; an IR that sees more than the visible camera,
+# up to 1 / 0.45, or somewhat less, down to 1 / 1.6 of its width), "narrower" (an IR that sees 38-110 % of the
+# visible width, as beside a wide visible camera on drone gimbals); the same step (~7 %) in both
+IR_FIELDS = {"wider": tuple(np.exp(np.linspace(math.log(0.45), math.log(1.6), 19))),
+             "narrower": tuple(np.exp(np.linspace(math.log(0.9), math.log(2.6), 16)))}
+
 __all__ = ["GlobalSearchRegistrar", "refine_matrix", "refine_matrices", "refine_matrix_joint", "describe_model"]
 
 
@@ -369,7 +376,7 @@ class GlobalSearchRegistrar:
         search_size: the coarse search runs on images of about ``0.75 * search_size^2`` pixels (80: 80x60 for 4:3).
         angles: rotations searched (degrees).
         scales: isotropic scales searched, relative to the anchor (sampling scale: < 1 = the IR field of view
-            is wider than the visible one).
+            is wider than the visible one); default ``IR_FIELDS[ir_field]``.
         anisotropies: x/y scale ratios searched on top of the anchor.
         max_shift: translations searched, as a fraction of the frame in each direction.
         second_pass: the best candidates of the coarse search re-scored, with their half-step neighbours, at twice
@@ -391,7 +398,8 @@ class GlobalSearchRegistrar:
             ``ir_size``); the full ``scales`` when the sizes differ (real rigs with different sensors).
         far_margin: the identity start is refined too; a solution found from another start must have a MIND
             distance lower than that local solution's by this fraction to be preferred.
-        min_overlap: a candidate must cover this fraction of the visible frame with IR.
+        min_overlap: a candidate must cover this fraction of the visible frame with IR (with ``ir_field``
+            "narrower": of the smaller of the frame and the IR's footprint on it).
         agree_margin: a distant solution must also raise the orientation correlation
             (:meth:`orientation_scores`) over the near one by this much, and the result over the input (the
             identity) by this much, or the input is kept (``None``: MIND alone decides). 0.04: on RoadScene
@@ -399,7 +407,11 @@ class GlobalSearchRegistrar:
             near one and >= 0.10 over the input (``benchmarks/global_alternatives.py``).
         orientation_tiebreak: where MIND cannot separate the two (within ``far_margin``) but the distant solution is
             at least as close in MIND, it is preferred when its orientation correlation beats the near one's by this
-            much (``None``: never). 0.06 = 1.5 ``agree_margin``: on 205 training records (``roadscene_raw``, ``none``,
+            much (``None``: never).
+        ir_field: "wider" (the default: the IR sees about as much as the visible camera or more, as on RoadScene's
+            rig) or "narrower" (a narrow thermal lens beside a wide visible camera): the scales searched and the
+            coverage test (``min_overlap``). Kept apart because solutions that cover only part of the frame are
+            false positives on wide rigs (docs/RESULTS.md §1.12). 0.06 = 1.5 ``agree_margin``: on 205 training records (``roadscene_raw``, ``none``,
             ``umf``, ``large``) it changes one choice, a night pair (129 -> 7.6 raw px), and no other.
 
     ``ir_size``: ``(width, height)`` of the IR before it was resampled onto the visible grid, if it was; the
@@ -417,7 +429,9 @@ class GlobalSearchRegistrar:
                  select_after: int = 1,
                  second_pass: int = 16, passes: int = 2, refine_anisotropy: bool = False, far_margin: float = 0.03,
                  same_size_scales: tuple[float, float] = (0.8, 1.25), agree_margin: float | None = 0.04,
-                 orientation_tiebreak: float | None = 0.06) -> None:
+                 orientation_tiebreak: float | None = 0.06, ir_field: str = "wider") -> None:
+        if ir_field not in IR_FIELDS:
+            raise UserError(f"ir_field is one of {', '.join(IR_FIELDS)}, got {ir_field!r}")
         if not (len(sizes) == len(iterations) == len(models)) or not sizes:
             raise UserError("sizes, iterations and models must have the same (non-zero) length")
         if not 0.0 <= far_margin < 1.0:
@@ -427,8 +441,8 @@ class GlobalSearchRegistrar:
                 raise UserError(f"refinement models are 'affine' or 'homography', got {m!r}")
         self.search_size = int(search_size)
         self.angles = tuple(float(a) for a in angles)
-        self.scales = tuple(float(s) for s in (scales if scales is not None
-                                                else np.exp(np.linspace(math.log(0.45), math.log(1.6), 19))))
+        self.ir_field = ir_field
+        self.scales = tuple(float(s) for s in (scales if scales is not None else IR_FIELDS[ir_field]))
         self.anisotropies = tuple(float(a) for a in anisotropies)
         self.max_shift = float(max_shift)
         self.top_k = int(top_k)
@@ -463,7 +477,7 @@ class GlobalSearchRegistrar:
         or cropped to each other) keeps the scales within ``same_size_scales`` and the anisotropies within 10 %:
         on aligned same-size TNO pairs, far zooms (scale 0.45) of repetitive structure scored a lower MIND
         distance than the identity."""
-        lo, hi = self.same_size_scales if not wide else (0.0, np.inf)
+        lo, hi = self.same_size_scales if not wide and self.ir_field == "wider" else (0.0, np.inf)
         out = []
         for a in self.angles:
             c, s = math.cos(math.radians(a)), math.sin(math.radians(a))
@@ -547,7 +561,12 @@ class GlobalSearchRegistrar:
         packed = torch.fft.ifft2(torch.fft.fft2(mask_fix, s=(fh, fw))[None] * torch.fft.fft2(
             torch.complex(z_mov.real.square() + z_mov.imag.square(), inside[:, 0]), s=(fh, fw)).conj())
         packed = packed[:, rows][:, :, cols]
-        energy, cover = packed.real, -packed.imag / (h * w)  # conj() flipped the imaginary part
+        energy, overlap = packed.real, -packed.imag  # conj() flipped the imaginary part
+        # the overlap as a fraction of the visible frame; for an IR with a narrower field of view than the visible
+        # camera, of the smaller of the frame and the IR's footprint (the right answer covers only part of the frame)
+        area = (inside.sum((1, 2, 3)).clamp(1.0, h * w)[:, None, None] if self.ir_field == "narrower"
+                else torch.tensor(float(h * w)))
+        cover = overlap / area
         score = corr / (z_fix.abs().pow(2).sum() * energy.clamp_min(1e-6)).sqrt()
         dy = torch.fft.fftfreq(fh)[rows] * fh
         dx = torch.fft.fftfreq(fw)[cols] * fw
