@@ -409,3 +409,23 @@ def test_ir_field_is_a_clear_error_where_it_does_not_apply(tmp_path, capsys):
     assert "ir_field" in capsys.readouterr().err
     with pytest.raises(Exception, match="ir_field"):
         GlobalSearchRegistrar(ir_field="sideways")
+
+
+def test_an_ir_of_another_size_left_unregistered_is_flagged_with_a_hint(tmp_path, capsys):
+    """The narrow-field pair under the default search: nothing is found, the input is kept, and the user is told so
+    (suspect, with the --ir-field hint) instead of getting an unregistered fusion silently."""
+    from alignfuse.cli import main
+
+    ir_p, vis_p, _, _ = _narrow_rig_pair(tmp_path)
+    registrar = GlobalSearchRegistrar()
+    pair = io.load_pair(ir_p, vis_p)
+    _, d = registrar.register_pair(torch.from_numpy(pair.ir)[None, None], torch.from_numpy(pair.vis_y)[None, None],
+                                   pair.ir_size)
+    assert d["fallback"] is not None and d["suspect"] and "--ir-field narrower" in d["warning"]
+    assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png")]) == 0
+    assert "--ir-field narrower" in capsys.readouterr().err
+    assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png"), "--strict"]) == 2
+    # an IR of the visible size kept as delivered is an aligned pair, not a doubt
+    ir, vis = _sample()
+    _, d = registrar.register_pair(torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None])
+    assert not d["suspect"] and "warning" not in d

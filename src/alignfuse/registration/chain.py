@@ -16,7 +16,7 @@ resized back), constant images are not registered at all, and every stage's own 
 diagnostics: ``method``, ``stages`` (per stage: ``name``, ``accepted``, ``gain`` (the chain's measure),
 ``mean_shift_px``, ``affine_fraction``, ``diagnostics`` (its registrar's own)), ``mind_before`` / ``mind_after`` (the policy's distance), ``confidence`` (relative gain, 0..1),
 ``model`` and ``matrix`` (from a global stage, when one was accepted), ``suspect``, ``fallback``, ``warning``
-(a kept stage below its ``warn_below`` gain).
+(a kept stage below its ``warn_below`` gain, or a stage whose registrar flagged its own answer suspect with a warning).
 """
 
 from __future__ import annotations
@@ -282,12 +282,19 @@ class ChainRegistrar(torch.nn.Module):
         # a stage whose own result was worse than its input (by the chain's measure) is worth a warning, and so is
         # a kept stage that only just passed
         d["suspect"] = any(s["gain"] < -self.suspect_loss for s in d["stages"] if math.isfinite(s["gain"]))
+        # a registrar that doubts its own answer (e.g. the global search keeping an IR of another size as delivered)
+        doubts = [s["diagnostics"]["warning"] for s in d["stages"] if s["diagnostics"].get("suspect")
+                  and s["diagnostics"].get("warning")]
+        if doubts:
+            d["suspect"] = True
+            d["warning"] = "; ".join(doubts)
         weak = [(s["name"], s["gain"], st.warn_below) for s, st in zip(d["stages"], self.stages)
                 if s["accepted"] and math.isfinite(st.min_gain) and math.isfinite(s["gain"])
                 and s["gain"] < st.warn_below]
         if weak:
             d["suspect"] = True
-            d["warning"] = "; ".join(f"{name} alignment weakly supported (MIND gain {gain:.1%} < {bar:.0%}); check "
-                                     f"the result" for name, gain, bar in weak)
+            weak_text = [f"{name} alignment weakly supported (MIND gain {gain:.1%} < {bar:.0%}); check the result"
+                         for name, gain, bar in weak]
+            d["warning"] = "; ".join(([d["warning"]] if d.get("warning") else []) + weak_text)
         d["stages_used"] = [s["name"] for s in d["stages"] if s["accepted"]]
         return field, d

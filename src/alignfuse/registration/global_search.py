@@ -28,7 +28,8 @@ visible pixel -> pixel of the IR on the visible grid), ``start`` (the winning ca
 each with its ``start``, ``mind`` distance, ``orientation`` correlation and ``matrix``), ``far_rank`` (the far
 start's rank in the coarse search, 1 = best), ``near_because`` (why the near solution was kept over the far one:
 "mind", "orientation" or None), ``tiebreak`` (the far one won on the orientations where MIND tied),
-``confidence`` (= gain clipped to [0, 1]), ``suspect``, ``fallback``.
+``confidence`` (= gain clipped to [0, 1]), ``suspect``, ``fallback``, ``warning`` (an IR delivered at another size than
+the visible image that no alignment was found for: suspect).
 """
 
 from __future__ import annotations
@@ -679,6 +680,13 @@ class GlobalSearchRegistrar:
             d.update(mind_after=cost_identity, fallback=f"the gradient orientations do not confirm the global "
                      f"alignment (correlation {orient_final:.3f} vs {orient_identity:.3f} for the input); kept "
                      f"the input")
+        if d["fallback"] is not None and ir_size is not None:
+            # an IR of another size kept as delivered: right only if the two images were registered before they
+            # reached us; a rig whose IR sees a narrower field than this search tries ends here too (RESULTS §1.12)
+            d.update(suspect=True, warning="no global alignment found for an IR delivered at another size; the input "
+                     "is kept as if the two images were already registered" + (
+                         "; if the IR camera sees a narrower field than the visible one, try --ir-field narrower"
+                         if self.ir_field == "wider" else ""))
         d.update(matrix=matrix.tolist(), model=describe_model(matrix, full),
                  confidence=float(min(max(gain, 0.0), 1.0)) if d["fallback"] is None else 0.0)
         return matrix, d
