@@ -319,53 +319,94 @@ def test_orientations_break_a_mind_tie():
     assert np.allclose(np.array(tie["matrix"]), far) and not np.allclose(np.array(no_tie["matrix"]), far)
 
 
-def test_batched_refinement_equals_refining_each_start_alone():
-    """refine_matrices runs the starts as one batch (each stops on its own); every start must end where the
-    one-start refinement takes it."""
-    from alignfuse.registration.global_search import refine_matrices, refine_matrix
+def _reference_lk(moving, fixed, matrix, iterations, model):
+    """One start, one frame, written plainly (the per-start loop the batched refinement replaced): warp the IR by
+    the estimate, then Gauss-Newton on the residual warp of its MIND descriptors against the fixed ones."""
+    from alignfuse.losses.mind import mind_descriptors
+    from alignfuse.registration.global_search import _scale_matrix, _warp_by
+
+    h, w = fixed.size
+    p = 8 if model == "homography" else 6
+    moved, inside = moving.read((np.linalg.inv(_scale_matrix(moving.size, (h, w))) @ matrix)[None], (h, w),
+                                padding_mode="border")
+    valid = inside[0, 0] * fixed.border
+    jf = (fixed.jacobian[..., :p] * valid[None, ..., None]).reshape(-1, p).double()
+    hess = jf.T @ jf
+    hess_inv = torch.linalg.inv(hess + 1e-6 * hess.diagonal().mean() * torch.eye(p, dtype=torch.float64))
+    desc = mind_descriptors(moved)
+    warp_ = torch.eye(3, dtype=torch.float64)
+    cost = float("nan")
+    for _ in range(iterations):
+        warped, ins = _warp_by(desc, (fixed.from_norm @ warp_ @ fixed.to_norm)[None], (h, w), padding_mode="border")
+        mask = ins[0, 0] * valid
+        r = (warped[0] - fixed.desc) * mask[None]
+        cost = float(r.abs().sum()) / (float(mask.sum()) * fixed.desc.shape[0])
+        dp = hess_inv @ (jf.T @ r.flatten().double())
+        d = torch.eye(3, dtype=torch.float64)
+        d[0, 0] += dp[0]
+        d[0, 1], d[0, 2], d[1, 0] = dp[1], dp[2], dp[3]
+        d[1, 1] += dp[4]
+        d[1, 2] = dp[5]
+        if p == 8:
+            d[2, 0], d[2, 1] = dp[6], dp[7]
+        warp_ = warp_ @ torch.linalg.inv(d)
+        warp_ = warp_ / warp_[2, 2]
+        if float(dp.abs().max()) < 1e-4:
+            break
+    return matrix @ (fixed.from_norm @ warp_ @ fixed.to_norm).numpy(), cost
+
+
+@pytest.mark.parametrize("model", ["affine", "homography"])
+def test_batched_refinement_equals_a_plain_one_start_refinement(model):
+    """The LK starts of a level run as one batch (each with its own Hessian over its own coverage, each stopping on
+    its own): every start must end where a plain one-start Gauss-Newton loop takes it."""
+    from alignfuse.registration.global_search import _FixedLevel, _lk_level, _resized
 
     ir, vis = _sample()
     moving, fixed = torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None]
-    starts = np.stack([np.eye(3), _similarity(1.02, 1.0, 3.0, -2.0, ir.shape),
-                       _similarity(0.97, -2.0, -5.0, 4.0, ir.shape)])
-    sizes, its, models = (128, 256), (12, 6), ("affine", "homography")
-    batched, costs = refine_matrices(moving, fixed, starts, sizes, its, models)
-    for start, got, cost in zip(starts, batched, costs):
-        alone, alone_cost = refine_matrix(moving, fixed, start, sizes, its, models)
-        assert np.abs(got - alone).max() < 1e-3
-        assert cost == pytest.approx(alone_cost, rel=1e-4)
-    # and the starts really were refined (not returned as given)
-    assert np.abs(batched[1] - starts[1]).max() > 0.1
+    level = _FixedLevel(_resized(fixed, 160))
+    pyr = ImagePyramid(moving)
+    starts = np.stack([np.eye(3), _similarity(1.03, 2.0, 4.0, -3.0, level.size),
+                       _similarity(0.96, -3.0, -6.0, 5.0, level.size)])  # pixels of the level, both images
+    got, costs = _lk_level(pyr, level, starts, 12, model)
+    for start, mat, cost in zip(starts, got, costs):
+        ref, ref_cost = _reference_lk(pyr, level, start, 12, model)
+        assert np.abs(mat - ref).max() < 1e-3
+        assert cost == pytest.approx(ref_cost, rel=1e-4)
+    assert np.abs(got[2] - starts[2]).max() > 0.1  # and the starts really were refined
 
 
-@pytest.mark.parametrize("size", [(101, 131), (96, 128)])
-def test_coarse_scores_equal_a_direct_correlation(size):
-    """The FFTs are zero-padded to fast lengths and only the shifts within the margins are scored: the best
-    shift and score of a candidate must equal a direct (loop) evaluation of the same normalised correlation."""
+@pytest.mark.parametrize("size", [(25, 41), (101, 131)])
+def test_coarse_search_scores_every_shift_within_the_margins(size):
+    """The FFTs are zero-padded to fast lengths and only the shifts within the margins are scored: for a pair
+    displaced by exactly the margin (the outermost shift, which float rounding once dropped on such canvases), the
+    best shift and its score must equal a direct evaluation of the normalised correlation at every shift."""
     from alignfuse.registration.features import orientation_field
     from alignfuse.registration.global_search import _scale_matrix
 
     rng = np.random.default_rng(0)
     h, w = size
-    fixed = torch.from_numpy(rng.random((h, w)).astype(np.float32))[None, None]
-    fixed = torch.nn.functional.avg_pool2d(fixed, 5, 1, 2)
-    moving = torch.roll(fixed, (3, -4), (2, 3))
-    g = GlobalSearchRegistrar(search_size=int(math.sqrt(h * w / 0.75)) + 1, max_shift=0.1, min_overlap=0.0)
+    g = GlobalSearchRegistrar(search_size=int(math.sqrt(h * w / 0.75)) + 1, min_overlap=0.0)
+    mh, mw = round(g.max_shift * h), round(g.max_shift * w)
+    fixed = torch.nn.functional.avg_pool2d(torch.from_numpy(rng.random((h, w)).astype(np.float32))[None, None], 3, 1, 1)
+    moving = torch.roll(fixed, (mh, -mw), (2, 3))
     score, _, _, matrix = g._score(ImagePyramid(moving), fixed, [("id", np.eye(2))], g.search_size)[0]
-    assert matrix[0, 2] == pytest.approx(-4.0) and matrix[1, 2] == pytest.approx(3.0)
-    # direct evaluation at the found shift: the IR read on the canvas, correlated at that offset
-    mh, mw = round(0.1 * h), round(0.1 * w)
-    canvas = np.zeros((h + 2 * mh, w + 2 * mw), np.complex64)
-    z_fix = orientation_field(fixed)[0].numpy()
+    # direct: the IR read on the canvas, correlated with the visible image at every shift within the margins
     pyr = ImagePyramid(moving)
-    mats = np.eye(3)[None]
-    warped, inside = pyr.read(np.linalg.inv(_scale_matrix((h, w), (h, w))) @ mats, canvas.shape, origin=(-mw, -mh))
+    warped, inside = pyr.read(np.linalg.inv(_scale_matrix((h, w), (h, w)))[None], (h + 2 * mh, w + 2 * mw),
+                              origin=(-mw, -mh))
     z_mov = (orientation_field(warped, mask=inside) * inside[:, 0])[0].numpy()
-    dx, dy = 4, -3  # fix(p) ~ canvas(p - d) with d = -translation
-    window = z_mov[mh - dy : mh - dy + h, mw - dx : mw - dx + w]
-    direct = np.real(np.sum(z_fix * np.conj(window))) / np.sqrt(np.sum(np.abs(z_fix) ** 2)
-                                                               * np.sum(np.abs(window) ** 2))
-    assert score == pytest.approx(direct, rel=1e-4)
+    z_fix = orientation_field(fixed)[0].numpy()
+    direct = {}
+    for dy in range(-mh, mh + 1):
+        for dx in range(-mw, mw + 1):
+            window = z_mov[mh - dy : mh - dy + h, mw - dx : mw - dx + w]
+            direct[dx, dy] = np.real(np.sum(z_fix * np.conj(window))) / np.sqrt(
+                np.sum(np.abs(z_fix) ** 2) * max(np.sum(np.abs(window) ** 2), 1e-6))
+    (bx, by), best = max(direct.items(), key=lambda kv: kv[1])
+    assert (abs(by), abs(bx)) == (mh, mw)  # the answer lies on the margin
+    assert matrix[0, 2] == pytest.approx(-bx) and matrix[1, 2] == pytest.approx(-by)
+    assert score == pytest.approx(best, rel=1e-4)
 
 
 def _narrow_rig_pair(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:

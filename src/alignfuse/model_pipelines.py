@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from . import checkpoints
+from .errors import UserError
 from .learned_stages import WEIGHT_NAMES, NetFuser, load_difn, weights_available
 from .learned_stages import weights_path as _path
 from .pipeline import Pipeline
@@ -219,6 +220,9 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
     from .registration import ChainRegistrar, GlobalSearchRegistrar, RigRegistrar, Stage
 
     if rig is not None:
+        if ir_field != "wider":
+            raise UserError("--ir-field sets the global search, which a rig file replaces; give it to "
+                            "`alignfuse calibrate` instead")
         stages = [Stage("rig", RigRegistrar(rig), None, -math.inf, 0.0)]
         dead_zone = 0.0
     else:

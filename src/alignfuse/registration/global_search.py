@@ -12,8 +12,8 @@ stage works in three steps, all on the visible grid (the IR already resampled on
    at once (FFT) on doubled-angle gradient orientations (:func:`~.features.orientation_field`). The best
    ``top_k`` (plus the identity) go on.
 3. **Refinement** by inverse-compositional Lucas-Kanade on MIND descriptors over a pyramid
-   (:func:`refine_matrix`): affine at the coarse levels, ``model`` (homography by default) at the finest.
-   The start with the lowest MIND distance after the first level wins.
+   (:func:`refine_matrices`: all the starts of a level as one batch): affine at the coarse levels, ``model``
+   (homography by default) at the finest. The start with the lowest MIND distance after the first level wins.
 
 The result is accepted only when it lowers the MIND distance to the visible image by ``min_gain``
 (relative) against the identity **and** a second, independent criterion agrees (the doubled-angle gradient
@@ -188,10 +188,8 @@ def describe_model(matrix: np.ndarray, size: tuple[int, int], tol: float = 0.5) 
 
 class _FixedLevel:
     """What one pyramid level of the refinement needs from the fixed (visible) image, computed once for all the
-    starts that are refined there: its MIND descriptors, their Jacobian with respect to the warp parameters
-    (homography; the first six columns are the affine ones), in coordinates normalised to [-1, 1], and the
-    per-pixel Gauss-Newton products of that Jacobian (summed over the descriptor channels), so a start's Hessian
-    over the pixels its IR covers is one matrix product."""
+    starts that are refined there: its MIND descriptors and their Jacobian with respect to the warp parameters
+    (homography; the first six columns are the affine ones), in coordinates normalised to [-1, 1]."""
 
     def __init__(self, fixed: torch.Tensor) -> None:
         h, w = self.size = tuple(fixed.shape[-2:])
@@ -221,11 +219,6 @@ class _FixedLevel:
             self._flat[n_params] = self.jacobian[..., :n_params].reshape(-1, n_params).contiguous()
         return self._flat[n_params]
 
-    @functools.cached_property
-    def outer(self) -> torch.Tensor:
-        """(h * w, 8 * 8) float64: sum over descriptor channels of J J^T at each pixel (border pixels zero)."""
-        jac = (self.jacobian * self.border[None, ..., None]).double().flatten(1, 2)  # (C, h*w, 8)
-        return torch.einsum("cnp,cnq->npq", jac, jac).reshape(jac.shape[1], -1)
 
 
 def _lk_level(moving: ImagePyramid, fixed: _FixedLevel, matrices: np.ndarray, iterations: int,
@@ -257,9 +250,11 @@ def _lk_level_joint(movings: Sequence[ImagePyramid], fixeds: Sequence[_FixedLeve
         to_full = np.linalg.inv(_scale_matrix(moving.size, (h, w)))
         moved, inside = moving.read(to_full @ mats, (h, w), padding_mode="border")
         valid = inside[:, 0] * fixed.border
-        if iterations > 0:
-            outer = fixed.outer.reshape(-1, 8, 8)[:, :n_params, :n_params].reshape(h * w, -1)
-            hess += (valid.flatten(1).double() @ outer).reshape(n, n_params, n_params)
+        if iterations > 0:  # each start's Gauss-Newton Hessian over the pixels its IR covers
+            jac = fixed.flat_jacobian(n_params).view(-1, h * w, n_params)  # (C, h*w, P)
+            for i in range(n):
+                jv = (jac * valid[i].reshape(1, -1, 1)).reshape(-1, n_params)
+                hess[i] += (jv.T @ jv).double()
         frames.append((mind_descriptors(moved), valid))
 
     def distance(active: torch.Tensor, warps: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -400,7 +395,8 @@ class GlobalSearchRegistrar:
         far_margin: the identity start is refined too; a solution found from another start must have a MIND
             distance lower than that local solution's by this fraction to be preferred.
         min_overlap: a candidate must cover this fraction of the visible frame with IR (with ``ir_field``
-            "narrower": of the smaller of the frame and the IR's footprint on it).
+            "narrower": of the smaller of the frame and the IR's footprint on the search canvas, the frame plus its
+            ``max_shift`` margins).
         agree_margin: a distant solution must also raise the orientation correlation
             (:meth:`orientation_scores`) over the near one by this much, and the result over the input (the
             identity) by this much, or the input is kept (``None``: MIND alone decides). 0.04: on RoadScene
@@ -408,12 +404,13 @@ class GlobalSearchRegistrar:
             near one and >= 0.10 over the input (``benchmarks/global_alternatives.py``).
         orientation_tiebreak: where MIND cannot separate the two (within ``far_margin``) but the distant solution is
             at least as close in MIND, it is preferred when its orientation correlation beats the near one's by this
-            much (``None``: never).
-        ir_field: "wider" (the default: the IR sees about as much as the visible camera or more, as on RoadScene's
-            rig) or "narrower" (a narrow thermal lens beside a wide visible camera): the scales searched and the
-            coverage test (``min_overlap``). Kept apart because solutions that cover only part of the frame are
-            false positives on wide rigs (docs/RESULTS.md §1.12). 0.06 = 1.5 ``agree_margin``: on 205 training records (``roadscene_raw``, ``none``,
+            much (``None``: never). 0.06 = 1.5 ``agree_margin``: on 205 training records (``roadscene_raw``, ``none``,
             ``umf``, ``large``) it changes one choice, a night pair (129 -> 7.6 raw px), and no other.
+        ir_field: "wider" (the default: the IR sees about as much as the visible camera or more, as on RoadScene's
+            rig) or "narrower" (a narrow thermal lens beside a wide visible camera): the scales searched
+            (``IR_FIELDS``), the coverage test (``min_overlap``) and, with "narrower", no ``same_size_scales`` limit
+            for an IR delivered at the visible size. Kept apart because solutions that cover only part of the frame
+            are false positives on wide rigs (docs/RESULTS.md §1.12).
 
     ``ir_size``: ``(width, height)`` of the IR before it was resampled onto the visible grid, if it was; the
     search is then centred on the square-pixel map (module docstring).
@@ -550,9 +547,10 @@ class GlobalSearchRegistrar:
         # each candidate's edge-noise level over the part of the canvas its IR covers
         z_mov = orientation_field(warped, mask=inside) * inside[:, 0]
         # transforms zero-padded to FFT-friendly sizes (a canvas of 82 x 133 px is 2 x 41 by 7 x 19): exact, since
-        # no shift within the margins reads the padding (the fixed image sits mh, mw px inside the canvas)
+        # no shift within the margins reads the padding (the fixed image sits mh, mw px inside the canvas); only
+        # the shifts within the margins, every one of them, are scored
         fh, fw = scipy.fft.next_fast_len(ch), scipy.fft.next_fast_len(cw)
-        rows = torch.cat([torch.arange(mh + 1), torch.arange(fh - mh, fh)])  # shifts -mh..mh, FFT order
+        rows = torch.cat([torch.arange(mh + 1), torch.arange(fh - mh, fh)])  # shifts 0..mh, -mh..-1 in FFT order
         cols = torch.cat([torch.arange(mw + 1), torch.arange(fw - mw, fw)])
         fz = torch.fft.fft2(z_fix, s=(fh, fw))
         # corr[d] = sum_p fix(p + d) conj(mov(p)): the fixed image matches the canvas shifted by -d
@@ -569,8 +567,8 @@ class GlobalSearchRegistrar:
                 else torch.tensor(float(h * w)))
         cover = overlap / area
         score = corr / (z_fix.abs().pow(2).sum() * energy.clamp_min(1e-6)).sqrt()
-        dy = torch.fft.fftfreq(fh)[rows] * fh
-        dx = torch.fft.fftfreq(fw)[cols] * fw
+        dy = torch.cat([torch.arange(mh + 1), torch.arange(-mh, 0)])  # the shifts of rows / cols, in px
+        dx = torch.cat([torch.arange(mw + 1), torch.arange(-mw, 0)])
         score = torch.where(cover > self.min_overlap, score, torch.full_like(score, -1.0))
         best, idx = score.flatten(1).max(1)
         out = []
