@@ -209,3 +209,12 @@ def test_calibrate_from_two_videos(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["calibrate", "--ir-video", str(tmp_path / "ir.mkv"), "-o", str(rig_path)]) == 2
     assert "--vis-video" in capsys.readouterr().err
+
+
+def test_ir_field_with_a_rig_file_is_a_clear_error():
+    from alignfuse.model_pipelines import rig_registrar
+
+    rig = RigModel(_rig(), VIS, IRS, "homography", {"frames": 5, "agreed": 4}, {"corner_rms": 0.5}, "ok", "fine")
+    with pytest.raises(UserError, match="calibrate"):
+        rig_registrar(rig=rig, ir_field="narrower", local=False)
+    assert rig_registrar(rig=rig, local=False) is not None
