@@ -53,26 +53,183 @@ def test_pwf_loss_prefers_the_source_structure():
     assert float(good) < float(bad) and set(terms) == {"loss", "ssim", "grad", "int"}
 
 
+def _tiny_dataset(tmp_path):
+    """Two random 48x48 IR / visible pairs in ``tmp_path/data/{ir,vi}`` -> the data folder."""
+    import numpy as np
+
+    from alignfuse import io
+
+    data = tmp_path / "data"
+    (data / "ir").mkdir(parents=True)
+    (data / "vi").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        io.write_image(data / "ir" / f"p{i}.png", rng.random((48, 48)).astype(np.float32))
+        io.write_image(data / "vi" / f"p{i}.png", rng.random((48, 48)).astype(np.float32))
+    return data
+
+
 def test_pwf_trains_and_exports(tmp_path):
     from pathlib import Path
 
     from alignfuse.learned_stages import load_pwf
     from alignfuse.training.recipes import TrainArgs, run_recipe
 
-    data = tmp_path / "data"
-    (data / "ir").mkdir(parents=True)
-    (data / "vi").mkdir()
-    import numpy as np
-
-    from alignfuse import io
-
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        io.write_image(data / "ir" / f"p{i}.png", rng.random((48, 48)).astype(np.float32))
-        io.write_image(data / "vi" / f"p{i}.png", rng.random((48, 48)).astype(np.float32))
+    data = _tiny_dataset(tmp_path)
     run_recipe(TrainArgs("pwf", data, None, "tiny", tmp_path / "run", progress=False))
     (tmp_path / "w").mkdir()
     for ext in ("safetensors", "json"):
         (tmp_path / "w" / f"pwf_cpu.{ext}").write_bytes((tmp_path / "run" / f"export.{ext}").read_bytes())
     net = load_pwf(Path(tmp_path / "w"))
     assert net(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)).fused.shape == (1, 1, 16, 16)
+
+
+# --- issue 15 item 2: optional loss terms (w_rmse, w_qabf, w_sd, w_qcv, grad_gain), the cpu-edge recipe, warm start
+
+
+def _eight_bit(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, shape, generator=g).float() / 255
+
+
+def test_pwf_qabf_term_equals_the_vifb_metric():
+    """The differentiable Qabf is VIFB's Qabf (validated against the MATLAB code) on 8-bit images."""
+    from alignfuse.losses.pwf import qabf
+    from alignfuse.metrics.fusion import compute_fusion_metrics
+
+    ir, vis = _eight_bit(1, 1, 40, 52, seed=1), _eight_bit(1, 1, 40, 52, seed=2)
+    smooth = torch.nn.functional.avg_pool2d(ir, 3, 1, 1)  # weaker edges than either source
+    for fused in ((ir + vis) / 2, torch.maximum(ir, vis), smooth, 0.7 * ir + 0.3 * vis):
+        fused = (fused * 255).round() / 255
+        ref = compute_fusion_metrics(vis[0, 0].numpy(), ir[0, 0].numpy(), fused[0, 0].numpy(), ["Qabf"])["Qabf"]
+        assert abs(float(qabf(fused, ir, vis)[0]) - ref) < 2e-3
+
+
+def test_pwf_qabf_term_rewards_the_stronger_edges_and_has_finite_gradients():
+    from alignfuse.losses.pwf import qabf
+
+    ir, vis = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    ir[..., 10:20, 6:14] = 0.8  # an IR-only target on flat backgrounds
+    vis[..., :, 20:] = 0.4  # a visible-only edge, away from it
+    both = torch.maximum(ir, vis).requires_grad_(True)
+    q = qabf(both, ir, vis)
+    assert float(q.detach()) > 0.9 and float(qabf(0.5 * (ir + vis), ir, vis)) < float(q.detach())
+    assert float(qabf(ir, ir, vis)) < float(q.detach())  # the visible edge lost
+    q.sum().backward()
+    assert torch.isfinite(both.grad).all() and float(both.grad.abs().sum()) > 0
+
+
+def test_pwf_rmse_term_is_vifb_rmse_and_indifferent_to_a_constant_blend():
+    from alignfuse.losses.pwf import rmse_term
+    from alignfuse.metrics.fusion import compute_fusion_metrics
+
+    ir, vis = _eight_bit(1, 1, 24, 30, seed=3), _eight_bit(1, 1, 24, 30, seed=4)
+    fused = (0.3 * ir + 0.7 * vis).clamp(0, 1)
+    ref = compute_fusion_metrics(vis[0, 0].numpy(), ir[0, 0].numpy(), fused[0, 0].numpy(), ["Rmse"])["Rmse"]
+    n = ir.numel()
+    assert abs(float(rmse_term(fused, ir, vis)[0]) / n**0.5 - ref) < 1e-6  # VIFB: ||S - F|| / N, mean of sources
+    # any spatially constant blend reaches the same value; a varying blend (max) costs more
+    values = [float(rmse_term(w * ir + (1 - w) * vis, ir, vis)) for w in (0.0, 0.25, 0.5, 1.0)]
+    assert max(values) - min(values) < 1e-5
+    assert float(rmse_term(torch.maximum(ir, vis), ir, vis)) > values[0] + 0.02
+
+
+def test_pwf_loss_options_default_to_the_shipped_objective():
+    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    fused = 0.6 * ir + 0.4 * vis
+    base, terms = PWFLoss(w_grad=30.0)(fused, ir, vis)
+    same, _ = PWFLoss(w_grad=30.0, w_rmse=0.0, w_qabf=0.0, grad_gain=1.0, w_sd=0.0, w_qcv=0.0)(fused, ir, vis)
+    assert float(base) == float(same) and set(terms) == {"loss", "ssim", "grad", "int"}
+    from alignfuse.losses.pwf import qabf, rmse_term
+
+    from alignfuse.losses.pwf import qcv, sd_shortfall
+
+    more, t2 = PWFLoss(w_grad=30.0, w_rmse=3.0, w_qabf=2.0, w_sd=4.0, w_qcv=0.5, qcv_ref=300)(fused, ir, vis)
+    expect = (float(base) + 3.0 * float(rmse_term(fused, ir, vis).mean())
+              + 2.0 * (1 - float(qabf(fused, ir, vis).mean())) + 4.0 * float(sd_shortfall(fused, ir, vis).mean())
+              + 0.5 * float(qcv(fused, ir, vis, 300).mean()) / 1000)
+    assert abs(float(more) - expect) < 1e-5 and {"rmse", "qabf", "sd", "qcv"} <= set(t2)
+
+
+@pytest.mark.parametrize("shape", [(40, 52), (37, 45)])
+def test_pwf_qcv_term_equals_the_vifb_metric(shape):
+    """Within VIFB's rounding of the normalised images; odd sizes exercise the block padding and the CSF grid."""
+    from alignfuse.losses.pwf import qcv
+    from alignfuse.metrics.fusion import compute_fusion_metrics
+
+    ir = (torch.nn.functional.avg_pool2d(_eight_bit(1, 1, *shape, seed=7), 3, 1, 1) * 255).round() / 255
+    vis = _eight_bit(1, 1, *shape, seed=8)
+    values = []
+    for fused in ((ir + vis) / 2, torch.maximum(ir, vis), 0.8 * ir + 0.2 * vis):
+        fused = (fused * 255).round() / 255
+        ref = compute_fusion_metrics(vis[0, 0].numpy(), ir[0, 0].numpy(), fused[0, 0].numpy(), ["Qcv"])["Qcv"]
+        values.append(float(qcv(fused.double(), ir.double(), vis.double())[0]))
+        assert abs(values[-1] - ref) < 2e-3 * ref
+    assert len(set(round(v) for v in values)) == 3  # it tells the blends apart
+
+
+def test_pwf_qcv_term_is_zero_for_a_source_copy_and_has_gradients():
+    from alignfuse.losses.pwf import qcv
+
+    ir, vis = _eight_bit(2, 1, 32, 32, seed=9), _eight_bit(2, 1, 32, 32, seed=10)
+    assert float(qcv(vis, vis, vis).max()) < 1e-6  # F equal to both sources: no difference anywhere
+    fused = (0.5 * (ir + vis)).requires_grad_(True)
+    value = qcv(fused, ir, vis, ref=400)
+    value.sum().backward()
+    assert float(value.min()) > 0 and torch.isfinite(fused.grad).all() and float(fused.grad.abs().sum()) > 0
+    # a larger reference image moves the CSF's peak to lower frequencies of the crop: another value
+    assert abs(float(qcv(fused, ir, vis, ref=400)[0]) - float(qcv(fused, ir, vis)[0])) > 1e-3
+
+
+def test_pwf_sd_shortfall_is_the_missing_contrast_of_the_stronger_source():
+    from alignfuse.losses.pwf import sd_shortfall
+
+    g = torch.Generator().manual_seed(6)
+    ir = torch.rand(1, 1, 20, 20, generator=g)  # SD ~0.29
+    vis = 0.5 + 0.2 * (torch.rand(1, 1, 20, 20, generator=g) - 0.5)  # SD ~0.06
+    sd_ir = float(ir.std(unbiased=False))
+    assert abs(float(sd_shortfall(0.5 * ir + 0.25, ir, vis)) - 0.5 * sd_ir) < 1e-6  # half the IR's contrast
+    assert float(sd_shortfall(ir, ir, vis)) == 0.0 and float(sd_shortfall(1.5 * ir, ir, vis)) == 0.0  # no reward above
+    assert float(sd_shortfall(vis, ir, vis)) > float(sd_shortfall(0.8 * ir + 0.2 * vis, ir, vis))
+
+
+def test_pwf_grad_gain_moves_the_best_edge_strength():
+    """With VIS flat, the gradient term of F = c * IR is smallest at c = grad_gain."""
+    ir = torch.rand(1, 1, 48, 48, generator=torch.Generator().manual_seed(5))
+    vis = torch.full_like(ir, 0.0)
+    cs = [0.8, 1.0, 1.2, 1.4]
+    for gain, best in ((1.0, 1.0), (1.2, 1.2)):
+        loss = PWFLoss(w_ssim=0.0, w_int=0.0, w_grad=1.0, grad_gain=gain)
+        values = [float(loss(c * ir, ir, vis)[0]) for c in cs]
+        assert cs[values.index(min(values))] == best
+
+
+def test_pwf_edge_recipe_warm_starts_from_an_export(tmp_path):
+    """cpu-edge-style runs start from init's weights (lr 0: the export equals the init) and log the new terms."""
+    import json
+
+    from alignfuse import checkpoints
+    from alignfuse.training.recipes import TrainArgs, run_recipe
+
+    data = _tiny_dataset(tmp_path)
+    run_recipe(TrainArgs("pwf", data, None, "tiny-edge", tmp_path / "a", progress=False))
+    first, _ = checkpoints.load_weights(tmp_path / "a" / "export.safetensors", architecture="pwf")
+    run_recipe(TrainArgs("pwf", data, None, "tiny-edge", tmp_path / "b", progress=False,
+                         overrides={"init": str(tmp_path / "a" / "export.safetensors"), "lr": 0.0}))
+    second, _ = checkpoints.load_weights(tmp_path / "b" / "export.safetensors", architecture="pwf")
+    for k in first:
+        torch.testing.assert_close(second[k], first[k], atol=0, rtol=0)
+    scratch = build_pwf("tiny").state_dict()
+    assert any(not torch.equal(first[k], scratch[k]) for k in first)  # a, trained with lr 1e-3, moved
+    logged = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert {"rmse", "qabf", "sd", "qcv"} <= set(logged[-1])
+
+
+def test_pwf_shipped_recipe_keeps_the_shipped_loss():
+    from alignfuse.training.recipes import RECIPES
+
+    cpu = RECIPES["pwf"]["cpu"]
+    # the recipe the shipped weights came from: none of the new keys, so none of the new terms
+    assert not {"w_rmse", "w_qabf", "grad_gain", "w_sd", "w_qcv", "qcv_ref", "init"} & set(cpu)
+    edge = RECIPES["pwf"]["cpu-edge"]
+    assert edge["net"] == cpu["net"] and edge["init"] == "shipped"

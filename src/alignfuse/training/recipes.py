@@ -184,6 +184,18 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                 "w_grad": 30.0, "w_int": 1.0, "target": "max", "checkpoint_every": 100, "log_every": 20},
         "tiny": {"net": "tiny", "levels": 0, "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "w_ssim": 1.0,
                  "w_grad": 10.0, "w_int": 1.0, "target": "max", "checkpoint_every": 1, "log_every": 1},
+        # issue 15 item 2 (losses/pwf.py): the shipped loss + w_rmse x (RMS(F - IR) + RMS(F - VIS)) / 2 (Psnr /
+        # Rmse) + w_qabf x (1 - differentiable Qabf) + w_sd x SD shortfall + w_qcv x Qcv / 1000 (CSF scaled as for a
+        # qcv_ref-px image), the gradient target x grad_gain; fine-tuned from init ("shipped": pwf_cpu; or an
+        # export's .safetensors; "": from scratch). "cpu" and "tiny" lack these keys: their terms are off.
+        "cpu-edge": {"net": "cpu", "levels": 0, "steps": 600, "batch": 8, "crop": 128, "lr": 5e-4, "w_ssim": 1.0,
+                     "w_grad": 30.0, "w_int": 1.0, "target": "max", "w_rmse": 0.0, "w_qabf": 0.0, "grad_gain": 1.0,
+                     "w_sd": 0.0, "w_qcv": 0.0, "qcv_ref": 400, "init": "shipped",
+                     "checkpoint_every": 100, "log_every": 20},
+        "tiny-edge": {"net": "tiny", "levels": 0, "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "w_ssim": 1.0,
+                      "w_grad": 10.0, "w_int": 1.0, "target": "max", "w_rmse": 1.0, "w_qabf": 1.0, "grad_gain": 1.1,
+                      "w_sd": 1.0, "w_qcv": 1.0, "qcv_ref": 64, "init": "",
+                      "checkpoint_every": 1, "log_every": 1},
     },
 }
 
@@ -613,9 +625,20 @@ def _pwf(args: TrainArgs, cfg: dict[str, Any]):
         raise UnknownNameError(f"pwf: unknown net {cfg['net']!r}; known: {', '.join(PWF_CONFIGS)}")
     dist = setup_distributed(args.device)
     torch.manual_seed(int(cfg["seed"]))
-    arch = {**PWF_CONFIGS[cfg["net"]], **({"levels": cfg["levels"]} if cfg["levels"] > 0 else {})}  # levels 0: the net's
-    net = build_pwf(arch).to(dist.device)
-    loss_fn = PWFLoss(w_ssim=cfg["w_ssim"], w_grad=cfg["w_grad"], w_int=cfg["w_int"], target=cfg["target"])
+    # levels 0: the net's
+    arch = {**PWF_CONFIGS[cfg["net"]], **({"levels": cfg["levels"]} if cfg["levels"] > 0 else {})}
+    net = build_pwf(arch)
+    if cfg.get("init"):
+        init = weights_path("pwf", None) if cfg["init"] == "shipped" else Path(cfg["init"])
+        state, meta = checkpoints.load_weights(init, architecture="pwf")
+        if {k: list(v) if isinstance(v, tuple) else v for k, v in net.config.items()} != meta["config"]:
+            raise UserError(f"pwf: init {init} has config {meta['config']}, the run builds {net.config}")
+        net.load_state_dict(state)
+    net = net.to(dist.device)
+    loss_fn = PWFLoss(w_ssim=cfg["w_ssim"], w_grad=cfg["w_grad"], w_int=cfg["w_int"], target=cfg["target"],
+                      w_rmse=cfg.get("w_rmse", 0.0), w_qabf=cfg.get("w_qabf", 0.0),
+                      grad_gain=cfg.get("grad_gain", 1.0), w_sd=cfg.get("w_sd", 0.0), w_qcv=cfg.get("w_qcv", 0.0),
+                      qcv_ref=cfg.get("qcv_ref", 0))
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bank = load_bank(args.data, args.split)
