@@ -393,6 +393,26 @@ def test_fusion_objective_prefers_the_stronger_source_where_the_paper_loss_is_fl
         RFVIFLoss(objective="fusion", fusion_int_weight=-1.0)
 
 
+def test_fusion_objective_metric_terms_add_what_they_say():
+    """fusion_qabf_weight / fusion_sd_weight add w x (1 - Qabf) and w x SD shortfall (losses/pwf.py) to the fusion
+    objective; an average of a flat visible image and a contrasted IR loses on both, the contrasted IR does not."""
+    from alignfuse.losses.pwf import qabf, sd_shortfall
+    from alignfuse.losses.rfvif import RFVIFLoss
+
+    g = torch.Generator().manual_seed(0)
+    vis = 0.3 + 0.05 * torch.rand(1, 1, 32, 32, generator=g)
+    ir = torch.rand(1, 1, 32, 32, generator=g)
+    average = 0.5 * (vis + ir)
+    base = RFVIFLoss(objective="fusion")
+    both = RFVIFLoss(objective="fusion", fusion_qabf_weight=2.0, fusion_sd_weight=5.0)
+    added = float(both(average, [], vis, ir)[0] - base(average, [], vis, ir)[0])
+    expected = 2.0 * float(1 - qabf(average, ir, vis)[0]) + 5.0 * float(sd_shortfall(average, ir, vis)[0])
+    assert added == pytest.approx(expected, rel=1e-4) and expected > 0
+    assert float(sd_shortfall(ir, ir, vis)[0]) == 0.0
+    with pytest.raises(ValueError, match="fusion_sd_weight"):
+        RFVIFLoss(objective="fusion", fusion_sd_weight=-1.0)
+
+
 def test_fast_config_drops_only_full_resolution_msrbs():
     fast, cpu = RFVIF_CONFIGS["fast"], RFVIF_CONFIGS["cpu"]
     assert fast.msrb_blocks == (0, 1, 1) and replace(fast, msrb_blocks=cpu.msrb_blocks) == cpu

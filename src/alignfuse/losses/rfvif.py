@@ -127,6 +127,9 @@ class RFVIFLoss(nn.Module):
         objective: "paper" (Eq. 18) or "fusion" (pixel + perceptual replaced by the PWF objective, see the
             module docstring; not in the paper).
         fusion_grad_weight, fusion_int_weight: the gradient and intensity weights of the "fusion" objective.
+        fusion_qabf_weight, fusion_sd_weight: its optional metric-shaped terms (:class:`~alignfuse.losses.pwf.PWFLoss`
+            ``w_qabf``: 1 - a differentiable Qabf; ``w_sd``: the shortfall of the fused SD below the more contrasted
+            source's); 0: off.
 
     ``forward(fused, aligned_ir, vis, ir_gt, teacher=None)`` returns ``(total, terms)`` where ``terms``
     holds the floats ``pixel``, ``perceptual``, ``align``, ``grad``, ``teacher`` (unweighted) and ``total``;
@@ -145,12 +148,15 @@ class RFVIFLoss(nn.Module):
         objective: str = "paper",
         fusion_grad_weight: float = 30.0,
         fusion_int_weight: float = 1.0,
+        fusion_qabf_weight: float = 0.0,
+        fusion_sd_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if objective not in RFVIF_OBJECTIVES:
             raise ValueError(f"objective must be one of {RFVIF_OBJECTIVES}, got {objective!r}")
         self.objective = objective
-        self.fusion_objective = (PWFLoss(w_grad=fusion_grad_weight, w_int=fusion_int_weight)
+        self.fusion_objective = (PWFLoss(w_grad=fusion_grad_weight, w_int=fusion_int_weight, w_qabf=fusion_qabf_weight,
+                                         w_sd=fusion_sd_weight)
                                  if objective == "fusion" else None)
         for name, value in (("alpha", alpha), ("beta", beta)):
             if not 0.0 <= value <= 1.0:
@@ -158,7 +164,8 @@ class RFVIFLoss(nn.Module):
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
         for name, value in (("grad_weight", grad_weight), ("teacher_weight", teacher_weight),
-                            ("fusion_grad_weight", fusion_grad_weight), ("fusion_int_weight", fusion_int_weight)):
+                            ("fusion_grad_weight", fusion_grad_weight), ("fusion_int_weight", fusion_int_weight),
+                            ("fusion_qabf_weight", fusion_qabf_weight), ("fusion_sd_weight", fusion_sd_weight)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.grad_weight = grad_weight

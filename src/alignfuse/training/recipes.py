@@ -76,6 +76,14 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                       "init": "", "objective": "fusion", "fusion_grad_weight": 30.0,
                       "fusion_int_weight": 10.0, "shift_weight": 0.1, "shift_lr_scale": 10.0, "shift_ramp": 400,
                       "checkpoint_every": 50, "log_every": 10},
+        # issue 15: the shipped fast-shift weights fine-tuned with the fusion objective's metric-shaped terms
+        # (losses/pwf.py: 1 - differentiable Qabf, SD shortfall), the shift prior on from the first step
+        "cpu-metric": {"net": "fast-shift", "variant": "", "steps": 800, "batch": 8, "crop": 96, "lr": 2e-4,
+                       "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
+                       "init": "shipped", "objective": "fusion", "fusion_grad_weight": 30.0,
+                       "fusion_int_weight": 10.0, "fusion_qabf_weight": 2.0, "fusion_sd_weight": 5.0,
+                       "shift_weight": 0.1, "shift_lr_scale": 1.0, "shift_ramp": 1,
+                       "checkpoint_every": 50, "log_every": 10},
         "paper": {"net": "paper", "variant": "", "steps": 186000, "batch": 8, "crop": 128, "lr": 1e-3,
                   "max_shift": 8, "features": "auto", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
                   "init": "", "objective": "paper", "fusion_grad_weight": 30.0, "fusion_int_weight": 1.0,
@@ -312,7 +320,9 @@ def _rfvif(args: TrainArgs, cfg: dict[str, Any]):
                             grad_weight=float(cfg.get("grad_weight", 0)), teacher_weight=teacher_weight,
                             objective=cfg.get("objective", "paper"),
                             fusion_grad_weight=float(cfg.get("fusion_grad_weight", 30.0)),
-                            fusion_int_weight=float(cfg.get("fusion_int_weight", 1.0)))
+                            fusion_int_weight=float(cfg.get("fusion_int_weight", 1.0)),
+                            fusion_qabf_weight=float(cfg.get("fusion_qabf_weight", 0.0)),
+                            fusion_sd_weight=float(cfg.get("fusion_sd_weight", 0.0)))
     except ValueError as exc:
         raise UserError(f"rfvif: {exc}") from None
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
