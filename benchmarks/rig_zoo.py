@@ -31,7 +31,7 @@ import torch
 
 from alignfuse import io
 from alignfuse.api import load_pipeline, register_arrays
-from alignfuse.synth_rig import deliver_ir, example_rig, true_field
+from alignfuse.synth_rig import deliver_ir, example_rig, seen_by_ir, true_field
 from roadscene_raw_tre import apply_overrides
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "roadscene"
@@ -48,15 +48,6 @@ CASES = {
 }
 
 
-def covered(matrix: np.ndarray, vis_size: tuple[int, int], ir_size: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool: the visible pixels whose IR position lies inside the IR frame."""
-    (vw, vh), (iw, ih) = vis_size, ir_size
-    ys, xs = np.mgrid[0:vh, 0:vw].astype(np.float64)
-    q = matrix @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    u, v = (q[:2] / q[2:]).reshape(2, vh, vw)
-    return (u >= 0) & (u <= iw - 1) & (v >= 0) & (v <= ih - 1)
-
-
 def run_case(pipe, names: list[str], data: Path, case: tuple) -> dict:
     ir_size, scale, roll, (fx, fy) = case
     rows = []
@@ -68,7 +59,7 @@ def run_case(pipe, names: list[str], data: Path, case: tuple) -> dict:
                              angle_deg=roll, perspective=0.0)
         ir_raw = deliver_ir(pair.ir, matrix, ir_size)
         truth = true_field(matrix, (vw, vh), ir_size)
-        mask = covered(matrix, (vw, vh), ir_size)
+        mask = seen_by_ir(matrix, (vw, vh), ir_size)
         t0 = time.perf_counter()
         result = register_arrays(ir_raw, pair.vis, pipe)
         dt = time.perf_counter() - t0

@@ -412,17 +412,14 @@ def test_coarse_search_scores_every_shift_within_the_margins(size):
 def _narrow_rig_pair(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     """The sample pair FLIR_00211 re-delivered by a 640x512 IR that sees 56 % of the visible width (a narrow thermal
     lens beside a wide visible camera) -> (IR file, visible file, true field, visible pixels the IR sees)."""
-    from alignfuse.synth_rig import deliver_ir, example_rig, true_field
+    from alignfuse.synth_rig import deliver_ir, example_rig, seen_by_ir, true_field
 
     pair = io.load_pair(SAMPLES / "ir" / "FLIR_00211.jpg", SAMPLES / "vi" / "FLIR_00211.jpg")
     vh, vw = pair.vis_y.shape
     rig = example_rig((vw, vh), (640, 512), shift=(20.0, -15.0), scale=1.8, angle_deg=2.0, perspective=0.0)
     ir_p = tmp_path / "narrow_ir.png"
     io.write_image(ir_p, deliver_ir(pair.ir, rig, (640, 512)))
-    ys, xs = np.mgrid[0:vh, 0:vw].astype(np.float64)
-    q = rig @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    u, v = (q[:2] / q[2:]).reshape(2, vh, vw)
-    seen = (u >= 0) & (u <= 639) & (v >= 0) & (v <= 511)
+    seen = seen_by_ir(rig, (vw, vh), (640, 512))
     return ir_p, SAMPLES / "vi" / "FLIR_00211.jpg", true_field(rig, (vw, vh), (640, 512)), seen
 
 

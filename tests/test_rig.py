@@ -14,7 +14,7 @@ from alignfuse import cli, io
 from alignfuse.errors import UserError
 from alignfuse.registration.rig import (FrameEstimate, RigModel, RigRegistrar, _ir_to_grid, consensus, corner_error,
                                         frame_corners)
-from alignfuse.synth_rig import deliver_ir, example_rig, jittered, true_field
+from alignfuse.synth_rig import deliver_ir, example_rig, jittered, seen_by_ir, true_field
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 VIS, IRS = (256, 192), (256, 205)
@@ -135,10 +135,8 @@ def test_calibrate_a_narrow_field_rig(tmp_path, capsys):
     rig = RigModel.load(rig_path)
     assert rig.verdict == "ok"
     # judged where the IR sees the scene (the visible corners lie outside it: a homography extrapolates there)
-    ys, xs = np.mgrid[0 : VIS[1], 0 : VIS[0]].astype(np.float64)
-    q = truth @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    u, v = (q[:2] / q[2:]).reshape(2, VIS[1], VIS[0])
-    seen = (u >= 0) & (u <= IRS[0] - 1) & (v >= 0) & (v <= IRS[1] - 1)
+    seen = seen_by_ir(truth, VIS, IRS)
+    assert seen_by_ir(np.linalg.inv(_ir_to_grid(VIS, IRS)), VIS, IRS).all()  # a pure resampling sees every pixel
     err = np.hypot(*(true_field(rig.matrix, VIS, IRS) - true_field(truth, VIS, IRS)))[seen]
     assert seen.mean() < 0.5 and err.mean() < 3.0, err.mean()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["example_rig", "jittered", "deliver_ir", "true_field"]
+__all__ = ["example_rig", "jittered", "deliver_ir", "true_field", "seen_by_ir"]
 
 
 def example_rig(vis_size: tuple[int, int], ir_size: tuple[int, int], shift: tuple[float, float] = (28.0, -17.0),
@@ -54,3 +54,13 @@ def true_field(matrix: np.ndarray, vis_size: tuple[int, int], ir_size: tuple[int
     q = m @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
     pos = (q[:2] / q[2:]).reshape(2, vh, vw)
     return (pos - np.stack([xs, ys])).astype(np.float32)
+
+
+def seen_by_ir(matrix: np.ndarray, vis_size: tuple[int, int], ir_size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the visible pixels whose raw IR position (``matrix``, visible pixel -> raw IR pixel) lies inside
+    the IR frame, i.e. where a registration of this rig can be judged."""
+    (vw, vh), (iw, ih) = vis_size, ir_size
+    ys, xs = np.mgrid[0:vh, 0:vw].astype(np.float64)
+    q = np.asarray(matrix, np.float64) @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    u, v = (q[:2] / q[2:]).reshape(2, vh, vw)
+    return (u >= 0) & (u <= iw - 1) & (v >= 0) & (v <= ih - 1)
