@@ -467,3 +467,21 @@ def test_an_ir_of_another_size_left_unregistered_is_flagged_with_a_hint(tmp_path
     ir, vis = _sample()
     _, d = registrar.register_pair(torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None])
     assert not d["suspect"] and "warning" not in d
+
+
+def test_box_sums_equal_direct_sums_and_keep_exact_zeros():
+    """The coarse search's energy and coverage per shift: every h x w box of the canvas, against a direct sum; a box
+    over an all-zero region (no IR coverage) must be exactly 0, not rounding noise."""
+    from alignfuse.registration.global_search import _box_sums
+
+    rng = np.random.default_rng(1)
+    h, w, mh, mw = 7, 9, 3, 4
+    values = torch.from_numpy(rng.random((2, h + 2 * mh, w + 2 * mw)).astype(np.float32) * 100)
+    values[1, :, :w] = 0.0
+    got = _box_sums(values, (h, w), (mh, mw))
+    assert got.shape == (2, 2 * mh + 1, 2 * mw + 1)
+    for t in range(2 * mh + 1):
+        for left in range(2 * mw + 1):
+            direct = values[:, t : t + h, left : left + w].double().sum((1, 2))
+            assert torch.allclose(got[:, t, left].double(), direct, rtol=1e-5)
+    assert torch.all(got[1, :, 0] == 0.0)

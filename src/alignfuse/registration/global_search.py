@@ -113,6 +113,17 @@ def _warp_by(image: torch.Tensor, matrices: torch.Tensor | np.ndarray, out_size:
 
 
 @functools.lru_cache(maxsize=32)
+def _box_sums(values: torch.Tensor, box: tuple[int, int], margin: tuple[int, int]) -> torch.Tensor:
+    """values (N, h + 2 mh, w + 2 mw), box (h, w), margin (mh, mw) -> (N, 2 mh + 1, 2 mw + 1): the sum of each map
+    over the h x w box at every corner (t, l), t <= 2 mh, l <= 2 mw, by running sums along each axis (exact zeros
+    where the box holds only zeros: the two partial sums are then the same number)."""
+    (h, w), (mh, mw) = box, margin
+    rows = F.pad(values.cumsum(1), (0, 0, 1, 0))
+    rows = rows[:, h : h + 2 * mh + 1] - rows[:, : 2 * mh + 1]
+    cols = F.pad(rows.cumsum(2), (1, 0))
+    return cols[..., w : w + 2 * mw + 1] - cols[..., : 2 * mw + 1]
+
+
 def _base_grid(h: int, w: int) -> torch.Tensor:
     """(1, h * w, 3) float32 homogeneous grid_sample coordinates (x, y, 1) of an (h, w) grid, align_corners=True
     (F.affine_grid's base grid; a side of 1 px sits at 0)."""
@@ -537,8 +548,6 @@ class GlobalSearchRegistrar:
         ch, cw = h + 2 * mh, w + 2 * mw
         z_fix = torch.zeros(ch, cw, dtype=torch.complex64)
         z_fix[mh : mh + h, mw : mw + w] = orientation_field(fix)[0]
-        mask_fix = torch.zeros(ch, cw)
-        mask_fix[mh : mh + h, mw : mw + w] = 1.0
         centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
         mats = np.zeros((len(cands), 3, 3))
         for i, (_, lin) in enumerate(cands):  # about the frame centre
@@ -555,20 +564,20 @@ class GlobalSearchRegistrar:
         fz = torch.fft.fft2(z_fix, s=(fh, fw))
         # corr[d] = sum_p fix(p + d) conj(mov(p)): the fixed image matches the canvas shifted by -d
         corr = torch.fft.ifft2(fz[None] * torch.fft.fft2(z_mov, s=(fh, fw)).conj())[:, rows][:, :, cols].real
-        # the moving edge energy and IR coverage inside the visible frame, for every shift: two real correlations
-        # with the (real) frame mask packed into one complex transform
-        packed = torch.fft.ifft2(torch.fft.fft2(mask_fix, s=(fh, fw))[None] * torch.fft.fft2(
-            torch.complex(z_mov.real.square() + z_mov.imag.square(), inside[:, 0]), s=(fh, fw)).conj())
-        packed = packed[:, rows][:, :, cols]
-        energy, overlap = packed.real, -packed.imag  # conj() flipped the imaginary part
+        dy = torch.cat([torch.arange(mh + 1), torch.arange(-mh, 0)])  # the shifts of rows / cols, in px
+        dx = torch.cat([torch.arange(mw + 1), torch.arange(-mw, 0)])
+        # the moving edge energy and IR coverage inside the visible frame, for every shift: sums over the frame's
+        # window on the canvas, the h x w box at (mh - dy, mw - dx), by running sums (the correlations with the frame
+        # mask, without two more transforms per candidate)
+        tops, lefts = mh - dy, mw - dx
+        energy = _box_sums(z_mov.real.square() + z_mov.imag.square(), (h, w), (mh, mw))[:, tops][:, :, lefts]
+        overlap = _box_sums(inside[:, 0], (h, w), (mh, mw))[:, tops][:, :, lefts]
         # the overlap as a fraction of the visible frame; for an IR with a narrower field of view than the visible
         # camera, of the smaller of the frame and the IR's footprint (the right answer covers only part of the frame)
         area = (inside.sum((1, 2, 3)).clamp(1.0, h * w)[:, None, None] if self.ir_field == "narrower"
                 else torch.tensor(float(h * w)))
         cover = overlap / area
         score = corr / (z_fix.abs().pow(2).sum() * energy.clamp_min(1e-6)).sqrt()
-        dy = torch.cat([torch.arange(mh + 1), torch.arange(-mh, 0)])  # the shifts of rows / cols, in px
-        dx = torch.cat([torch.arange(mw + 1), torch.arange(-mw, 0)])
         score = torch.where(cover > self.min_overlap, score, torch.full_like(score, -1.0))
         best, idx = score.flatten(1).max(1)
         out = []

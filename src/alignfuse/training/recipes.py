@@ -76,8 +76,11 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                       "init": "", "objective": "fusion", "fusion_grad_weight": 30.0,
                       "fusion_int_weight": 10.0, "shift_weight": 0.1, "shift_lr_scale": 10.0, "shift_ramp": 400,
                       "checkpoint_every": 50, "log_every": 10},
-        # issue 15: the shipped fast-shift weights fine-tuned with the fusion objective's metric-shaped terms
-        # (losses/pwf.py: 1 - differentiable Qabf, SD shortfall), the shift prior on from the first step
+        # stage 4 of the shipped rfvif_cpu (issue 15): the stage-3 weights fine-tuned with the fusion objective's
+        # metric-shaped terms (losses/pwf.py: 1 - differentiable Qabf, SD shortfall), the shift prior on from the
+        # first step. The run used init=shipped when stage 3 was shipped; to reproduce it now, save `git show
+        # a1a9709:src/alignfuse/weights/rfvif_cpu.safetensors` (and `.json`) as S3.safetensors / S3.json and
+        # --set init=S3 ("shipped" now fine-tunes stage 4 itself)
         "cpu-metric": {"net": "fast-shift", "variant": "", "steps": 800, "batch": 8, "crop": 96, "lr": 2e-4,
                        "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
                        "init": "shipped", "objective": "fusion", "fusion_grad_weight": 30.0,
