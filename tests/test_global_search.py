@@ -485,3 +485,54 @@ def test_box_sums_equal_direct_sums_and_keep_exact_zeros():
             direct = values[:, t : t + h, left : left + w].double().sum((1, 2))
             assert torch.allclose(got[:, t, left].double(), direct, rtol=1e-5)
     assert torch.all(got[1, :, 0] == 0.0)
+
+
+class _ScriptedSearch(GlobalSearchRegistrar):
+    """The rescue policy alone: each search size returns a scripted result (matrix = identity x size)."""
+
+    def __init__(self, results: dict[int, dict], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.results, self.sizes_run = results, []
+
+    def _register(self, pyr, levels, fixed, ir_size, search_size):
+        self.sizes_run.append(search_size)
+        d = {"start": f"s{search_size}", "near_because": None, "fallback": None, **self.results[search_size]}
+        return np.eye(3) * search_size, d
+
+
+@pytest.mark.parametrize("first, second, ir_size, rescued, kept", [
+    ({"confidence": 0.04}, {"confidence": 0.15}, (640, 512), True, 128),  # weak distant solution, better one found
+    ({"confidence": 0.04}, {"confidence": 0.02}, (640, 512), True, 80),  # the finer search is no better: first kept
+    ({"confidence": 0.30}, {"confidence": 0.50}, (640, 512), False, 80),  # strong enough: no second search
+    ({"confidence": 0.04, "near_because": "mind"}, {"confidence": 0.15}, None, False, 80),  # a weak *near* solution
+    ({"confidence": 0.0, "fallback": "kept the input"}, {"confidence": 0.15}, (640, 512), True, 128),  # IR of another size, nothing kept
+    ({"confidence": 0.0, "fallback": "kept the input"}, {"confidence": 0.15}, None, False, 80),  # same size: aligned pairs stay put
+])
+def test_a_weak_global_result_is_searched_again_finer(first, second, ir_size, rescued, kept):
+    g = _ScriptedSearch({80: first, 128: second})
+    moving = torch.rand(1, 1, 60, 80)
+    matrix, d = g.register_pair(moving, moving.clone(), ir_size)
+    assert g.sizes_run == ([80, 128] if rescued else [80])
+    assert matrix[0, 0] == kept and d["start"] == f"s{kept}"
+    assert ("rescue" in d) == rescued
+    if rescued:
+        assert d["rescue"]["first"]["confidence"] == first["confidence"]
+        assert d["rescue"]["second"]["confidence"] == second["confidence"]
+    g_off = _ScriptedSearch({80: first, 128: second}, rescue_size=None)
+    g_off.register_pair(moving, moving.clone(), ir_size)
+    assert g_off.sizes_run == [80]
+
+
+def test_the_rescue_search_runs_end_to_end_and_keeps_the_stronger_result():
+    """Every distant solution counted weak (rescue_below 1): the 128 px search runs on a real sample pair, and the
+    result kept is the one with the larger gain, still the known transform."""
+    ir, vis = _sample()
+    h, w = ir.shape
+    true = _similarity(0.8, 10.0, 40.0, -25.0, ir.shape)
+    res = GlobalSearchRegistrar(rescue_below=1.0)(torch.from_numpy(_apply(ir, true))[None, None],
+                                                  torch.from_numpy(vis)[None, None])
+    d = res.diagnostics[0]
+    assert d["rescue"]["search_size"] == 128
+    assert d["confidence"] == max(d["rescue"]["first"]["confidence"], d["rescue"]["second"]["confidence"])
+    expected = warp.field_from_matrix(torch.from_numpy(true)[None], h, w)[0].numpy()
+    assert np.sqrt(((res.field[0].numpy() - expected) ** 2).sum(0)).mean() < 2.5

@@ -422,6 +422,10 @@ class GlobalSearchRegistrar:
             (``IR_FIELDS``), the coverage test (``min_overlap``) and, with "narrower", no ``same_size_scales`` limit
             for an IR delivered at the visible size. Kept apart because solutions that cover only part of the frame
             are false positives on wide rigs (docs/RESULTS.md §1.12).
+        rescue_size / rescue_below: a weak result is searched again at ``rescue_size`` (``None``: never); see
+            :meth:`register_pair`. 0.10: on the 45 `roadscene_raw` probe training pairs the wrong solutions of the
+            80 px search gained <= 0.093 and the right ones the 128 px search found instead >= 0.150 (0.12 rescued
+            the same pairs, with more searches that change nothing).
 
     ``ir_size``: ``(width, height)`` of the IR before it was resampled onto the visible grid, if it was; the
     search is then centred on the square-pixel map (module docstring).
@@ -438,7 +442,8 @@ class GlobalSearchRegistrar:
                  select_after: int = 1,
                  second_pass: int = 16, passes: int = 2, refine_anisotropy: bool = False, far_margin: float = 0.03,
                  same_size_scales: tuple[float, float] = (0.8, 1.25), agree_margin: float | None = 0.04,
-                 orientation_tiebreak: float | None = 0.06, ir_field: str = "wider") -> None:
+                 orientation_tiebreak: float | None = 0.06, ir_field: str = "wider", rescue_size: int | None = 128,
+                 rescue_below: float = 0.10) -> None:
         if ir_field not in IR_FIELDS:
             raise UserError(f"ir_field is one of {', '.join(IR_FIELDS)}, got {ir_field!r}")
         if not (len(sizes) == len(iterations) == len(models)) or not sizes:
@@ -467,6 +472,8 @@ class GlobalSearchRegistrar:
         self.agree_margin = None if agree_margin is None else float(agree_margin)
         self.orientation_tiebreak = None if orientation_tiebreak is None else float(orientation_tiebreak)
         self.select_after = max(1, min(int(select_after), len(self.sizes)))
+        self.rescue_size = None if rescue_size is None else int(rescue_size)
+        self.rescue_below = float(rescue_below)
 
     # -- coarse search -------------------------------------------------------------------------
 
@@ -501,22 +508,23 @@ class GlobalSearchRegistrar:
                     out.append((f"rot{a:+g}_scale{k:.3f}_aniso{r:.3f}", lin))
         return out
 
-    def coarse(self, moving: torch.Tensor | ImagePyramid, fixed: torch.Tensor,
-               ir_size: tuple[int, int] | None = None) -> list[tuple[float, str, np.ndarray]]:
+    def coarse(self, moving: torch.Tensor | ImagePyramid, fixed: torch.Tensor, ir_size: tuple[int, int] | None = None,
+               search_size: int | None = None) -> list[tuple[float, str, np.ndarray]]:
         """moving (or its pyramid), fixed (1, 1, H, W) -> the ``top_k`` (score, label, full-resolution 3x3 sampling
         matrix).
 
-        ``passes`` passes (two by default): every candidate at ``search_size``; then the ``second_pass`` best, each
+        ``passes`` passes (two by default): every candidate at ``search_size`` (default: the registrar's); then the ``second_pass`` best, each
         with its neighbours at half a grid step in scale and angle (and anisotropy, with ``refine_anisotropy``), at
         twice that size (finer translations, scales and angles for the price of about one more first pass); each
         further pass halves the steps and the number kept again and doubles the size."""
         pyr = moving if isinstance(moving, ImagePyramid) else ImagePyramid(moving.float())
         cands = self.candidates(self._anchor(tuple(fixed.shape[-2:]), ir_size), wide=ir_size is not None)
-        scored = self._score(pyr, fixed, cands, self.search_size)
+        size = self.search_size if search_size is None else int(search_size)
+        scored = self._score(pyr, fixed, cands, size)
         half_scale = math.sqrt(self.scales[1] / self.scales[0]) if len(self.scales) > 1 else 1.0
         half_angle = (self.angles[1] - self.angles[0]) / 2 if len(self.angles) > 1 else 0.0
         half_aniso = math.sqrt(self.anisotropies[1] / self.anisotropies[0]) if len(self.anisotropies) > 1 else 1.0
-        keep, size = self.second_pass, self.search_size
+        keep = self.second_pass
         for _ in range(self.passes - 1 if self.second_pass > 0 else 0):
             # the best so far, each with its neighbours at half the last step in scale, angle (and anisotropy), at
             # twice the size
@@ -628,11 +636,37 @@ class GlobalSearchRegistrar:
 
     def register_pair(self, moving: torch.Tensor, fixed: torch.Tensor,
                       ir_size: tuple[int, int] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """moving, fixed (1, 1, H, W) float -> (3x3 sampling matrix, diagnostics)."""
-        full = tuple(fixed.shape[-2:])
+        """moving, fixed (1, 1, H, W) float -> (3x3 sampling matrix, diagnostics).
+
+        A weak result (a solution from a distant start kept with a MIND gain under ``rescue_below``, or, for an IR of
+        another size, none kept) is searched again with the coarse search at ``rescue_size`` (the same acceptance tests), and the
+        result with the larger gain is kept: on dark night scenes the 80 px search can rank every candidate near the
+        truth out of its top ``top_k``, and the finer one finds them; the right solutions then gain more than the
+        wrong ones the first search returned (docs/RESULTS.md §1.10)."""
         pyr = ImagePyramid(moving)
         levels = {s: _FixedLevel(_resized(fixed, s)) for s in self.sizes}
-        starts = [("identity", np.eye(3))] + [(label, m) for _, label, m in self.coarse(pyr, fixed, ir_size)]
+        matrix, d = self._register(pyr, levels, fixed, ir_size, self.search_size)
+        # weak: a distant solution kept with a small gain, or, for an IR of another size, none kept (a weak *near*
+        # solution is a small correction of a nearly aligned pair, which a finer coarse search does not change)
+        far_kept = d["fallback"] is None and d["near_because"] is None
+        weak = (far_kept and d["confidence"] < self.rescue_below) or (d["fallback"] is not None and ir_size is not None)
+        if self.rescue_size is None or self.rescue_size <= self.search_size or not weak:
+            return matrix, d
+        matrix2, d2 = self._register(pyr, levels, fixed, ir_size, self.rescue_size)
+        rescue = {"search_size": self.rescue_size, "first": {"start": d["start"], "confidence": d["confidence"],
+                                                             "fallback": d["fallback"]},
+                  "second": {"start": d2["start"], "confidence": d2["confidence"], "fallback": d2["fallback"]}}
+        if d2["confidence"] > d["confidence"]:
+            matrix, d = matrix2, d2
+        d["rescue"] = rescue
+        return matrix, d
+
+    def _register(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
+                  ir_size: tuple[int, int] | None, search_size: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """One search at ``search_size``: coarse candidates, the LK pyramid, acceptance -> (matrix, diagnostics)."""
+        full = tuple(fixed.shape[-2:])
+        starts = [("identity", np.eye(3))] + [(label, m) for _, label, m in self.coarse(pyr, fixed, ir_size,
+                                                                                          search_size)]
         # every start through the first ``select_after`` levels; then, after each level, the identity start and
         # the best distant ones (``finalists``, one count per level) go on
         current = [(label, m, float("nan")) for label, m in starts]
