@@ -505,8 +505,9 @@ class _ScriptedSearch(GlobalSearchRegistrar):
     ({"confidence": 0.04}, {"confidence": 0.02}, (640, 512), True, 80),  # the finer search is no better: first kept
     ({"confidence": 0.30}, {"confidence": 0.50}, (640, 512), False, 80),  # strong enough: no second search
     ({"confidence": 0.04, "near_because": "mind"}, {"confidence": 0.15}, None, False, 80),  # a weak *near* solution
-    ({"confidence": 0.0, "fallback": "kept the input"}, {"confidence": 0.15}, (640, 512), True, 128),  # IR of another size, nothing kept
-    ({"confidence": 0.0, "fallback": "kept the input"}, {"confidence": 0.15}, None, False, 80),  # same size: aligned pairs stay put
+    # an IR of another size, nothing kept / the same size: aligned pairs stay put
+    ({"confidence": 0.0, "fallback": "kept the input"}, {"confidence": 0.15}, (640, 512), True, 128),
+    ({"confidence": 0.0, "fallback": "kept the input"}, {"confidence": 0.15}, None, False, 80),
 ])
 def test_a_weak_global_result_is_searched_again_finer(first, second, ir_size, rescued, kept):
     g = _ScriptedSearch({80: first, 128: second})

@@ -112,7 +112,6 @@ def _warp_by(image: torch.Tensor, matrices: torch.Tensor | np.ndarray, out_size:
     return warped, inside
 
 
-@functools.lru_cache(maxsize=32)
 def _box_sums(values: torch.Tensor, box: tuple[int, int], margin: tuple[int, int]) -> torch.Tensor:
     """values (N, h + 2 mh, w + 2 mw), box (h, w), margin (mh, mw) -> (N, 2 mh + 1, 2 mw + 1): the sum of each map
     over the h x w box at every corner (t, l), t <= 2 mh, l <= 2 mw, by running sums along each axis (exact zeros
@@ -124,6 +123,7 @@ def _box_sums(values: torch.Tensor, box: tuple[int, int], margin: tuple[int, int
     return cols[..., w : w + 2 * mw + 1] - cols[..., : 2 * mw + 1]
 
 
+@functools.lru_cache(maxsize=32)
 def _base_grid(h: int, w: int) -> torch.Tensor:
     """(1, h * w, 3) float32 homogeneous grid_sample coordinates (x, y, 1) of an (h, w) grid, align_corners=True
     (F.affine_grid's base grid; a side of 1 px sits at 0)."""
@@ -513,10 +513,10 @@ class GlobalSearchRegistrar:
         """moving (or its pyramid), fixed (1, 1, H, W) -> the ``top_k`` (score, label, full-resolution 3x3 sampling
         matrix).
 
-        ``passes`` passes (two by default): every candidate at ``search_size`` (default: the registrar's); then the ``second_pass`` best, each
-        with its neighbours at half a grid step in scale and angle (and anisotropy, with ``refine_anisotropy``), at
-        twice that size (finer translations, scales and angles for the price of about one more first pass); each
-        further pass halves the steps and the number kept again and doubles the size."""
+        ``passes`` passes (two by default): every candidate at ``search_size`` (default: the registrar's); then the
+        ``second_pass`` best, each with its neighbours at half a grid step in scale and angle (and anisotropy, with
+        ``refine_anisotropy``), at twice that size (finer translations, scales and angles for the price of about one
+        more first pass); each further pass halves the steps and the number kept again and doubles the size."""
         pyr = moving if isinstance(moving, ImagePyramid) else ImagePyramid(moving.float())
         cands = self.candidates(self._anchor(tuple(fixed.shape[-2:]), ir_size), wide=ir_size is not None)
         size = self.search_size if search_size is None else int(search_size)
@@ -639,10 +639,10 @@ class GlobalSearchRegistrar:
         """moving, fixed (1, 1, H, W) float -> (3x3 sampling matrix, diagnostics).
 
         A weak result (a solution from a distant start kept with a MIND gain under ``rescue_below``, or, for an IR of
-        another size, none kept) is searched again with the coarse search at ``rescue_size`` (the same acceptance tests), and the
-        result with the larger gain is kept: on dark night scenes the 80 px search can rank every candidate near the
-        truth out of its top ``top_k``, and the finer one finds them; the right solutions then gain more than the
-        wrong ones the first search returned (docs/RESULTS.md §1.10)."""
+        another size, none kept) is searched again with the coarse search at ``rescue_size`` (the same acceptance
+        tests), and the result with the larger gain is kept: on dark night scenes the 80 px search can rank every
+        candidate near the truth out of its top ``top_k``, and the finer one finds them; the right solutions then
+        gain more than the wrong ones the first search returned (docs/RESULTS.md §1.10)."""
         pyr = ImagePyramid(moving)
         levels = {s: _FixedLevel(_resized(fixed, s)) for s in self.sizes}
         matrix, d = self._register(pyr, levels, fixed, ir_size, self.search_size)
