@@ -18,7 +18,9 @@ stage works in three steps, all on the visible grid (the IR already resampled on
 The result is accepted only when it lowers the MIND distance to the visible image by ``min_gain``
 (relative) against the identity **and** a second, independent criterion agrees (the doubled-angle gradient
 orientations correlate better, by ``agree_margin``, than at the input, and, for a solution from a distant
-start, than at the refined input), so pairs that are already aligned stay exactly where they are.
+start, than at the refined input), so pairs that are already aligned stay exactly where they are. A weak result
+(a distant solution with a small gain, or none for an IR of another size) is searched again with a finer coarse
+search (``rescue_size``), and the stronger of the two results is kept.
 
 diagnostics: ``method`` ("global"), ``model`` (the simplest of translation / similarity / affine /
 homography that is within 0.5 px of the estimate at the frame corners), ``matrix`` (3x3 sampling matrix:
@@ -29,7 +31,8 @@ each with its ``start``, ``mind`` distance, ``orientation`` correlation and ``ma
 start's rank in the coarse search, 1 = best), ``near_because`` (why the near solution was kept over the far one:
 "mind", "orientation" or None), ``tiebreak`` (the far one won on the orientations where MIND tied),
 ``confidence`` (= gain clipped to [0, 1]), ``suspect``, ``fallback``, ``warning`` (an IR delivered at another size than
-the visible image that no alignment was found for: suspect).
+the visible image that no alignment was found for: suspect), ``rescue`` (only where the second search ran: its
+``search_size`` and the ``start``, ``confidence`` and ``fallback`` of the ``first`` and ``second`` results).
 """
 
 from __future__ import annotations
