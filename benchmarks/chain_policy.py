@@ -34,7 +34,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def _chains() -> tuple[ChainRegistrar, ChainRegistrar]:
     always = -math.inf
-    glob = GlobalSearchRegistrar(min_gain=-1.0)
+    glob = GlobalSearchRegistrar(min_gain=-1.0, rescue_size=None)  # one search: every gain recorded, none re-searched
     local = _umf_registrar(None, None, "mind")
     both = ChainRegistrar([Stage("global", glob, None, always), Stage("local", local, REGISTER_LONG_SIDE, always)],
                           dead_zone=0.0)

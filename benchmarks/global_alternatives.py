@@ -34,7 +34,9 @@ def _field(matrix, h: int, w: int) -> np.ndarray:
 def record(args) -> int:
     torch.set_num_threads(args.threads)
     params = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set or [])}
-    reg = GlobalSearchRegistrar(**{"min_gain": -1.0, **params})
+    # one search per pair (no rescue search, unless --set rescue_size=...): the records replay the acceptance rules
+    # of a single search, comparable with those recorded before the rescue existed
+    reg = GlobalSearchRegistrar(**{"min_gain": -1.0, "rescue_size": None, **params})
     names = [n.rsplit(".", 1)[0] for n in io.read_split(DATA / "roadscene" / "train.txt")]
     if args.names:  # a subset of the training names (e.g. benchmarks/splits/raw_train_probe.txt)
         subset = {n.rsplit(".", 1)[0] for n in io.read_split(Path(args.names))}

@@ -502,6 +502,9 @@ class _ScriptedSearch(GlobalSearchRegistrar):
 
 @pytest.mark.parametrize("first, second, ir_size, rescued, kept", [
     ({"confidence": 0.04}, {"confidence": 0.15}, (640, 512), True, 128),  # weak distant solution, better one found
+    ({"confidence": 0.04}, {"confidence": 0.15}, None, True, 128),  # the same for an IR delivered at the visible size
+    # both searches keep nothing: the first result stays, with its own diagnostics (a tie is no reason to switch)
+    ({"confidence": 0.0, "fallback": "x", "suspect": True}, {"confidence": 0.0, "fallback": "y"}, (640, 512), True, 80),
     ({"confidence": 0.04}, {"confidence": 0.02}, (640, 512), True, 80),  # the finer search is no better: first kept
     ({"confidence": 0.30}, {"confidence": 0.50}, (640, 512), False, 80),  # strong enough: no second search
     ({"confidence": 0.04, "near_because": "mind"}, {"confidence": 0.15}, None, False, 80),  # a weak *near* solution
@@ -516,6 +519,7 @@ def test_a_weak_global_result_is_searched_again_finer(first, second, ir_size, re
     assert g.sizes_run == ([80, 128] if rescued else [80])
     assert matrix[0, 0] == kept and d["start"] == f"s{kept}"
     assert ("rescue" in d) == rescued
+    assert d.get("suspect") == first.get("suspect") if kept == 80 else d.get("suspect") == second.get("suspect")
     if rescued:
         assert d["rescue"]["first"]["confidence"] == first["confidence"]
         assert d["rescue"]["second"]["confidence"] == second["confidence"]
@@ -530,9 +534,12 @@ def test_the_rescue_search_runs_end_to_end_and_keeps_the_stronger_result():
     ir, vis = _sample()
     h, w = ir.shape
     true = _similarity(0.8, 10.0, 40.0, -25.0, ir.shape)
-    res = GlobalSearchRegistrar(rescue_below=1.0)(torch.from_numpy(_apply(ir, true))[None, None],
-                                                  torch.from_numpy(vis)[None, None])
+    g = GlobalSearchRegistrar(rescue_below=1.0)
+    scored_at, score = [], g._score
+    g._score = lambda pyr, fixed, cands, size: scored_at.append(size) or score(pyr, fixed, cands, size)
+    res = g(torch.from_numpy(_apply(ir, true))[None, None], torch.from_numpy(vis)[None, None])
     d = res.diagnostics[0]
+    assert scored_at == [80, 160, 128, 256]  # both coarse passes of each search, the second one really finer
     assert d["rescue"]["search_size"] == 128
     assert d["confidence"] == max(d["rescue"]["first"]["confidence"], d["rescue"]["second"]["confidence"])
     expected = warp.field_from_matrix(torch.from_numpy(true)[None], h, w)[0].numpy()
