@@ -634,7 +634,8 @@ video mode (pip install 'alignfuse[video]'):
   alignfuse fuse --ir-video IR.mp4 --vis-video VIS.mp4 -o fused.mp4 [--save-frames DIR] [--limit N] [--workers N]
   Frames are paired by index (not time stamp) and the run stops at the shorter stream; a warning says so once
   when the frame counts or frame rates differ. The output runs at the visible stream's frame rate, on the
-  visible grid (H.264 / libx264 CRF 18 if available, else MPEG-4; yuv420p, an odd size padded by one pixel).
+  visible grid (H.264 / libx264 at constant quantiser 18 if available, else MPEG-4; yuv420p, an odd size padded by
+  one pixel).
   A frame that fails is skipped and listed at the end (exit 1); the frames fused so far are always kept.
 
 parallel runs (folder and video mode): --workers N starts N local processes, --ray auto|ADDRESS|local runs
