@@ -43,24 +43,26 @@ def deliver_ir(ir_aligned: np.ndarray, matrix: np.ndarray, ir_size: tuple[int, i
     return np.clip(out, 0.0, 1.0)
 
 
+def _mapped_grid(matrix: np.ndarray, vis_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Every visible pixel (x, y) and where the 3x3 ``matrix`` maps it: (positions (2, H, W), grid (2, H, W))."""
+    vw, vh = vis_size
+    ys, xs = np.mgrid[0:vh, 0:vw].astype(np.float64)
+    q = np.asarray(matrix, np.float64) @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    return (q[:2] / q[2:]).reshape(2, vh, vw), np.stack([xs, ys])
+
+
 def true_field(matrix: np.ndarray, vis_size: tuple[int, int], ir_size: tuple[int, int]) -> np.ndarray:
     """(2, H, W) float32 ground-truth field on the visible grid, in pixels of the IR resampled onto that grid
     (the field convention of ``alignfuse register``)."""
     from .registration.rig import _ir_to_grid
 
-    (vw, vh) = vis_size
-    m = _ir_to_grid(vis_size, ir_size) @ np.asarray(matrix, np.float64)
-    ys, xs = np.mgrid[0:vh, 0:vw].astype(np.float64)
-    q = m @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    pos = (q[:2] / q[2:]).reshape(2, vh, vw)
-    return (pos - np.stack([xs, ys])).astype(np.float32)
+    pos, grid = _mapped_grid(_ir_to_grid(vis_size, ir_size) @ np.asarray(matrix, np.float64), vis_size)
+    return (pos - grid).astype(np.float32)
 
 
 def seen_by_ir(matrix: np.ndarray, vis_size: tuple[int, int], ir_size: tuple[int, int]) -> np.ndarray:
     """(H, W) bool: the visible pixels whose raw IR position (``matrix``, visible pixel -> raw IR pixel) lies inside
     the IR frame, i.e. where a registration of this rig can be judged."""
-    (vw, vh), (iw, ih) = vis_size, ir_size
-    ys, xs = np.mgrid[0:vh, 0:vw].astype(np.float64)
-    q = np.asarray(matrix, np.float64) @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    u, v = (q[:2] / q[2:]).reshape(2, vh, vw)
+    iw, ih = ir_size
+    (u, v), _ = _mapped_grid(matrix, vis_size)
     return (u >= 0) & (u <= iw - 1) & (v >= 0) & (v <= ih - 1)
