@@ -469,3 +469,70 @@ def test_a_symlink_loop_as_input_is_a_user_error(tmp_path, capsys):
     code, _, err = run(capsys, "fuse", str(tmp_path / "loop.png"), str(vis), "-o", str(tmp_path / "o.png"),
                        "--model", "identity+average")
     assert code == 2 and "loop.png: broken symbolic link" in _one_error_line(err)
+
+
+# -- options that would otherwise be ignored or lose work -----------------------------------------------------------
+@pytest.mark.parametrize("option", [["--save-aligned"], ["--save-field"], ["--ext", "jpg"], ["--split", "names.txt"]])
+def test_single_pair_refuses_folder_mode_options(tmp_path, capsys, option):
+    code, _, err = run(capsys, "fuse", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"),
+                       "-o", str(tmp_path / "f.png"), "--model", "identity+average", *option)
+    assert code == 2 and option[0] in err and "folder mode" in err
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_folder_mode_lists_input_notes_and_refuses_one_folder_for_both(tmp_path, capsys):
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "vi").mkdir()
+    ir = np.asarray(Image.open(SAMPLES / "ir/TNO_07.png").convert("L"))
+    Image.fromarray(ir[::2, ::2]).save(tmp_path / "ir/a.png")  # half the visible size: resampled, with a note
+    Image.open(SAMPLES / "vi/TNO_07.png").save(tmp_path / "vi/a.png")
+    code, stdout, err = run(capsys, "fuse", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "vi"),
+                            "-o", str(tmp_path / "out"), "--model", "identity+average")
+    assert code == 0 and "fused 1/1" in stdout
+    assert "note: a.png (infrared): 128x128 resampled onto the 256x256 visible grid" in err
+    code, _, err = run(capsys, "fuse", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "ir"),
+                       "-o", str(tmp_path / "out2"), "--model", "identity+average")
+    assert code == 2 and "same folder" in err and not (tmp_path / "out2").exists()
+
+
+def test_evaluate_checks_its_json_path_before_the_run(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    code, stdout, err = run(capsys, "evaluate", "--data", str(SAMPLES), "--model", "identity+average",
+                            "--json", str(tmp_path / "taken"), "-q")
+    assert code == 2 and "is a folder" in err
+    assert "Registration" not in stdout  # nothing was evaluated
+
+
+def test_register_verbose_prints_only_json_on_stdout(tmp_path, capsys):
+    code, stdout, err = run(capsys, "register", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"),
+                            "-o", str(tmp_path / "r.png"), "--model", "phase+average", "-v", "--threads", "1")
+    assert code == 0 and "registered" in err
+    diagnostics = json.loads(stdout)
+    assert isinstance(diagnostics, dict) and diagnostics
+
+
+def test_register_with_a_registration_free_pipeline_warns(tmp_path, capsys):
+    code, _, err = run(capsys, "register", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"),
+                       "-o", str(tmp_path / "r.png"), "--model", "rfvif", "--field", str(tmp_path / "f.npy"))
+    assert code == 0 and "rfvif does not register (it aligns inside its fuser)" in err
+    assert not np.load(tmp_path / "f.npy").any()
+
+
+def test_metric_names_may_carry_spaces(tmp_path, capsys):
+    out = tmp_path / "f.png"
+    assert run(capsys, "fuse", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"), "-o", str(out),
+               "--model", "identity+average")[0] == 0
+    code, stdout, _ = run(capsys, "metrics", "--ir", str(SAMPLES / "ir/TNO_07.png"), "--vis",
+                          str(SAMPLES / "vi/TNO_07.png"), "--fused", str(out), "--names", "Qabf, Ssim", "--json")
+    assert code == 0 and set(json.loads(stdout)) == {"Qabf", "Ssim"}
+
+
+def test_python_api_refuses_to_overwrite_an_input(tmp_path):
+    import alignfuse
+
+    vis = tmp_path / "vis.png"
+    Image.open(SAMPLES / "vi/TNO_07.png").save(vis)
+    before = vis.read_bytes()
+    with pytest.raises(alignfuse.UserError, match="would overwrite an input"):
+        alignfuse.fuse(SAMPLES / "ir/TNO_07.png", vis, vis, model="identity+average")
+    assert vis.read_bytes() == before

@@ -216,3 +216,30 @@ def test_ir_field_with_a_rig_file_is_a_clear_error():
     with pytest.raises(UserError, match="calibrate"):
         rig_registrar(rig=rig, ir_field="narrower", local=False)
     assert rig_registrar(rig=rig, local=False) is not None
+
+
+def test_calibrate_never_replaces_a_rig_file_with_a_failed_one(tmp_path, capsys):
+    """One frame cannot calibrate (two confident frames are needed): the existing rig file stays as it was and the
+    failed result goes beside it; a path that is not .json is refused before any work."""
+    _write_rig_frames(tmp_path, 2)
+    good = tmp_path / "rig.json"
+    good.write_text('{"kept": true}')
+    code = cli.main(["calibrate", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "vi"),
+                     "-o", str(good), "--limit", "1"])
+    assert code == 1
+    assert json.loads(good.read_text()) == {"kept": True}
+    assert json.loads((tmp_path / "rig.failed.json").read_text())["verdict"] == "failed"
+    frame = next((tmp_path / "ir").iterdir())
+    before = frame.read_bytes()
+    assert cli.main(["calibrate", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "vi"),
+                     "-o", str(frame)]) == 2
+    assert frame.read_bytes() == before
+    assert "rig file is JSON" in capsys.readouterr().err
+
+
+def test_a_failed_rig_is_refused_by_the_library_too(tmp_path):
+    from alignfuse import load_pipeline
+
+    rig = RigModel(np.eye(3), VIS, VIS, verdict="failed", reason="no frames", source="r.json")
+    with pytest.raises(UserError, match="this calibration failed"):
+        load_pipeline("default", rig=rig)

@@ -157,7 +157,8 @@ class PairJob:
 
     ``run`` returns the registration diagnostics (``dict``; ``"suspect"`` flags a doubtful registration);
     with ``strict`` a suspect registration is a :class:`UserError` instead. ``show_notes`` prints the input
-    notes (conversions, resampling) on stderr, as single-pair mode does; folder mode leaves them out."""
+    notes (conversions, resampling) on stderr, as single-pair mode does; otherwise they are returned in the
+    diagnostics' ``"input_notes"`` (folder mode lists them after its progress bar)."""
 
     name: str
     ir: Path
@@ -188,7 +189,8 @@ class PairJob:
             io.write_image(self.aligned_output, result.aligned_ir, bit_depth=self.bit_depth)
         if self.field_output is not None:
             io.write_field(self.field_output, result.field)
-        return result.diagnostics
+        # the input notes travel back with the diagnostics, so a batch run can list them (workers print nothing)
+        return {**result.diagnostics, "input_notes": [] if self.show_notes else list(pair.notes)}
 
 
 # ------------------------------------------------------------------------------------------ worker side

@@ -105,6 +105,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    """``--threads N``: torch's CPU threads in this process (commands without workers)."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _warn_no_registration(pipe, what: str) -> None:
+    """A pipeline whose registrar is the identity has no registration to write: say so instead of writing the
+    input IR (and a zero field) as if it had been aligned."""
+    from .stages import IdentityRegistrar
+
+    if isinstance(pipe.registrar, IdentityRegistrar):
+        inside = " (it aligns inside its fuser)" if pipe.aligns_in_fuser else ""
+        print(f"alignfuse: warning: {pipe.name} does not register{inside}; the {what} is the IR as delivered "
+              "(resampled onto the visible grid) and the field is zero", file=sys.stderr)
+
+
 def _ir_norm(args: argparse.Namespace) -> str:
     return getattr(args, "ir_norm", "percentile")
 
@@ -114,11 +133,15 @@ def _print_notes(pair: io.Pair) -> None:
         print(f"alignfuse: note: {note}", file=sys.stderr)
 
 
+def _suspect_detail(diagnostics: dict) -> str:
+    """Why a registration is suspect, in one line (its warning, fallback and reason)."""
+    parts = [diagnostics.get(k) for k in ("warning", "fallback", "reason")]
+    return "; ".join(str(p) for p in parts if p) or "registration may have failed"
+
+
 def _warn_diagnostics(name: str, diagnostics: dict) -> None:
     if diagnostics.get("suspect"):
-        parts = [diagnostics.get(k) for k in ("warning", "fallback", "reason")]
-        detail = "; ".join(str(p) for p in parts if p) or "registration may have failed"
-        print(f"alignfuse: warning: {name}: suspect registration ({detail})", file=sys.stderr)
+        print(f"alignfuse: warning: {name}: suspect registration ({_suspect_detail(diagnostics)})", file=sys.stderr)
 
 
 def _pipeline_options(args: argparse.Namespace) -> dict:
@@ -136,10 +159,9 @@ def _pipeline_options(args: argparse.Namespace) -> dict:
 def _read_rig(path: str):
     from .registration.rig import RigModel
 
-    rig = RigModel.load(path)
-    if rig.verdict == "failed":
-        raise UserError(f"{path}: this calibration failed ({rig.reason}); calibrate again with more frames")
-    return rig
+    with warnings.catch_warnings():  # a weak rig warns once, where the pipeline is built
+        warnings.simplefilter("ignore")
+        return RigModel.load(path).require_usable()  # a failed one stops here, before any worker starts
 
 
 def _pipeline_spec(args: argparse.Namespace):
@@ -207,21 +229,35 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     if (args.workers or 1) > 1 or args.ray is not None or args.limit is not None:
         raise UserError("--workers, --ray and --limit apply to folder mode (--ir-dir/--vis-dir) and video mode "
                         "(--ir-video/--vis-video)")
+    folder_only = _folder_only_options(args)
+    if folder_only:
+        raise UserError(f"{', '.join(folder_only)}: folder mode options (--ir-dir/--vis-dir); for one pair use "
+                        "--aligned-ir PATH / --field PATH and give the output's extension in -o")
     aligned_out = _optional_path(args.aligned_ir, "--aligned-ir")
     field_out = _optional_path(args.field, "--field")
     _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "fused image"),
                    (aligned_out, "aligned IR"), (field_out, "field")], args.bit_depth)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     pipe = _load_pipeline(args)
+    if aligned_out is not None or field_out is not None:
+        _warn_no_registration(pipe, "aligned IR")
     t0 = time.perf_counter()
     diag = _pair_job(args, Path(args.vis).stem, Path(args.ir), Path(args.vis), Path(args.output), aligned_out,
                      field_out, show_notes=True).run(pipe)
     _warn_diagnostics(args.ir, diag)
-    print(f"fused {args.ir} + {args.vis} with {pipe.name} in {time.perf_counter() - t0:.2f} s -> {args.output}")
+    extras = "".join(f", {what} -> {path}" for what, path in (("aligned IR", aligned_out),
+                                                                 ("field", field_out and io.field_path(field_out)))
+                     if path is not None)
+    print(f"fused {args.ir} + {args.vis} with {pipe.name} in {time.perf_counter() - t0:.2f} s -> {args.output}"
+          + extras)
     return 0
+
+
+def _folder_only_options(args: argparse.Namespace) -> list[str]:
+    """The folder-mode options given outside folder mode (they would be ignored silently)."""
+    given = [("--save-aligned", args.save_aligned), ("--save-field", args.save_field),
+             ("--split", args.split is not None), ("--ext", args.ext != "png")]
+    return [name for name, on in given if on]
 
 
 def _fuse_folder(args: argparse.Namespace) -> int:
@@ -231,6 +267,9 @@ def _fuse_folder(args: argparse.Namespace) -> int:
 
     if args.aligned_ir is not None or args.field is not None:
         raise UserError("in folder mode use --save-aligned / --save-field (written under OUT/aligned_ir, OUT/field)")
+    if _resolved(Path(args.ir_dir)) == _resolved(Path(args.vis_dir)):
+        raise UserError(f"--ir-dir and --vis-dir are the same folder ({args.ir_dir}): every image would be paired "
+                        "with itself")
     names = io.read_split(Path(args.split)) if args.split else None
     pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
     if not pairs:
@@ -250,10 +289,14 @@ def _fuse_folder(args: argparse.Namespace) -> int:
                       out_dir / "aligned_ir" / f"{stem}.{args.ext}" if args.save_aligned else None,
                       out_dir / "field" / f"{stem}.npy" if args.save_field else None, show_notes=False)
             for stem, ir_path, vis_path in pairs]
-    report = Report()
+    report, notes = Report(), []
     with open_runner(_pipeline_spec(args), _parallel(args, len(jobs))) as runner:
         for outcome in tqdm(runner.map(jobs), total=len(jobs), desc=f"fuse ({runner.name})", unit="pair"):
             report.add(outcome, suspect=bool(outcome.ok and outcome.value.get("suspect")))
+            if outcome.ok:
+                notes.extend(outcome.value.get("input_notes", ()))
+    for note in notes:  # after the progress bar, each naming its file (as single-pair mode prints them)
+        print(f"alignfuse: note: {note}", file=sys.stderr)
     return _print_report(report, "pairs", runner.name, out_dir, unpaired)
 
 
@@ -263,6 +306,14 @@ def _fuse_video(args: argparse.Namespace) -> int:
 
     if args.aligned_ir or args.field or args.save_aligned or args.save_field:
         raise UserError("video mode writes the fused video (and --save-frames PNGs) only")
+    folder_only = _folder_only_options(args)
+    if folder_only:
+        raise UserError(f"{', '.join(folder_only)}: folder mode options (--ir-dir/--vis-dir), not video mode ones")
+    if args.save_frames:
+        frames = Path(args.save_frames)
+        if frames.exists() and not frames.is_dir():
+            raise UserError(f"--save-frames {frames}: exists and is not a folder")
+        io.check_writable(frames / "frame_000000.png")
     ir_path, vis_path, out = Path(args.ir_video), Path(args.vis_video), Path(args.output)
     video.check_output(out, [ir_path, vis_path])
     with video.open_video(ir_path) as ir, video.open_video(vis_path) as vis, \
@@ -289,18 +340,23 @@ def cmd_register(args: argparse.Namespace) -> int:
     field_out = _optional_path(args.field, "--field")
     _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "aligned IR"), (field_out, "field")],
                    args.bit_depth)
+    _set_threads(args)
     pipe = _load_pipeline(args)
+    _warn_no_registration(pipe, "aligned IR")
     pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
     _print_notes(pair)
     result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size if pair.ir_resized else None)
     if args.strict and result.diagnostics.get("suspect"):
-        raise UserError(f"{args.ir}: registration is suspect and --strict was given")
+        raise UserError(f"{args.ir}: registration is suspect and --strict was given "
+                        f"({_suspect_detail(result.diagnostics)})")
     io.write_image(Path(args.output), result.aligned_ir, bit_depth=args.bit_depth)
     field_path = io.write_field(field_out, result.field) if field_out is not None else None
     _warn_diagnostics(args.ir, result.diagnostics)
     mag = np.sqrt((result.field.astype(np.float64) ** 2).sum(0))
+    # with -v, stdout carries only the JSON (scripts parse it); the summary goes to stderr
     print(f"registered {args.ir} onto {args.vis} with {pipe.name}: mean |field| {mag.mean():.2f} px, "
-          f"max {mag.max():.2f} px -> {args.output}" + (f", field -> {field_path}" if field_path else ""))
+          f"max {mag.max():.2f} px -> {args.output}" + (f", field -> {field_path}" if field_path else ""),
+          file=sys.stderr if args.verbose else sys.stdout)
     if args.verbose:
         print(_json(result.diagnostics, default=str))
     return 0
@@ -362,6 +418,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the rig file's path (e.g. rig.json)")
+    if out.suffix.lower() != ".json":
+        raise UserError(f"{out}: a rig file is JSON; give a path ending in .json (e.g. rig.json)")
+    io.check_writable(out)  # (a .json path is never one of the frames or videos read)
+    _set_threads(args)
     out.parent.mkdir(parents=True, exist_ok=True)  # fail before the work, not after it
     failures: list[str] = []
     if all(videos):  # opened (and checked) before the progress bar starts
@@ -381,6 +441,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     rig, _ = estimate_rig(tqdm(source, desc="calibrate", unit="frame", total=total),
                           GlobalSearchRegistrar(ir_field=args.ir_field))
+    if rig.verdict == "failed" and out.exists():  # never replace a rig file with a failed calibration
+        out = out.with_name(out.stem + ".failed.json")
     rig.save(out)
     spread = rig.spread_px
     print(f"rig: {rig.model}, {rig.frames.get('agreed', 0)}/{rig.frames.get('frames', 0)} frames agree"
@@ -398,6 +460,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from . import synth
 
     spec = synth.parse_preset(args.preset)
+    _set_threads(args)
     data = Path(args.data)
     names = io.read_split(Path(args.split)) if args.split else None
     pairs, unpaired = io.pair_folders(data / "ir", data / "vi", names=names)
@@ -436,7 +499,7 @@ def _fusion_metric_names(spec: str | None) -> tuple[str, ...]:
     named = {"default": DEFAULT_FUSION_METRICS, "vifb": VIFB_METRIC_NAMES, "all": FUSION_METRIC_NAMES}
     if spec is None or spec in named:
         return tuple(named[spec or "default"])
-    names = tuple(n for n in spec.split(",") if n)
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
     unknown = [n for n in names if n not in FUSION_METRIC_NAMES]
     if unknown or not names:
         listed = ", ".join(unknown) if unknown else repr(spec)
@@ -449,6 +512,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import load_pipeline
     from .evaluation import REGISTRATION_METRICS, evaluate, format_table, iter_samples, summarise
 
+    if args.json:  # before any work: the per-pair results of a long run must not be lost at the end
+        json_path = io.check_writable(Path(args.json))
+        if json_path.exists() and not json_path.is_file():
+            raise UserError(f"--json {json_path}: exists and is not a file")
+    _set_threads(args)
     models = [m for spec in args.model for m in spec.split(",") if m]
     results: dict[str, dict] = {}
     per_pair: dict[str, list] = {}
@@ -552,7 +620,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if fused.ndim == 2 and vis.ndim == 3:  # VIFB scores a colour fusion per channel; grey vs colour is undefined
         raise UserError(f"{args.fused}: greyscale fused image but the visible image {args.vis} is colour; give the "
                         "colour fused image (as `fuse` writes it) or a greyscale visible image")
-    names = args.names.split(",") if args.names else None
+    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names is not None else None
+    if names == []:
+        raise UserError("--names: no metric name given")
     values = compute_fusion_metrics(vis, ir, fused, names=names)
     if args.json:
         print(_json(values))
@@ -690,7 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vis")
     p.add_argument("-o", "--output", required=True, help="aligned IR image path")
     p.add_argument("--field", help="write the float32 (2,H,W) field: aligned[y,x] = ir[y+dy, x+dx]")
-    p.add_argument("-v", "--verbose", action="store_true", help="print the registration diagnostics as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the registration diagnostics as JSON on "
+                   "stdout (the summary line then goes to stderr)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
     _common(p)
     p.set_defaults(func=cmd_register)
 
@@ -701,10 +773,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vis-video", help="visible video")
     p.add_argument("--split", help="only the names listed in this file")
     p.add_argument("--limit", type=_positive_int, help="use at most N frames, spread over the sequence")
-    p.add_argument("-o", "--output", required=True, help="rig file to write (JSON)")
+    p.add_argument("-o", "--output", required=True, help="rig file to write (.json; a failed calibration never "
+                   "replaces an existing file: it goes to NAME.failed.json)")
     p.add_argument("--ir-norm", default="percentile", choices=["percentile", "minmax", "fixed"],
                    help="16-bit IR normalisation, as in `fuse`")
     p.add_argument("--ir-field", default="wider", choices=["wider", "narrower"], help=IR_FIELD_HELP)
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("synth", help="write a misaligned test set with ground-truth fields")
@@ -714,6 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=_positive_int, help="first N pairs only")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("evaluate", help="misalign, run pipelines, print registration and fusion tables")
@@ -730,6 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="fusion metrics: default (the papers' 8 + CC/SSIM means, VIFF), vifb (VIFB's 13), "
                    "all, or comma-separated names")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="benchmark report: misalignment sweeps, registrar x fuser grid, plots, CSV")
@@ -776,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "OUT/export.json)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

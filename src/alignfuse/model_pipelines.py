@@ -114,14 +114,15 @@ def umf_reg_gff(weights_dir: str | Path | None = None, global_stage: str | None 
                                    "with the fusion objective (MODEL_CARD)", "rfvif"))
 def rfvif(weights_dir: str | Path | None = None) -> Pipeline:
     return Pipeline(IdentityTranslator(), IdentityRegistrar(), NetFuser(load_rfvif(weights_dir), output="fused"),
-                    name="rfvif")
+                    name="rfvif", aligns_in_fuser=True)
 
 
 @register_pipeline("rfvif-paper", _desc("RFVIF without the shift prior, trained with the paper's loss (Eq. 18): the "
                                          "reference the shipped weights are measured against", "rfvif-paper"))
 def rfvif_paper(weights_dir: str | Path | None = None) -> Pipeline:
     return Pipeline(IdentityTranslator(), IdentityRegistrar(),
-                    NetFuser(load_rfvif(weights_dir, "rfvif-paper"), output="fused"), name="rfvif-paper")
+                    NetFuser(load_rfvif(weights_dir, "rfvif-paper"), output="fused"), name="rfvif-paper",
+                    aligns_in_fuser=True)
 
 
 @register_pipeline("umf-mrrn+gff", _desc("CPSTN + MRRN only (the paper's registration, no global stage), GFF fusion",

@@ -48,6 +48,8 @@ class Pipeline:
             below ``MIN_WORK_SHORT_SIDE`` (or its own size): on a very elongated image (e.g. 40x900) a
             17 px tall working image leaves too little for phase correlation and the networks.
         name: the registry name, for reports.
+        aligns_in_fuser: the fuser aligns the IR itself (RFVIF): the registrar is the identity by design, and there
+            is no aligned IR or field to write.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Pipeline:
         fuser: Fuser | None = None,
         register_long_side: int | None = None,
         name: str = "custom",
+        aligns_in_fuser: bool = False,
     ) -> None:
         if fuser is None:
             raise ValueError("a pipeline needs a fuser")
@@ -65,6 +68,7 @@ class Pipeline:
         self.fuser = fuser
         self.register_long_side = register_long_side
         self.name = name
+        self.aligns_in_fuser = aligns_in_fuser
         self._device = torch.device("cpu")  # the last .to(): the device of a pipeline without networks
 
     @property

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
@@ -79,6 +80,15 @@ class RigModel:
             raise UserError(f"{self.source or 'rig'}: calibrated for visible {self.vis_size[0]}x{self.vis_size[1]} and "
                             f"IR {self.ir_size[0]}x{self.ir_size[1]}, but {what} has visible {vis_size[0]}x{vis_size[1]}"
                             f" and IR {ir_size[0]}x{ir_size[1]}; calibrate this rig's frames again")
+
+    def require_usable(self) -> "RigModel":
+        """-> self; a failed calibration is a :class:`UserError`, a weak one a warning (its frames agreed poorly)."""
+        if self.verdict == "failed":
+            raise UserError(f"{self.source or 'rig'}: this calibration failed ({self.reason}); calibrate again with "
+                            "more frames")
+        if self.verdict == "weak":
+            warnings.warn(f"{self.source or 'rig'}: a weak calibration ({self.reason})", stacklevel=2)
+        return self
 
     def to_json(self) -> dict[str, Any]:
         return {"format": RIG_FORMAT, "convention": RIG_CONVENTION, "model": self.model,
@@ -272,7 +282,7 @@ class RigRegistrar:
     wants_ir_size = True
 
     def __init__(self, rig: RigModel | str | Path) -> None:
-        self.rig = rig if isinstance(rig, RigModel) else RigModel.load(rig)
+        self.rig = (rig if isinstance(rig, RigModel) else RigModel.load(rig)).require_usable()
         self._cache: tuple[tuple, torch.Tensor] | None = None
 
     def __call__(self, moving: torch.Tensor, fixed: torch.Tensor, ir_size: Size | None = None) -> RegistrationResult:
