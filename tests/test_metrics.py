@@ -270,3 +270,20 @@ def test_compute_registration_metrics(img):
     assert r["EPE_mean"] == pytest.approx(math.sqrt(2), rel=1e-12)
     with pytest.raises(ValueError):
         compute_registration_metrics(img, img, field)
+
+
+def test_check_point_errors_are_the_field_offset_in_raw_ir_pixels():
+    """A constant field on the visible grid of an IR delivered at twice the visible size: every check point's error
+    is the field's offset times the size ratio, read bilinearly between pixels, and the TRE is its length."""
+    from alignfuse.io import field_to_ir_coordinates
+    from alignfuse.metrics import check_point_errors, target_registration_error
+
+    h, w = 30, 40
+    field = np.stack([np.full((h, w), 1.5), np.full((h, w), -0.5)])
+    coords = field_to_ir_coordinates(field, (2 * w, 2 * h))
+    vis = np.array([[3.0, 4.0], [10.5, 20.25], [39.0, 29.0]])
+    truth = (vis + 0.5) * 2 - 0.5  # where an exact registration (zero field) puts each visible point
+    err = check_point_errors(coords, np.hstack([vis, truth]))
+    assert err.shape == (3, 2)
+    np.testing.assert_allclose(err, np.tile([3.0, -1.0], (3, 1)), atol=1e-4)
+    assert target_registration_error(coords, np.hstack([vis, truth])) == pytest.approx(np.hypot(3.0, 1.0), abs=1e-4)

@@ -30,7 +30,8 @@ from .fusion import (
     VIFp_sum,
     compute_fusion_metrics,
 )
-from .registration import compute_registration_metrics, epe, mse, mutual_information, ncc, target_registration_error
+from .registration import (check_point_errors, compute_registration_metrics, epe, mse, mutual_information, ncc,
+                           target_registration_error)
 
 __all__ = [
     "METRIC_INFO",
@@ -42,6 +43,7 @@ __all__ = [
     "ncc",
     "mutual_information",
     "epe",
+    "check_point_errors",
     "target_registration_error",
     "Entropy",
     "Variance",

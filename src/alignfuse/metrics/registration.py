@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["mse", "ncc", "mutual_information", "epe", "compute_registration_metrics", "target_registration_error"]
+__all__ = ["mse", "ncc", "mutual_information", "epe", "compute_registration_metrics", "check_point_errors",
+           "target_registration_error"]
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -163,8 +164,8 @@ def compute_registration_metrics(
     return out
 
 
-def target_registration_error(ir_coordinates: Any, points: Any) -> float:
-    """Mean check-point error (raw IR pixels) of a registration.
+def check_point_errors(ir_coordinates: Any, points: Any) -> np.ndarray:
+    """(N, 2) error vectors (predicted - true IR location, raw IR pixels) of a registration at its check points.
 
     ir_coordinates: (2, H, W) for every visible pixel its (x, y) position in the IR as delivered
     (:func:`alignfuse.io.field_to_ir_coordinates`); points: (N, 4) rows ``vis_x, vis_y, ir_x, ir_y`` (the
@@ -176,5 +177,11 @@ def target_registration_error(ir_coordinates: Any, points: Any) -> float:
     x = pts[:, 0].astype(np.float32)[None]
     y = pts[:, 1].astype(np.float32)[None]
     pred = np.stack([cv2.remap(np.ascontiguousarray(c), x, y, cv2.INTER_LINEAR)[0] for c in coords], 1)
-    return float(np.hypot(pred[:, 0] - pts[:, 2], pred[:, 1] - pts[:, 3]).mean())
+    return pred - pts[:, 2:4]
+
+
+def target_registration_error(ir_coordinates: Any, points: Any) -> float:
+    """Mean check-point error (raw IR pixels) of a registration: the mean length of :func:`check_point_errors`."""
+    err = check_point_errors(ir_coordinates, points)
+    return float(np.hypot(err[:, 0], err[:, 1]).mean())
 
