@@ -233,3 +233,131 @@ def test_pwf_shipped_recipe_keeps_the_shipped_loss():
     assert not {"w_rmse", "w_qabf", "grad_gain", "w_sd", "w_qcv", "qcv_ref", "init"} & set(cpu)
     edge = RECIPES["pwf"]["cpu-edge"]
     assert edge["net"] == cpu["net"] and edge["init"] == "shipped"
+
+
+# --- the opt-in global branch (models/pwf.py, global_branch) ---
+
+def _shipped_pwf(global_branch: bool = False):
+    from alignfuse import checkpoints
+    from alignfuse.learned_stages import weights_path
+    from alignfuse.models.pwf import PWFNet
+
+    state, meta = checkpoints.load_weights(weights_path("pwf", None), architecture="pwf")
+    net = PWFNet(**meta["config"], global_branch=global_branch)
+    missing, unexpected = net.load_state_dict(state, strict=not global_branch)
+    assert not unexpected and all(k.startswith("glob.") for k in missing)
+    return net.eval(), meta
+
+
+@pytest.mark.skipif(not __import__("alignfuse.learned_stages", fromlist=["x"]).weights_available("pwf"),
+                    reason="shipped PWF weights absent")
+def test_pwf_shipped_weights_keep_their_config_and_have_no_branch():
+    """The option is off by default: the shipped config has no global_branch key and loads strictly."""
+    from alignfuse.learned_stages import load_pwf
+
+    net = load_pwf(None)
+    assert net.glob is None and "global_branch" not in net.config
+    _, meta = _shipped_pwf()
+    assert "global_branch" not in meta["config"]
+
+
+@pytest.mark.skipif(not __import__("alignfuse.learned_stages", fromlist=["x"]).weights_available("pwf"),
+                    reason="shipped PWF weights absent")
+@pytest.mark.parametrize("size", [(1, 1), (37, 53), (96, 128)])
+def test_pwf_global_branch_starts_as_the_net_without_it(size):
+    """Zero-initialised last layer: the shipped weights in a net with the branch give the same output bit for bit."""
+    plain, _ = _shipped_pwf(False)
+    glob, _ = _shipped_pwf(True)
+    g = torch.Generator().manual_seed(1)
+    ir, vis = torch.rand(2, 1, *size, generator=g), torch.rand(2, 1, *size, generator=g)
+    with torch.no_grad():
+        a, b = plain(ir, vis), glob(ir, vis)
+    assert torch.equal(a.fused, b.fused) and torch.equal(a.weights, b.weights)
+
+
+def test_pwf_global_branch_is_tiny_gets_gradients_and_shifts_whole_bands():
+    net = build_pwf({**dict(__import__("alignfuse.models.pwf", fromlist=["x"]).PWF_CONFIGS["cpu"]),
+                     "global_branch": True})
+    plain = build_pwf("cpu")
+    extra = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert 0 < extra < 1000
+    g = torch.Generator().manual_seed(2)
+    ir, vis = torch.rand(2, 1, 40, 48, generator=g), torch.rand(2, 1, 40, 48, generator=g)
+    net(ir, vis).fused.mean().backward()
+    last = net.glob[2]
+    assert last.weight.grad is not None and float(last.weight.grad.abs().sum()) > 0
+    assert float(last.bias.grad.abs().sum()) > 0
+    # a non-zero branch: one per-image constant per band, so the logit maps move by that constant everywhere
+    with torch.no_grad():
+        last.bias.copy_(torch.arange(5, dtype=torch.float32) - 2.0)
+        net.zero_grad()
+        logits_on = net.predict_logits(ir, vis)
+        last.bias.zero_()
+        logits_off = net.predict_logits(ir, vis)
+    diff = logits_on - logits_off
+    torch.testing.assert_close(diff, (torch.arange(5.0) - 2.0).view(1, 5, 1, 1).expand_as(diff), atol=1e-5, rtol=0)
+    # and all branch parameters learn once the last layer has moved
+    net.zero_grad()
+    with torch.no_grad():
+        last.weight.normal_(0, 0.1)
+    net(ir, vis).fused.mean().backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in net.glob.parameters())
+
+
+def test_pwf_global_branch_image_statistics_depend_on_the_image_not_the_batch():
+    """Per-image offsets: fusing a batch equals fusing each image alone (no statistic mixes images)."""
+    net = build_pwf({"width": 4, "levels": 3, "dilations": (1, 2), "global_branch": True}).eval()
+    with torch.no_grad():
+        net.glob[2].weight.normal_(0, 0.5)
+    g = torch.Generator().manual_seed(3)
+    ir, vis = torch.rand(3, 1, 33, 41, generator=g), torch.rand(3, 1, 33, 41, generator=g)
+    ir[1] *= 0.3
+    with torch.no_grad():
+        both = net(ir, vis).fused
+        alone = torch.cat([net(ir[i:i + 1], vis[i:i + 1]).fused for i in range(3)])
+        offsets = net.glob(torch.cat([torch.zeros(3, 8), __import__("alignfuse.models.pwf", fromlist=["x"])
+                                      ._image_stats(torch.cat([ir, vis, ir, vis], 1)[..., ::2, ::2])], 1))
+    torch.testing.assert_close(both, alone, atol=1e-6, rtol=0)
+    assert float((offsets[0] - offsets[1]).abs().max()) > 0
+
+
+def test_pwf_global_config_round_trips_and_warm_starts_from_weights_without_the_branch(tmp_path):
+    """tiny-global from a tiny-edge export: lr 0 keeps every shared tensor and a zero branch; the export's config
+    records global_branch and load_pwf rebuilds it (same output)."""
+    import shutil
+
+    from alignfuse import checkpoints
+    from alignfuse.errors import UserError
+    from alignfuse.learned_stages import load_pwf
+    from alignfuse.training.recipes import TrainArgs, run_recipe
+
+    data = _tiny_dataset(tmp_path)
+    run_recipe(TrainArgs("pwf", data, None, "tiny-edge", tmp_path / "a", progress=False))
+    init = str(tmp_path / "a" / "export.safetensors")
+    run_recipe(TrainArgs("pwf", data, None, "tiny-global", tmp_path / "b", progress=False,
+                         overrides={"init": init, "lr": 0.0}))
+    first, meta_a = checkpoints.load_weights(tmp_path / "a" / "export.safetensors", architecture="pwf")
+    second, meta_b = checkpoints.load_weights(tmp_path / "b" / "export.safetensors", architecture="pwf")
+    assert "global_branch" not in meta_a["config"] and meta_b["config"]["global_branch"] is True
+    assert set(second) - set(first) == {"glob.0.weight", "glob.0.bias", "glob.2.weight", "glob.2.bias"}
+    for k in first:
+        torch.testing.assert_close(second[k], first[k], atol=0, rtol=0)
+    assert not second["glob.2.weight"].any() and not second["glob.2.bias"].any()
+    # trained with the branch (lr > 0) -> export -> load_pwf: the same net, the same output
+    run_recipe(TrainArgs("pwf", data, None, "tiny-global", tmp_path / "c", progress=False,
+                         overrides={"init": init, "lr": 0.05}))
+    for run, folder in (("a", "wa"), ("c", "wc")):
+        (tmp_path / folder).mkdir()
+        for ext in ("safetensors", "json"):
+            shutil.copy(tmp_path / run / f"export.{ext}", tmp_path / folder / f"pwf_cpu.{ext}")
+    trained, meta_c = checkpoints.load_weights(tmp_path / "c" / "export.safetensors", architecture="pwf")
+    assert trained["glob.2.weight"].any()
+    net_c, net_a = load_pwf(tmp_path / "wc"), load_pwf(tmp_path / "wa")
+    assert net_c.config == meta_c["config"] and net_c.glob is not None
+    ir, vis = torch.rand(1, 1, 30, 30), torch.rand(1, 1, 30, 30)
+    with torch.no_grad():
+        assert not torch.equal(net_c(ir, vis).fused, net_a(ir, vis).fused)
+    # weights with the branch cannot seed a net without it
+    with pytest.raises(UserError):
+        run_recipe(TrainArgs("pwf", data, None, "tiny-edge", tmp_path / "d", progress=False,
+                             overrides={"init": str(tmp_path / "c" / "export.safetensors")}))

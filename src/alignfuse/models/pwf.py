@@ -16,6 +16,14 @@ each scale, which is what classical fusers hard-code (max-abs details, averaged 
 
 Shapes: ``ir``, ``vis`` (B, 1, H, W) in [0, 1], any H, W >= 1 -> :class:`PWFOutput` with ``fused``
 (B, 1, H, W) and ``weights`` (B, K, H/2, W/2).
+
+Option ``global_branch`` (off by default): the convolutions see ~70 px, so they cannot tell which
+source carries the image-wide contrast. The branch pools the body features (mean and std over the image) and a few
+statistics of each source at half resolution (mean, std, mean gradient magnitude, mean local contrast, histogram
+entropy), and a 2-layer MLP maps them to one logit offset per band (detail bands and base), added to every pixel's
+logit of that band. Its last layer starts at zero, so a net warm-started from weights without the branch fuses
+exactly as they do. The config records ``global_branch`` only when it is on, so the shipped configs are unchanged.
+Statistics are per call: images larger than the fuser's tile (1024 px) get them per tile.
 """
 
 from __future__ import annotations
@@ -75,6 +83,27 @@ def reconstruct_bands(bands: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+_N_STATS = 5  # per source, see _image_stats
+
+
+def _image_stats(feats: torch.Tensor) -> torch.Tensor:
+    """(B, 4, h, w) = [ir, vis, contrast ir, contrast vis] at half resolution -> (B, 2 * _N_STATS): per source its
+    mean, std, mean gradient magnitude, mean local contrast and 32-bin histogram entropy / 5 (constants, no
+    gradient: they are functions of the inputs only)."""
+    with torch.no_grad():
+        img = feats[:, :2]
+        gy = (img[..., 1:, :] - img[..., :-1, :]).abs().mean((2, 3)) if img.shape[-2] > 1 else img.new_zeros(
+            img.shape[:2])
+        gx = (img[..., :, 1:] - img[..., :, :-1]).abs().mean((2, 3)) if img.shape[-1] > 1 else img.new_zeros(
+            img.shape[:2])
+        hist = torch.stack([torch.histc(x, bins=32, min=0.0, max=1.0) for x in img.flatten(0, 1)])
+        p = hist / hist.sum(1, keepdim=True).clamp_min(1.0)
+        ent = -(p * p.clamp_min(1e-12).log2()).sum(1).view(img.shape[:2]) / 5.0
+        stats = [img.mean((2, 3)), img.flatten(2).std(2, unbiased=False), (gx + gy) * 4.0,
+                 feats[:, 2:].mean((2, 3)), ent]
+        return torch.cat(stats, 1)
+
+
 @dataclass
 class PWFOutput:
     fused: torch.Tensor  # (B, 1, H, W) in [0, 1]
@@ -86,12 +115,14 @@ class PWFNet(nn.Module):
     3x3 conv each, after the 3x3 input conv)."""
 
     def __init__(self, width: int = 16, levels: int = 5, dilations: tuple[int, ...] = (1, 2, 4, 8, 1),
-                 beta: float = 4.0) -> None:
+                 beta: float = 4.0, global_branch: bool = False) -> None:
         super().__init__()
         if levels < 1:
             raise ValueError(f"levels must be >= 1, got {levels}")
         self.config = {"width": int(width), "levels": int(levels), "dilations": [int(d) for d in dilations],
                        "beta": float(beta)}
+        if global_branch:
+            self.config["global_branch"] = True
         layers: list[nn.Module] = [nn.Conv2d(4, width, 3, padding=1), nn.LeakyReLU(0.2)]
         for d in dilations:
             layers += [nn.Conv2d(width, width, 3, padding=d, dilation=d), nn.LeakyReLU(0.2)]
@@ -101,6 +132,12 @@ class PWFNet(nn.Module):
         nn.init.zeros_(self.head.bias)  # starts as the average of the two pyramids
         self.log_gain = nn.Parameter(torch.zeros(max(levels - 1, 1)))
         self.beta = nn.Parameter(torch.full((max(levels - 1, 1),), float(beta)))
+        self.glob: nn.Sequential | None = None
+        if global_branch:
+            self.glob = nn.Sequential(nn.Linear(2 * width + 2 * _N_STATS, width), nn.LeakyReLU(0.2),
+                                      nn.Linear(width, levels))
+            nn.init.zeros_(self.glob[2].weight)
+            nn.init.zeros_(self.glob[2].bias)  # starts as the net without the branch
 
     def predict_logits(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) x2 -> the net's weight logits (B, K, ceil(H/2), ceil(W/2)): detail bands fine first, then the
@@ -110,7 +147,14 @@ class PWFNet(nn.Module):
         small = F.interpolate(torch.cat([ir, vis], 1), size=half, mode="area")
         # local contrast of each source (|x - blur(x)|) tells the net where each one carries detail
         feats = torch.cat([small, (small - _blur(small)).abs() * 4.0], 1)
-        return self.head(self.body(feats))
+        body = self.body(feats)
+        logits = self.head(body)
+        if self.glob is not None:
+            mean = body.mean((2, 3))
+            std = (body.pow(2).mean((2, 3)) - mean.pow(2)).clamp_min(0.0).add(1e-8).sqrt()  # torch.std is ~30x slower
+            pooled = torch.cat([mean, std, _image_stats(feats)], 1)
+            logits = logits + self.glob(pooled)[:, :, None, None]
+        return logits
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> PWFOutput:
         if ir.shape != vis.shape or ir.ndim != 4 or ir.shape[1] != 1:

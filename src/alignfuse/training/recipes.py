@@ -207,6 +207,19 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                       "w_grad": 10.0, "w_int": 1.0, "target": "max", "w_rmse": 1.0, "w_qabf": 1.0, "grad_gain": 1.1,
                       "w_sd": 1.0, "w_qcv": 1.0, "qcv_ref": 64, "init": "",
                       "checkpoint_every": 1, "log_every": 1},
+        # issue 15 item 2, round 2: cpu-edge's terms at the pwf_edge balance + the net's global branch
+        # (models/pwf.py: a per-image logit offset per band from pooled features and source statistics). A warm start
+        # from weights without the branch loads everything else and starts the branch at zero (same output).
+        # photometric a > 0: each source of each crop, with probability 1/2, gets a gamma exp(U(-a, a)), so the
+        # branch sees more varied image statistics than RoadScene's (0: off, the crops as they are).
+        "cpu-global": {"net": "cpu", "levels": 0, "steps": 600, "batch": 8, "crop": 128, "lr": 5e-4, "w_ssim": 1.0,
+                       "w_grad": 30.0, "w_int": 1.0, "target": "max", "w_rmse": 5.0, "w_qabf": 2.0,
+                       "grad_gain": 1.15, "w_sd": 5.0, "w_qcv": 0.0, "qcv_ref": 400, "init": "shipped",
+                       "global_branch": True, "photometric": 0.0, "checkpoint_every": 100, "log_every": 20},
+        "tiny-global": {"net": "tiny", "levels": 0, "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "w_ssim": 1.0,
+                        "w_grad": 10.0, "w_int": 1.0, "target": "max", "w_rmse": 1.0, "w_qabf": 1.0,
+                        "grad_gain": 1.1, "w_sd": 1.0, "w_qcv": 0.0, "qcv_ref": 64, "init": "",
+                        "global_branch": True, "photometric": 0.5, "checkpoint_every": 1, "log_every": 1},
     },
 }
 
@@ -631,6 +644,8 @@ def _difn(args: TrainArgs, cfg: dict[str, Any]):
 
 
 def _pwf(args: TrainArgs, cfg: dict[str, Any]):
+    import numpy as np
+
     from ..losses.pwf import PWFLoss
     from ..models.pwf import PWF_CONFIGS, build_pwf
 
@@ -640,13 +655,21 @@ def _pwf(args: TrainArgs, cfg: dict[str, Any]):
     torch.manual_seed(int(cfg["seed"]))
     # levels 0: the net's
     arch = {**PWF_CONFIGS[cfg["net"]], **({"levels": cfg["levels"]} if cfg["levels"] > 0 else {})}
+    if cfg.get("global_branch", False):
+        arch["global_branch"] = True
     net = build_pwf(arch)
     if cfg.get("init"):
         init = weights_path("pwf", None) if cfg["init"] == "shipped" else Path(cfg["init"])
         state, meta = checkpoints.load_weights(init, architecture="pwf")
-        if {k: list(v) if isinstance(v, tuple) else v for k, v in net.config.items()} != meta["config"]:
+        have = {k: list(v) if isinstance(v, tuple) else v for k, v in net.config.items()}
+        # weights without the global branch may seed a net with it: every other tensor must match, the branch starts
+        # at zero (models/pwf.py), so the run starts from the init's output
+        seed_branch = have.get("global_branch", False) and not meta["config"].get("global_branch", False)
+        if {k: v for k, v in have.items() if not (seed_branch and k == "global_branch")} != meta["config"]:
             raise UserError(f"pwf: init {init} has config {meta['config']}, the run builds {net.config}")
-        net.load_state_dict(state)
+        missing, unexpected = net.load_state_dict(state, strict=not seed_branch)
+        if unexpected or any(not k.startswith("glob.") for k in missing):
+            raise UserError(f"pwf: init {init} does not fit the net: missing {missing}, unexpected {unexpected}")
     net = net.to(dist.device)
     loss_fn = PWFLoss(w_ssim=cfg["w_ssim"], w_grad=cfg["w_grad"], w_int=cfg["w_int"], target=cfg["target"],
                       w_rmse=cfg.get("w_rmse", 0.0), w_qabf=cfg.get("w_qabf", 0.0),
@@ -658,6 +681,11 @@ def _pwf(args: TrainArgs, cfg: dict[str, Any]):
 
     def step(rng, _step: int) -> dict[str, float]:
         vis, ir = (t.to(dist.device) for t in paired_crops(bank, rng, cfg["batch"], cfg["crop"], colour=False))
+        if cfg.get("photometric", 0.0) > 0:
+            a, n = float(cfg["photometric"]), vis.shape[0]
+            gammas = np.where(rng.random((2, n)) < 0.5, 1.0, np.exp(rng.uniform(-a, a, (2, n))))
+            gammas = torch.as_tensor(gammas, dtype=vis.dtype, device=vis.device).view(2, n, 1, 1, 1)
+            vis, ir = vis.clamp(0.0, 1.0).pow(gammas[0]), ir.clamp(0.0, 1.0).pow(gammas[1])
         total, terms = loss_fn(model(ir, vis).fused, ir, vis)
         opt.zero_grad(set_to_none=True)
         total.backward()
