@@ -5,6 +5,9 @@ registered with ``register_arrays``; EPE = mean |field - ground-truth field| ins
 ``--preset none`` measures what the registration does to pairs that are already aligned: mean |field| (px).
 
     python benchmarks/registration_presets.py --dataset roadscene --preset large --model default --model identity+average
+
+``--set KEY=VALUE`` (repeatable) overrides an attribute of every pipeline's global search, as in
+``roadscene_raw_tre.py`` (variants measured on training names: ``--split train``).
 """
 
 from __future__ import annotations
@@ -40,8 +43,13 @@ def pairs_of(dataset: str, split: str | None):
 
 
 def run(model: str, dataset: str, split: str | None, preset: str, seed: int = 0, limit: int = 0,
-        verbose: bool = True, **options) -> dict:
-    return run_pipeline(load_pipeline(model, **options), model, dataset, split, preset, seed, limit, verbose)
+        verbose: bool = True, overrides: tuple[str, ...] = (), **options) -> dict:
+    pipe = load_pipeline(model, **options)
+    if overrides:
+        from roadscene_raw_tre import apply_overrides  # noqa: PLC0415  (a sibling script: the same --set)
+
+        apply_overrides(pipe, list(overrides))
+    return run_pipeline(pipe, model, dataset, split, preset, seed, limit, verbose)
 
 
 def run_pipeline(pipe, model: str, dataset: str, split: str | None, preset: str, seed: int = 0, limit: int = 0,
@@ -82,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="append the results (JSON lines) to this file")
     ap.add_argument("-q", "--quiet", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override an attribute of the global search (repeatable)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print("| dataset | preset | pipeline | pairs | initial px | EPE px | cut | worst px | mean field px | s / pair |")
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         for preset in args.preset or ["umf"]:
             for model in args.model or ["default"]:
                 r = run(model, dataset, args.split if dataset == "roadscene" else None, preset, limit=args.limit,
-                        verbose=not args.quiet)
+                        verbose=not args.quiet, overrides=tuple(args.set))
                 cut = f"{100 * r['cut']:.1f} %" if r["initial_mean"] > 1e-6 else "–"  # aligned input: nothing to cut
                 print(f"| {dataset} | `{preset}` | `{model}` | {r['n']} | {r['initial_mean']:.2f} | {r['epe_mean']:.2f} | "
                       f"{cut} | {r['worst']:.2f} | {r['field_mean']:.2f} | {r['seconds']:.2f} |", flush=True)

@@ -489,7 +489,7 @@ def test_folder_mode_lists_input_notes_and_refuses_one_folder_for_both(tmp_path,
     code, stdout, err = run(capsys, "fuse", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "vi"),
                             "-o", str(tmp_path / "out"), "--model", "identity+average")
     assert code == 0 and "fused 1/1" in stdout
-    assert "note: a.png (infrared): 128x128 resampled onto the 256x256 visible grid" in err
+    assert f"note: {tmp_path / 'ir' / 'a.png'} (infrared): 128x128 resampled onto the 256x256 visible grid" in err
     code, _, err = run(capsys, "fuse", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "ir"),
                        "-o", str(tmp_path / "out2"), "--model", "identity+average")
     assert code == 2 and "same folder" in err and not (tmp_path / "out2").exists()
@@ -514,7 +514,7 @@ def test_register_verbose_prints_only_json_on_stdout(tmp_path, capsys):
 def test_register_with_a_registration_free_pipeline_warns(tmp_path, capsys):
     code, _, err = run(capsys, "register", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"),
                        "-o", str(tmp_path / "r.png"), "--model", "rfvif", "--field", str(tmp_path / "f.npy"))
-    assert code == 0 and "rfvif does not register (it aligns inside its fuser)" in err
+    assert code == 0 and "rfvif aligns inside its fuser and does not register" in err and "TNO_07.png" in err
     assert not np.load(tmp_path / "f.npy").any()
 
 

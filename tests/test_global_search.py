@@ -310,10 +310,11 @@ def test_orientations_break_a_mind_tie():
     ir, vis = _sample()
     moving = _apply(ir, _similarity(1.0, 0.0, 30.0, -20.0, ir.shape))
     m, f = torch.from_numpy(moving)[None, None], torch.from_numpy(vis)[None, None]
-    tie = GlobalSearchRegistrar(far_margin=0.99)(m, f).diagnostics[0]
+    # the Occam step would turn this shifted pair's solution into a translation: off, to see the tie-break's choice
+    tie = GlobalSearchRegistrar(far_margin=0.99, occam_margin=None)(m, f).diagnostics[0]
     assert tie["tiebreak"] and tie["near_because"] is None and tie["fallback"] is None
     assert tie["alternatives"]["far"]["orientation"] >= tie["alternatives"]["near"]["orientation"] + 0.06
-    no_tie = GlobalSearchRegistrar(far_margin=0.99, orientation_tiebreak=None)(m, f).diagnostics[0]
+    no_tie = GlobalSearchRegistrar(far_margin=0.99, orientation_tiebreak=None, occam_margin=None)(m, f).diagnostics[0]
     assert not no_tie["tiebreak"] and no_tie["near_because"] == "mind"
     far = np.array(tie["alternatives"]["far"]["matrix"])
     assert np.allclose(np.array(tie["matrix"]), far) and not np.allclose(np.array(no_tie["matrix"]), far)
@@ -323,14 +324,15 @@ def _reference_lk(moving, fixed, matrix, iterations, model):
     """One start, one frame, written plainly (the per-start loop the batched refinement replaced): warp the IR by
     the estimate, then Gauss-Newton on the residual warp of its MIND descriptors against the fixed ones."""
     from alignfuse.losses.mind import mind_descriptors
-    from alignfuse.registration.global_search import _scale_matrix, _warp_by
+    from alignfuse.registration.global_search import MODEL_PARAMS, _scale_matrix, _warp_by
 
     h, w = fixed.size
-    p = 8 if model == "homography" else 6
+    cols = list(MODEL_PARAMS[model])
+    p = len(cols)
     moved, inside = moving.read((np.linalg.inv(_scale_matrix(moving.size, (h, w))) @ matrix)[None], (h, w),
                                 padding_mode="border")
     valid = inside[0, 0] * fixed.border
-    jf = (fixed.jacobian[..., :p] * valid[None, ..., None]).reshape(-1, p).double()
+    jf = (fixed.jacobian[..., cols] * valid[None, ..., None]).reshape(-1, p).double()
     hess = jf.T @ jf
     hess_inv = torch.linalg.inv(hess + 1e-6 * hess.diagonal().mean() * torch.eye(p, dtype=torch.float64))
     desc = mind_descriptors(moved)
@@ -341,22 +343,23 @@ def _reference_lk(moving, fixed, matrix, iterations, model):
         mask = ins[0, 0] * valid
         r = (warped[0] - fixed.desc) * mask[None]
         cost = float(r.abs().sum()) / (float(mask.sum()) * fixed.desc.shape[0])
-        dp = hess_inv @ (jf.T @ r.flatten().double())
+        step = hess_inv @ (jf.T @ r.flatten().double())
+        dp = torch.zeros(8, dtype=torch.float64)
+        dp[cols] = step
         d = torch.eye(3, dtype=torch.float64)
         d[0, 0] += dp[0]
         d[0, 1], d[0, 2], d[1, 0] = dp[1], dp[2], dp[3]
         d[1, 1] += dp[4]
         d[1, 2] = dp[5]
-        if p == 8:
-            d[2, 0], d[2, 1] = dp[6], dp[7]
+        d[2, 0], d[2, 1] = dp[6], dp[7]
         warp_ = warp_ @ torch.linalg.inv(d)
         warp_ = warp_ / warp_[2, 2]
-        if float(dp.abs().max()) < 1e-4:
+        if float(step.abs().max()) < 1e-4:
             break
     return matrix @ (fixed.from_norm @ warp_ @ fixed.to_norm).numpy(), cost
 
 
-@pytest.mark.parametrize("model", ["affine", "homography"])
+@pytest.mark.parametrize("model", ["translation", "affine", "homography"])
 def test_batched_refinement_equals_a_plain_one_start_refinement(model):
     """The LK starts of a level run as one batch (each with its own Hessian over its own coverage, each stopping on
     its own): every start must end where a plain one-start Gauss-Newton loop takes it."""
@@ -544,3 +547,34 @@ def test_the_rescue_search_runs_end_to_end_and_keeps_the_stronger_result():
     assert d["confidence"] == max(d["rescue"]["first"]["confidence"], d["rescue"]["second"]["confidence"])
     expected = warp.field_from_matrix(torch.from_numpy(true)[None], h, w)[0].numpy()
     assert np.sqrt(((res.field[0].numpy() - expected) ** 2).sum(0)).mean() < 2.5
+
+
+def test_translation_refinement_moves_only_the_translation():
+    from alignfuse.registration.global_search import refine_matrix
+
+    ir, vis = _sample()
+    start = _similarity(1.05, 3.0, 6.0, -4.0, ir.shape)
+    got, _ = refine_matrix(torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None], start, (128, 256),
+                           (10, 8), ("translation", "translation"))
+    np.testing.assert_allclose(got[:2, :2], start[:2, :2], atol=1e-9)  # the linear part is not a parameter
+    assert np.abs(got[:2, 2] - start[:2, 2]).max() > 0.05
+
+
+def test_a_shifted_pair_is_registered_as_a_translation():
+    """Occam: on a pair that is only shifted, the affine / homography fit follows MIND's optimum away from the shift
+    with parameters the motion does not have; the translation alone keeps (nearly) all of its MIND gain and is
+    kept. Where the motion has a rotation and a scale (the similarity test above) the translation loses most of
+    the gain and is not."""
+    ir, vis = _sample()
+    h, w = ir.shape
+    shift = np.eye(3)
+    shift[:2, 2] = [12.0, -9.0]
+    moving = torch.from_numpy(_apply(ir, shift))[None, None]
+    fixed = torch.from_numpy(vis)[None, None]
+    occam = GlobalSearchRegistrar()(moving, fixed)
+    full = GlobalSearchRegistrar(occam_margin=None)(moving, fixed)
+    assert occam.diagnostics[0]["model"] == "translation"
+    assert full.diagnostics[0]["model"] in ("affine", "homography")
+    field = occam.field[0].numpy()
+    assert np.ptp(field[0]) < 1e-3 and np.ptp(field[1]) < 1e-3  # one shift for the whole frame
+    assert abs(field[0].mean() - 12.0) < 2.0 and abs(field[1].mean() + 9.0) < 2.0

@@ -113,15 +113,12 @@ def _set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _warn_no_registration(pipe, what: str) -> None:
-    """A pipeline whose registrar is the identity has no registration to write: say so instead of writing the
-    input IR (and a zero field) as if it had been aligned."""
-    from .stages import IdentityRegistrar
-
-    if isinstance(pipe.registrar, IdentityRegistrar):
-        inside = " (it aligns inside its fuser)" if pipe.aligns_in_fuser else ""
-        print(f"alignfuse: warning: {pipe.name} does not register{inside}; the {what} is the IR as delivered "
-              "(resampled onto the visible grid) and the field is zero", file=sys.stderr)
+def _warn_no_registration(pipe, name: str) -> None:
+    """A pipeline that aligns inside its fuser (RFVIF) has no registration to write: say so instead of writing the
+    input IR (and a zero field) as if it had been aligned (``identity+*`` pipelines say it in their name)."""
+    if pipe.aligns_in_fuser:
+        print(f"alignfuse: warning: {name}: {pipe.name} aligns inside its fuser and does not register; the aligned "
+              "IR is the IR as delivered (resampled onto the visible grid) and the field is zero", file=sys.stderr)
 
 
 def _ir_norm(args: argparse.Namespace) -> str:
@@ -240,7 +237,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     _set_threads(args)
     pipe = _load_pipeline(args)
     if aligned_out is not None or field_out is not None:
-        _warn_no_registration(pipe, "aligned IR")
+        _warn_no_registration(pipe, args.ir)
     t0 = time.perf_counter()
     diag = _pair_job(args, Path(args.vis).stem, Path(args.ir), Path(args.vis), Path(args.output), aligned_out,
                      field_out, show_notes=True).run(pipe)
@@ -342,7 +339,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                    args.bit_depth)
     _set_threads(args)
     pipe = _load_pipeline(args)
-    _warn_no_registration(pipe, "aligned IR")
+    _warn_no_registration(pipe, args.ir)
     pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
     _print_notes(pair)
     result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size if pair.ir_resized else None)
