@@ -721,7 +721,9 @@ class GlobalSearchRegistrar:
         _, cost_identity = refine_matrix(pyr, fixed, np.eye(3), self.sizes[-1:], (0,), self.models[-1:],
                                          fixed_levels=levels)
         simpler = self._simpler(pyr, fixed, levels, matrix, cost, cost_identity)
+        simplified_from = None
         if simpler is not None:
+            simplified_from = describe_model(matrix, full)
             matrix, cost = simpler
         gain = 1.0 - cost / max(cost_identity, 1e-12) if np.isfinite(cost) else -1.0
         alternatives["identity"] = {"start": "none", "mind": cost_identity, "orientation": orient_identity,
@@ -729,6 +731,7 @@ class GlobalSearchRegistrar:
         d: dict[str, Any] = {"method": "global", "start": label, "mind_before": cost_identity, "mind_after": cost,
                              "gain": gain, "far_rank": [lb for lb, _ in starts].index(far[0]),
                              "alternatives": alternatives, "near_because": why_near, "tiebreak": tiebreak,
+                             "simplified_from": simplified_from,
                              "suspect": False,
                              "fallback": None}
         orient_final = orient[0] if why_near else orient[1]
