@@ -536,3 +536,15 @@ def test_python_api_refuses_to_overwrite_an_input(tmp_path):
     with pytest.raises(alignfuse.UserError, match="would overwrite an input"):
         alignfuse.fuse(SAMPLES / "ir/TNO_07.png", vis, vis, model="identity+average")
     assert vis.read_bytes() == before
+
+
+def test_folder_mode_quiet_prints_no_progress_bar(tmp_path, capsys):
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "vi").mkdir()
+    Image.open(SAMPLES / "ir/TNO_07.png").save(tmp_path / "ir/a.png")
+    Image.open(SAMPLES / "vi/TNO_07.png").save(tmp_path / "vi/a.png")
+    args = ["fuse", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "vi"), "--model", "identity+average"]
+    _, _, err = run(capsys, *args, "-o", str(tmp_path / "o1"))
+    assert "pair" in err and "%" in err  # the bar
+    code, stdout, err = run(capsys, *args, "-o", str(tmp_path / "o2"), "-q")
+    assert code == 0 and "fused 1/1" in stdout and "%" not in err

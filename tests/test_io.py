@@ -695,6 +695,9 @@ def test_outputs_that_cannot_be_written_are_refused_up_front_and_named(tmp_path)
     assert aio.check_output_path(tmp_path / "new" / "deeper" / "out.png") == "PNG"  # missing folders are made
     with pytest.raises(UserError, match="not a file name"):
         aio.field_path(Path("."))
+    with pytest.raises(UserError, match="not a file name for a field"):  # "DIR/" names a folder
+        aio.field_path(f"{tmp_path}/new_folder/")
+    assert aio.field_path(tmp_path / "f") == tmp_path / "f.npy"
     # when a write fails anyway, the error names the target, not the hidden temporary file beside it
     with pytest.raises(OSError) as e:
         aio._atomic_write(tmp_path / "folder.png", lambda f: f.write(b"data"))

@@ -288,7 +288,8 @@ def _fuse_folder(args: argparse.Namespace) -> int:
             for stem, ir_path, vis_path in pairs]
     report, notes = Report(), []
     with open_runner(_pipeline_spec(args), _parallel(args, len(jobs))) as runner:
-        for outcome in tqdm(runner.map(jobs), total=len(jobs), desc=f"fuse ({runner.name})", unit="pair"):
+        for outcome in tqdm(runner.map(jobs), total=len(jobs), desc=f"fuse ({runner.name})", unit="pair",
+                            disable=args.quiet):
             report.add(outcome, suspect=bool(outcome.ok and outcome.value.get("suspect")))
             if outcome.ok:
                 notes.extend(outcome.value.get("input_notes", ()))
@@ -321,6 +322,7 @@ def _fuse_video(args: argparse.Namespace) -> int:
         for line in warns:
             print(f"alignfuse: warning: {line}", file=sys.stderr)
         report = video.fuse_video(ir, vis, runner, out, save_frames=args.save_frames, limit=args.limit,
+                                  progress=not args.quiet,
                                   ir_norm=_ir_norm(args), bit_depth=args.bit_depth, strict=args.strict)
     if report.total == 0 and not report.failures:
         raise UserError(f"{ir_path}, {vis_path}: no frame pairs to fuse")
@@ -436,7 +438,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         source, total = _calibration_frames_from_folders(args, pairs, failures), len(pairs)
     from .registration import GlobalSearchRegistrar
 
-    rig, _ = estimate_rig(tqdm(source, desc="calibrate", unit="frame", total=total),
+    rig, _ = estimate_rig(tqdm(source, desc="calibrate", unit="frame", total=total, disable=args.quiet),
                           GlobalSearchRegistrar(ir_field=args.ir_field))
     if rig.verdict == "failed" and out.exists():  # never replace a rig file with a failed calibration
         out = out.with_name(out.stem + ".failed.json")
@@ -468,7 +470,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if _resolved(out) == _resolved(data):
         raise UserError(f"{out}: is the --data folder; synth would overwrite its ir/ and vi/ images")
     entries, failures = [], []
-    for stem, ir_path, vis_path in tqdm(pairs, desc=f"synth {spec.name}", unit="pair"):
+    for stem, ir_path, vis_path in tqdm(pairs, desc=f"synth {spec.name}", unit="pair", disable=args.quiet):
         try:
             pair = io.load_pair(ir_path, vis_path)
             s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(args.seed, stem))
@@ -749,6 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "here); needs `pip install 'alignfuse[cluster]'`; files must be visible to every node")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads per worker (default 1 with --workers / "
                    "--ray, torch's default otherwise); outputs are byte-identical at equal thread counts")
+    p.add_argument("-q", "--quiet", action="store_true", help="folder / video mode: no progress bar")
     _common(p)
     p.set_defaults(func=cmd_fuse)
 
@@ -776,6 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="16-bit IR normalisation, as in `fuse`")
     p.add_argument("--ir-field", default="wider", choices=["wider", "narrower"], help=IR_FIELD_HELP)
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("synth", help="write a misaligned test set with ground-truth fields")
@@ -786,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="first N pairs only")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("evaluate", help="misalign, run pipelines, print registration and fusion tables")

@@ -703,10 +703,13 @@ def check_output_path(path: PathLike, bit_depth: int = 8) -> str:
 
 
 def field_path(path: PathLike) -> Path:
-    """Where :func:`write_field` writes ``path``: ``.npy`` appended when the name lacks it."""
+    """Where :func:`write_field` writes ``path``: ``.npy`` appended when the name lacks it (as ``numpy.save`` does:
+    ``fields`` -> ``fields.npy``, beside a folder of that name if there is one); a path ending in a separator names
+    a folder and is a :class:`UserError`."""
+    raw = os.fspath(path)
     path = Path(path)
-    if not path.name or path.name in (".", ".."):
-        raise UserError(f"{str(path)!r}: not a file name for a field")
+    if not path.name or path.name in (".", "..") or raw.endswith(("/", os.sep)):
+        raise UserError(f"{raw!r}: not a file name for a field (give e.g. field.npy)")
     return path if path.suffix.lower() == ".npy" else path.with_name(path.name + ".npy")
 
 
