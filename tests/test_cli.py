@@ -533,7 +533,7 @@ def test_python_api_refuses_to_overwrite_an_input(tmp_path):
     vis = tmp_path / "vis.png"
     Image.open(SAMPLES / "vi/TNO_07.png").save(vis)
     before = vis.read_bytes()
-    with pytest.raises(alignfuse.UserError, match="would overwrite an input"):
+    with pytest.raises(alignfuse.UserError, match="would overwrite the input"):
         alignfuse.fuse(SAMPLES / "ir/TNO_07.png", vis, vis, model="identity+average")
     assert vis.read_bytes() == before
 

@@ -30,25 +30,13 @@ def list_models() -> dict[str, str]:
     return list_pipelines()
 
 
-def _check_output(out_path: str | Path | None, inputs: tuple[str | Path, ...]) -> None:
-    """Before any work: ``out_path`` must be a writable image path that is none of the inputs (as the CLI checks)."""
-    from . import io
-
-    if out_path is None:
-        return
-    io.check_output_path(Path(out_path))
-    target = Path(out_path).resolve()
-    if any(target == Path(p).resolve() for p in inputs):
-        raise UserError(f"{out_path}: would overwrite an input; choose another output path")
-
-
 def fuse(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | None = None,
          model: str = DEFAULT_PIPELINE, device: str = "cpu", resize_ir: bool = False) -> FuseResult:
     """Read a pair, register and fuse it; write the fused image to ``out_path`` if given (checked first: a path
     that is one of the inputs, or that no writer can write, is a :class:`UserError` before any work)."""
     from . import io
 
-    _check_output(out_path, (ir_path, vis_path))
+    io.check_outputs([ir_path, vis_path], [(out_path, "output")])
     pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)
     result = fuse_arrays(pair.ir, pair.vis, load_pipeline(model, device=device),
                          ir_size=pair.ir_size if pair.ir_resized else None)
@@ -63,7 +51,7 @@ def register(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | N
     as in :func:`fuse`)."""
     from . import io
 
-    _check_output(out_path, (ir_path, vis_path))
+    io.check_outputs([ir_path, vis_path], [(out_path, "output")])
     pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)
     result = register_arrays(pair.ir, pair.vis, load_pipeline(model, device=device),
                              ir_size=pair.ir_size if pair.ir_resized else None)

@@ -60,34 +60,6 @@ def _json(obj, **kw) -> str:
     return json.dumps(clean(obj), allow_nan=False, **kw)
 
 
-def _resolved(path: Path) -> Path:
-    """``path.resolve()``, or the absolute path when it cannot be resolved (a symlink loop raises RuntimeError);
-    reading or writing such a path then fails with a one-line error naming it."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.abspath(path))
-
-
-def _check_outputs(inputs: Sequence[Path], outputs: Sequence[tuple[Path | None, str]], bit_depth: int) -> None:
-    """Fail before any work when an output would overwrite an input or another output, or cannot be written.
-
-    outputs: (path or None, what) with what "field" for a field file, anything else for an image."""
-    taken = {_resolved(Path(p)): "input" for p in inputs}
-    for path, what in outputs:
-        if path is None:
-            continue
-        target = io.field_path(path) if what == "field" else path
-        if what != "field":
-            io.check_output_path(target, bit_depth)
-        else:
-            io.check_writable(target)
-        key = _resolved(target)
-        if key in taken:
-            raise UserError(f"{target}: would overwrite the {taken[key]}; choose another path for the {what}")
-        taken[key] = what
-
-
 def _optional_path(value: str | None, option: str) -> Path | None:
     """An optional output option as a path; an empty value (``--field ""``, an unset shell variable) is an error,
     not a silent "no output"."""
@@ -232,7 +204,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
                         "--aligned-ir PATH / --field PATH and give the output's extension in -o")
     aligned_out = _optional_path(args.aligned_ir, "--aligned-ir")
     field_out = _optional_path(args.field, "--field")
-    _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "fused image"),
+    io.check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "fused image"),
                    (aligned_out, "aligned IR"), (field_out, "field")], args.bit_depth)
     _set_threads(args)
     pipe = _load_pipeline(args)
@@ -264,7 +236,7 @@ def _fuse_folder(args: argparse.Namespace) -> int:
 
     if args.aligned_ir is not None or args.field is not None:
         raise UserError("in folder mode use --save-aligned / --save-field (written under OUT/aligned_ir, OUT/field)")
-    if _resolved(Path(args.ir_dir)) == _resolved(Path(args.vis_dir)):
+    if io.resolved_path(Path(args.ir_dir)) == io.resolved_path(Path(args.vis_dir)):
         raise UserError(f"--ir-dir and --vis-dir are the same folder ({args.ir_dir}): every image would be paired "
                         "with itself")
     names = io.read_split(Path(args.split)) if args.split else None
@@ -278,9 +250,9 @@ def _fuse_folder(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder (folder mode writes one file per pair into -o)")
     io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth)  # --ext / --bit-depth / -o: fail before any work
-    inputs = (_resolved(Path(args.ir_dir)), _resolved(Path(args.vis_dir)))
+    inputs = (io.resolved_path(Path(args.ir_dir)), io.resolved_path(Path(args.vis_dir)))
     for d in [out_dir] + [out_dir / sub for sub, on in (("aligned_ir", args.save_aligned), ("field", args.save_field)) if on]:
-        if _resolved(d) in inputs:
+        if io.resolved_path(d) in inputs:
             raise UserError(f"{d}: is an input folder; outputs would overwrite or mix with the inputs")
     jobs = [_pair_job(args, stem, ir_path, vis_path, out_dir / f"{stem}.{args.ext}",
                       out_dir / "aligned_ir" / f"{stem}.{args.ext}" if args.save_aligned else None,
@@ -337,7 +309,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from .api import register_arrays
 
     field_out = _optional_path(args.field, "--field")
-    _check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "aligned IR"), (field_out, "field")],
+    io.check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "aligned IR"), (field_out, "field")],
                    args.bit_depth)
     _set_threads(args)
     pipe = _load_pipeline(args)
@@ -467,7 +439,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/)")
     pairs = pairs[: args.limit] if args.limit else pairs
     out = Path(args.output)
-    if _resolved(out) == _resolved(data):
+    if io.resolved_path(out) == io.resolved_path(data):
         raise UserError(f"{out}: is the --data folder; synth would overwrite its ir/ and vi/ images")
     entries, failures = [], []
     for stem, ir_path, vis_path in tqdm(pairs, desc=f"synth {spec.name}", unit="pair", disable=args.quiet):
@@ -580,12 +552,9 @@ class _SourceAction(argparse.Action):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import torch
-
     from .report import make_plan, run_report
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     sources = getattr(args, "sources", None) or []
 
     def names(text: str | None) -> list[str] | None:
@@ -644,12 +613,9 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
     from .training.recipes import TrainArgs, run_recipe
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     overrides = dict(_parse_override(s) for s in args.set)
     if args.steps is not None:
         overrides["steps"] = args.steps

@@ -686,6 +686,36 @@ def check_writable(path: PathLike) -> Path:
     return path
 
 
+def resolved_path(path: PathLike) -> Path:
+    """``Path(path).resolve()``, or the absolute path when it cannot be resolved (a symlink loop raises
+    RuntimeError); reading or writing such a path then fails with a one-line error naming it."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+def check_outputs(inputs: Sequence[PathLike], outputs: Sequence[tuple[PathLike | None, str]],
+                  bit_depth: int = 8) -> None:
+    """Fail before any work when an output would overwrite an input or another output, or cannot be written
+    (the CLI and the Python API share it).
+
+    outputs: (path or None, what) with what "field" for a field file, anything else for an image."""
+    taken = {resolved_path(p): "input" for p in inputs}
+    for path, what in outputs:
+        if path is None:
+            continue
+        target = field_path(path) if what == "field" else Path(path)
+        if what != "field":
+            check_output_path(target, bit_depth)
+        else:
+            check_writable(target)
+        key = resolved_path(target)
+        if key in taken:
+            raise UserError(f"{target}: would overwrite the {taken[key]}; choose another path for the {what}")
+        taken[key] = what
+
+
 def check_output_path(path: PathLike, bit_depth: int = 8) -> str:
     """The writer format (e.g. ``"PNG"``) for an image path, or ``ValueError`` when :func:`write_image` could
     not write it (unknown extension, 16 bits in a format without them, see also :func:`check_writable`): lets a

@@ -313,9 +313,9 @@ def _lk_level_joint(movings: Sequence[ImagePyramid], fixeds: Sequence[_FixedLeve
                   for r, fx in zip(residuals, fixeds))  # (A, P): J^T r (r is already masked)
         dp_model = (hess_inv[active] @ rhs[..., None])[..., 0]
         finite = torch.isfinite(dp_model).all(1)
-        step = active[finite]
+        step, dp_model = active[finite], dp_model[finite]
         dp = torch.zeros(len(step), 8, dtype=torch.float64)  # the model's parameters, the others held at 0
-        dp[:, cols] = dp_model[finite]
+        dp[:, cols] = dp_model
         d = torch.eye(3, dtype=torch.float64).repeat(len(step), 1, 1)
         d[:, 0, 0] += dp[:, 0]
         d[:, 0, 1], d[:, 0, 2], d[:, 1, 0] = dp[:, 1], dp[:, 2], dp[:, 3]
@@ -325,7 +325,7 @@ def _lk_level_joint(movings: Sequence[ImagePyramid], fixeds: Sequence[_FixedLeve
             d[:, 2, 0], d[:, 2, 1] = dp[:, 6], dp[:, 7]
         updated = residual_warp[step] @ torch.linalg.inv(d)
         residual_warp[step] = updated / updated[:, 2:, 2:]
-        active = step[dp_model[finite].abs().amax(1) >= 1e-4]
+        active = step[dp_model.abs().amax(1) >= 1e-4]
     return mats @ (fixed.from_norm @ residual_warp @ fixed.to_norm).numpy(), cost.numpy()
 
 
@@ -760,8 +760,10 @@ class GlobalSearchRegistrar:
                  cost: float, cost_identity: float) -> tuple[np.ndarray, float] | None:
         """Occam: the translation that moves the frame centre as ``matrix`` does, refined alone over the last two
         levels -> (matrix, MIND distance) when it keeps all but ``occam_margin`` of ``matrix``'s MIND gain over the
-        input, else None."""
-        if self.occam_margin is None or not np.isfinite(cost) or cost >= cost_identity:
+        input, else None. Skipped where ``matrix`` gains less than ``min_gain`` (most aligned pairs: the input is kept
+        there unless a translation gained more than the full model, which its refinement is not built to find)."""
+        if (self.occam_margin is None or not np.isfinite(cost) or cost >= cost_identity
+                or 1.0 - cost / max(cost_identity, 1e-12) < self.min_gain):
             return None
         h, w = fixed.shape[-2:]
         centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0, 1.0])
