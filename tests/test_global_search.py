@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -452,24 +453,58 @@ def test_ir_field_is_a_clear_error_where_it_does_not_apply(tmp_path, capsys):
         GlobalSearchRegistrar(ir_field="sideways")
 
 
-def test_an_ir_of_another_size_left_unregistered_is_flagged_with_a_hint(tmp_path, capsys):
-    """The narrow-field pair under the default search: nothing is found, the input is kept, and the user is told so
-    (suspect, with the --ir-field hint) instead of getting an unregistered fusion silently."""
+def test_a_narrow_field_ir_is_registered_by_the_default_through_the_narrow_fallback(tmp_path):
+    """The default (wide-field) search keeps nothing for the narrow-field pair; the narrow search it then runs finds
+    it, and the diagnostics say which field was used."""
     from alignfuse.cli import main
 
+    ir_p, vis_p, truth, seen = _narrow_rig_pair(tmp_path)
+    pair = io.load_pair(ir_p, vis_p)
+    moving, fixed = torch.from_numpy(pair.ir)[None, None], torch.from_numpy(pair.vis_y)[None, None]
+    _, d = GlobalSearchRegistrar().register_pair(moving, fixed, pair.ir_size)
+    assert d["fallback"] is None and d["ir_field"]["used"] == "narrower"
+    assert d["ir_field"]["wider"]["fallback"] is not None  # the wide search alone kept the input
+    assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png"), "--field",
+                 str(tmp_path / "f.npy")]) == 0
+    err = np.hypot(*(np.load(tmp_path / "f.npy") - truth))[seen]
+    assert err.mean() < 4.0, err.mean()  # doing nothing: ~60 px
+
+
+def test_an_ir_of_another_size_left_unregistered_is_flagged_with_a_hint(tmp_path, capsys):
+    """Without the narrow fallback the narrow-field pair is kept as delivered, and the user is told so (suspect,
+    with the --ir-field hint) instead of getting an unregistered fusion silently."""
     ir_p, vis_p, _, _ = _narrow_rig_pair(tmp_path)
-    registrar = GlobalSearchRegistrar()
+    registrar = GlobalSearchRegistrar(narrow_fallback=False)
     pair = io.load_pair(ir_p, vis_p)
     _, d = registrar.register_pair(torch.from_numpy(pair.ir)[None, None], torch.from_numpy(pair.vis_y)[None, None],
                                    pair.ir_size)
     assert d["fallback"] is not None and d["suspect"] and "--ir-field narrower" in d["warning"]
-    assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png")]) == 0
-    assert "--ir-field narrower" in capsys.readouterr().err
-    assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png"), "--strict"]) == 2
+    assert "ir_field" not in d
     # an IR of the visible size kept as delivered is an aligned pair, not a doubt
     ir, vis = _sample()
     _, d = registrar.register_pair(torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None])
     assert not d["suspect"] and "warning" not in d
+
+
+def test_an_ir_of_another_size_that_matches_nothing_is_flagged_after_both_fields(tmp_path, capsys):
+    """An IR of another size with no structure in common with the visible image: neither field finds it; the
+    input is kept, flagged suspect, the CLI warns without suggesting the field that was already tried, and
+    --strict refuses."""
+    from alignfuse.cli import main
+
+    rng = np.random.default_rng(3)
+    ir_p = tmp_path / "noise_ir.png"
+    io.write_image(ir_p, cv2.GaussianBlur(rng.random((256, 320)), (0, 0), 3.0))
+    vis_p = SAMPLES / "vi" / "FLIR_00211.jpg"
+    pair = io.load_pair(ir_p, vis_p)
+    _, d = GlobalSearchRegistrar().register_pair(torch.from_numpy(pair.ir)[None, None],
+                                                 torch.from_numpy(pair.vis_y)[None, None], pair.ir_size)
+    assert d["fallback"] is not None and d["suspect"] and d["ir_field"]["used"] == "wider"
+    assert d["ir_field"]["narrower"]["fallback"] is not None and "--ir-field" not in d["warning"]
+    assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png")]) == 0
+    err = capsys.readouterr().err
+    assert "wider or a narrower IR field" in err and "--ir-field" not in err
+    assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png"), "--strict"]) == 2
 
 
 def test_box_sums_equal_direct_sums_and_keep_exact_zeros():
@@ -493,14 +528,16 @@ def test_box_sums_equal_direct_sums_and_keep_exact_zeros():
 class _ScriptedSearch(GlobalSearchRegistrar):
     """The rescue policy alone: each search size returns a scripted result (matrix = identity x size)."""
 
-    def __init__(self, results: dict[int, dict], **kwargs) -> None:
+    def __init__(self, results: dict, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.results, self.sizes_run = results, []
+        self.results, self.sizes_run, self.runs = results, [], []
 
     def _register(self, pyr, levels, fixed, ir_size, search_size):
         self.sizes_run.append(search_size)
-        d = {"start": f"s{search_size}", "near_because": None, "fallback": None, **self.results[search_size]}
-        return np.eye(3) * search_size, d
+        self.runs.append((self.ir_field, search_size))  # shared with the narrow copy (a shallow copy)
+        scripted = self.results.get((self.ir_field, search_size), self.results.get(search_size))
+        d = {"start": f"{self.ir_field}{search_size}", "near_because": None, "fallback": None, **scripted}
+        return np.eye(3) * search_size * (2 if self.ir_field == "narrower" else 1), d
 
 
 @pytest.mark.parametrize("first, second, ir_size, rescued, kept", [
@@ -516,19 +553,48 @@ class _ScriptedSearch(GlobalSearchRegistrar):
     ({"confidence": 0.0, "fallback": "kept the input"}, {"confidence": 0.15}, None, False, 80),
 ])
 def test_a_weak_global_result_is_searched_again_finer(first, second, ir_size, rescued, kept):
-    g = _ScriptedSearch({80: first, 128: second})
+    g = _ScriptedSearch({80: first, 128: second}, narrow_fallback=False)
     moving = torch.rand(1, 1, 60, 80)
     matrix, d = g.register_pair(moving, moving.clone(), ir_size)
     assert g.sizes_run == ([80, 128] if rescued else [80])
-    assert matrix[0, 0] == kept and d["start"] == f"s{kept}"
+    assert matrix[0, 0] == kept and d["start"] == f"wider{kept}"
     assert ("rescue" in d) == rescued
     assert d.get("suspect") == first.get("suspect") if kept == 80 else d.get("suspect") == second.get("suspect")
+
     if rescued:
         assert d["rescue"]["first"]["confidence"] == first["confidence"]
         assert d["rescue"]["second"]["confidence"] == second["confidence"]
-    g_off = _ScriptedSearch({80: first, 128: second}, rescue_size=None)
+    g_off = _ScriptedSearch({80: first, 128: second}, rescue_size=None, narrow_fallback=False)
     g_off.register_pair(moving, moving.clone(), ir_size)
     assert g_off.sizes_run == [80]
+
+
+NOTHING = {"confidence": 0.0, "fallback": "kept the input", "suspect": True, "warning": "try --ir-field narrower"}
+
+
+@pytest.mark.parametrize("results, ir_size, runs, kept", [
+    # the wide search (and its rescue) keep nothing for an IR of another size: the narrow one runs and is kept
+    ({80: NOTHING, 128: NOTHING, ("narrower", 80): {"confidence": 0.2}}, (640, 512),
+     [("wider", 80), ("wider", 128), ("narrower", 80)], "narrower"),
+    # the narrow search keeps nothing either: the wide result stands
+    ({80: NOTHING, 128: NOTHING}, (640, 512),
+     [("wider", 80), ("wider", 128), ("narrower", 80), ("narrower", 128)], "wider"),
+    # the wide search kept something, weak or not: no narrow search (its false positives stay out)
+    ({80: {"confidence": 0.04}, 128: {"confidence": 0.03}}, (640, 512), [("wider", 80), ("wider", 128)], "wider"),
+    # an IR of the visible size kept as delivered is an aligned pair: no narrow search
+    ({80: NOTHING, 128: NOTHING}, None, [("wider", 80)], "wider"),
+])
+def test_the_narrow_search_runs_only_where_the_wide_one_kept_nothing(results, ir_size, runs, kept):
+    g = _ScriptedSearch(results)
+    moving = torch.rand(1, 1, 60, 80)
+    matrix, d = g.register_pair(moving, moving.clone(), ir_size)
+    assert g.runs == runs
+    assert g.ir_field == "wider" and g.narrow_fallback  # the registrar itself is unchanged
+    assert (matrix[0, 0] == 160) == (kept == "narrower")
+    if len(runs) > 2:
+        assert d["ir_field"]["used"] == kept
+    if runs[-1] == ("narrower", 128):  # both fields tried: the hint to try the other one is gone
+        assert "--ir-field" not in d["warning"] and d["suspect"]
 
 
 def test_the_rescue_search_runs_end_to_end_and_keeps_the_stronger_result():

@@ -199,8 +199,9 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
 
     ``ir_field``: what the IR sees relative to the visible camera, which sets the scales the global search tries
     (:data:`~alignfuse.registration.global_search.IR_FIELDS`): ``"wider"`` (default; RoadScene's rig, most vehicle
-    rigs) or ``"narrower"`` (a narrow thermal lens beside a wide visible one: the IR sees 38-110 % of the visible
-    width, and the search accepts a solution that covers only part of the visible frame).
+    rigs; an IR of another size for which it keeps nothing is searched as ``"narrower"`` too) or ``"narrower"``
+    alone (a narrow thermal lens beside a wide visible one: the IR sees 38-110 % of the visible width, and the search
+    accepts a solution that covers only part of the visible frame).
 
     All thresholds were chosen on *training* pairs (RoadScene ``train.txt``, ``roadscene_raw`` train names):
 

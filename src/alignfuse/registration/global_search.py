@@ -37,6 +37,7 @@ the visible image that no alignment was found for: suspect), ``rescue`` (only wh
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import Any, Sequence
@@ -437,6 +438,11 @@ class GlobalSearchRegistrar:
             :meth:`register_pair`. 0.10: on the 45 `roadscene_raw` probe training pairs the wrong solutions of the
             80 px search gained <= 0.093 and the right ones the 128 px search found instead >= 0.150 (0.12 rescued
             the same pairs, with more searches that change nothing).
+        narrow_fallback: with ``ir_field`` "wider", an IR delivered at another size for which the search (and its
+            rescue) kept nothing is searched once more as a narrow-field IR (``ir_field`` "narrower"), and that
+            solution is kept if it passes the same acceptance tests: a thermal camera with a narrower lens than the
+            visible one (drone gimbals) is then registered without ``--ir-field narrower``, while pairs the wide
+            search registers never see the narrow search and its false positives (docs/RESULTS.md §1.12).
         occam_margin: the chosen solution is replaced by a pure translation (the one that moves the frame centre
             alike, refined alone over the last two levels) when that keeps all but this fraction of its MIND gain over
             the input (``None``: never): the extra parameters of an affine or homography fit follow MIND's own
@@ -460,7 +466,8 @@ class GlobalSearchRegistrar:
                  second_pass: int = 16, passes: int = 2, refine_anisotropy: bool = False, far_margin: float = 0.03,
                  same_size_scales: tuple[float, float] = (0.8, 1.25), agree_margin: float | None = 0.04,
                  orientation_tiebreak: float | None = 0.06, ir_field: str = "wider", rescue_size: int | None = 128,
-                 rescue_below: float = 0.10, occam_margin: float | None = 0.2) -> None:
+                 rescue_below: float = 0.10, occam_margin: float | None = 0.2, narrow_fallback: bool = True,
+                 narrow_on_weak: float | None = None) -> None:
         if ir_field not in IR_FIELDS:
             raise UserError(f"ir_field is one of {', '.join(IR_FIELDS)}, got {ir_field!r}")
         if not (len(sizes) == len(iterations) == len(models)) or not sizes:
@@ -492,6 +499,8 @@ class GlobalSearchRegistrar:
         self.rescue_size = None if rescue_size is None else int(rescue_size)
         self.rescue_below = float(rescue_below)
         self.occam_margin = None if occam_margin is None else float(occam_margin)
+        self.narrow_fallback = bool(narrow_fallback)
+        self.narrow_on_weak = None if narrow_on_weak is None else float(narrow_on_weak)
 
     # -- coarse search -------------------------------------------------------------------------
 
@@ -660,9 +669,56 @@ class GlobalSearchRegistrar:
         another size, none kept) is searched again with the coarse search at ``rescue_size`` (the same acceptance
         tests), and the result with the larger gain is kept: on dark night scenes the 80 px search can rank every
         candidate near the truth out of its top ``top_k``, and the finer one finds them; the right solutions then
-        gain more than the wrong ones the first search returned (docs/RESULTS.md §1.10)."""
+        gain more than the wrong ones the first search returned (docs/RESULTS.md §1.10).
+
+        With ``narrow_fallback``, an IR of another size for which nothing was kept is then searched as a narrow-field
+        IR (:meth:`_narrow_fallback`)."""
         pyr = ImagePyramid(moving)
         levels = {s: _FixedLevel(_resized(fixed, s)) for s in self.sizes}
+        matrix, d = self._search_with_rescue(pyr, levels, fixed, ir_size)
+        if self.narrow_fallback and self.ir_field == "wider" and ir_size is not None and d["fallback"] is not None:
+            return self._narrow_fallback(pyr, levels, fixed, ir_size, matrix, d)
+        if (self.narrow_on_weak is not None and self.ir_field == "wider" and ir_size is not None
+                and d["confidence"] < self.narrow_on_weak):
+            return self._narrow_if_better(pyr, levels, fixed, ir_size, matrix, d)
+        return matrix, d
+
+    def _narrow_if_better(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
+                          ir_size: tuple[int, int], matrix: np.ndarray,
+                          d: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """A weak wide solution against the narrow search's: both judged over the same support (the visible pixels
+        both IR footprints cover, at the finest level), by the MIND distance and the orientation correlation; the
+        narrow one replaces it only when both prefer it, MIND by ``far_margin``."""
+        narrow = copy.copy(self)
+        narrow.ir_field, narrow.scales, narrow.narrow_fallback, narrow.narrow_on_weak = (
+            "narrower", IR_FIELDS["narrower"], False, None)
+        matrix2, d2 = narrow._search_with_rescue(pyr, levels, fixed, ir_size)
+        if d2["fallback"] is not None:
+            return matrix, d
+        size = self.sizes[-1]
+        level = levels[size]
+        h, w = level.size
+        to_full = np.linalg.inv(_scale_matrix(pyr.size, (h, w)))
+        mats = np.stack([_rescale(m, tuple(fixed.shape[-2:]), (h, w)) for m in (matrix, matrix2)])
+        moved, inside = pyr.read(to_full @ mats, (h, w), padding_mode="border")
+        both = inside[0, 0] * inside[1, 0] * level.border
+        res = (mind_descriptors(moved) - level.desc[None]).abs().mean(1)  # (2, h, w)
+        dist = (res * both).flatten(1).sum(1) / both.sum().clamp_min(1.0)
+        fix_small = _resized(fixed.float(), size)
+        z_fix = orientation_field(fix_small)[0]
+        orient = orientation_correlation(z_fix, moved, both[None, None].expand(2, 1, h, w))
+        cmp = {"mind_same_support": [float(x) for x in dist], "orientation_same_support": [float(x) for x in orient],
+               "support": float(both.mean()), "narrow_start": d2["start"], "narrow_confidence": d2["confidence"]}
+        if float(dist[1]) < float(dist[0]) * (1.0 - self.far_margin) and float(orient[1]) > float(orient[0]):
+            d2["ir_field"] = {"used": "narrower", "wider": {"start": d["start"], "confidence": d["confidence"]},
+                              "compared": cmp}
+            return matrix2, d2
+        d["ir_field"] = {"used": "wider", "narrower": cmp}
+        return matrix, d
+
+    def _search_with_rescue(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
+                            ir_size: tuple[int, int] | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """The search at ``search_size``, searched again at ``rescue_size`` when weak (:meth:`register_pair`)."""
         matrix, d = self._register(pyr, levels, fixed, ir_size, self.search_size)
         # weak: a distant solution kept with a small gain, or, for an IR of another size, none kept (a weak *near*
         # solution is a small correction of a nearly aligned pair, which a finer coarse search does not change)
@@ -677,6 +733,25 @@ class GlobalSearchRegistrar:
         if d2["confidence"] > d["confidence"]:
             matrix, d = matrix2, d2
         d["rescue"] = rescue
+        return matrix, d
+
+    def _narrow_fallback(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
+                         ir_size: tuple[int, int], matrix: np.ndarray,
+                         d: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """The wide-field search kept nothing for an IR of another size: search it as a narrow-field IR (the same
+        registrar with ``ir_field`` "narrower": larger sampling scales, coverage relative to the IR's footprint).
+        Its solution is kept when it passes its own acceptance tests; otherwise the wide search's result (the input,
+        flagged suspect) stands, with the hint to try ``--ir-field narrower`` dropped, since that was tried."""
+        narrow = copy.copy(self)
+        narrow.ir_field, narrow.scales, narrow.narrow_fallback = "narrower", IR_FIELDS["narrower"], False
+        matrix2, d2 = narrow._search_with_rescue(pyr, levels, fixed, ir_size)
+        summary = {"start": d2["start"], "confidence": d2["confidence"], "fallback": d2["fallback"]}
+        if d2["fallback"] is None:
+            d2["ir_field"] = {"used": "narrower", "wider": {"start": d["start"], "fallback": d["fallback"]}}
+            return matrix2, d2
+        d["ir_field"] = {"used": "wider", "narrower": summary}
+        d["warning"] = ("no global alignment found for an IR delivered at another size, with a wider or a narrower IR "
+                        "field; the input is kept as if the two images were already registered")
         return matrix, d
 
     def _register(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
