@@ -32,7 +32,9 @@ start's rank in the coarse search, 1 = best), ``near_because`` (why the near sol
 "mind", "orientation" or None), ``tiebreak`` (the far one won on the orientations where MIND tied),
 ``confidence`` (= gain clipped to [0, 1]), ``suspect``, ``fallback``, ``warning`` (an IR delivered at another size than
 the visible image that no alignment was found for: suspect), ``rescue`` (only where the second search ran: its
-``search_size`` and the ``start``, ``confidence`` and ``fallback`` of the ``first`` and ``second`` results).
+``search_size`` and the ``start``, ``confidence`` and ``fallback`` of the ``first`` and ``second`` results),
+``ir_field`` (only where the narrow fallback ran: the field ``used``, and the other search's ``start`` and
+``fallback``).
 """
 
 from __future__ import annotations
@@ -466,8 +468,7 @@ class GlobalSearchRegistrar:
                  second_pass: int = 16, passes: int = 2, refine_anisotropy: bool = False, far_margin: float = 0.03,
                  same_size_scales: tuple[float, float] = (0.8, 1.25), agree_margin: float | None = 0.04,
                  orientation_tiebreak: float | None = 0.06, ir_field: str = "wider", rescue_size: int | None = 128,
-                 rescue_below: float = 0.10, occam_margin: float | None = 0.2, narrow_fallback: bool = True,
-                 narrow_on_weak: float | None = None) -> None:
+                 rescue_below: float = 0.10, occam_margin: float | None = 0.2, narrow_fallback: bool = True) -> None:
         if ir_field not in IR_FIELDS:
             raise UserError(f"ir_field is one of {', '.join(IR_FIELDS)}, got {ir_field!r}")
         if not (len(sizes) == len(iterations) == len(models)) or not sizes:
@@ -500,7 +501,6 @@ class GlobalSearchRegistrar:
         self.rescue_below = float(rescue_below)
         self.occam_margin = None if occam_margin is None else float(occam_margin)
         self.narrow_fallback = bool(narrow_fallback)
-        self.narrow_on_weak = None if narrow_on_weak is None else float(narrow_on_weak)
 
     # -- coarse search -------------------------------------------------------------------------
 
@@ -678,42 +678,6 @@ class GlobalSearchRegistrar:
         matrix, d = self._search_with_rescue(pyr, levels, fixed, ir_size)
         if self.narrow_fallback and self.ir_field == "wider" and ir_size is not None and d["fallback"] is not None:
             return self._narrow_fallback(pyr, levels, fixed, ir_size, matrix, d)
-        if (self.narrow_on_weak is not None and self.ir_field == "wider" and ir_size is not None
-                and d["confidence"] < self.narrow_on_weak):
-            return self._narrow_if_better(pyr, levels, fixed, ir_size, matrix, d)
-        return matrix, d
-
-    def _narrow_if_better(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
-                          ir_size: tuple[int, int], matrix: np.ndarray,
-                          d: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-        """A weak wide solution against the narrow search's: both judged over the same support (the visible pixels
-        both IR footprints cover, at the finest level), by the MIND distance and the orientation correlation; the
-        narrow one replaces it only when both prefer it, MIND by ``far_margin``."""
-        narrow = copy.copy(self)
-        narrow.ir_field, narrow.scales, narrow.narrow_fallback, narrow.narrow_on_weak = (
-            "narrower", IR_FIELDS["narrower"], False, None)
-        matrix2, d2 = narrow._search_with_rescue(pyr, levels, fixed, ir_size)
-        if d2["fallback"] is not None:
-            return matrix, d
-        size = self.sizes[-1]
-        level = levels[size]
-        h, w = level.size
-        to_full = np.linalg.inv(_scale_matrix(pyr.size, (h, w)))
-        mats = np.stack([_rescale(m, tuple(fixed.shape[-2:]), (h, w)) for m in (matrix, matrix2)])
-        moved, inside = pyr.read(to_full @ mats, (h, w), padding_mode="border")
-        both = inside[0, 0] * inside[1, 0] * level.border
-        res = (mind_descriptors(moved) - level.desc[None]).abs().mean(1)  # (2, h, w)
-        dist = (res * both).flatten(1).sum(1) / both.sum().clamp_min(1.0)
-        fix_small = _resized(fixed.float(), size)
-        z_fix = orientation_field(fix_small)[0]
-        orient = orientation_correlation(z_fix, moved, both[None, None].expand(2, 1, h, w))
-        cmp = {"mind_same_support": [float(x) for x in dist], "orientation_same_support": [float(x) for x in orient],
-               "support": float(both.mean()), "narrow_start": d2["start"], "narrow_confidence": d2["confidence"]}
-        if float(dist[1]) < float(dist[0]) * (1.0 - self.far_margin) and float(orient[1]) > float(orient[0]):
-            d2["ir_field"] = {"used": "narrower", "wider": {"start": d["start"], "confidence": d["confidence"]},
-                              "compared": cmp}
-            return matrix2, d2
-        d["ir_field"] = {"used": "wider", "narrower": cmp}
         return matrix, d
 
     def _search_with_rescue(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
