@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # constraints.txt pins the versions tested here (torch); pyproject.toml only declares ranges
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,video,cluster]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,video,cluster,baselines]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -83,15 +83,14 @@ def global_searches(registrar) -> list:
 
 
 def apply_overrides(pipe, overrides: list[str]) -> None:
-    """``KEY=VALUE`` attribute overrides on the pipeline's global search (an unknown key is an error)."""
-    targets = global_searches(pipe.registrar)
-    if overrides and not targets:
-        raise SystemExit("--set: this pipeline has no global search")
+    """``KEY=VALUE`` attribute overrides on the pipeline's global search, or, for a pipeline without one, on its
+    registrar itself (e.g. ``transforms=('affine', 'bspline')`` for elastix); an unknown key is an error."""
+    targets = global_searches(pipe.registrar) or [pipe.registrar]
     for item in overrides:
         key, _, value = item.partition("=")
         for g in targets:
             if not hasattr(g, key):
-                raise SystemExit(f"--set: GlobalSearchRegistrar has no attribute {key!r}")
+                raise SystemExit(f"--set: {type(g).__name__} has no attribute {key!r}")
             setattr(g, key, ast.literal_eval(value))
 
 
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="write per-pair results here")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override an attribute of the global search (repeatable)")
+                    help="override an attribute of the global search, or of a pipeline's only registrar (repeatable)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = Path(args.data)
