@@ -276,10 +276,14 @@ def test_elastix_missing_extra_is_clear():
 
 
 @pytest.mark.slow
-def test_elastix_recovers_shift():
+def test_elastix_recovers_shift(tmp_path, monkeypatch):
+    """...and writes nothing into the working directory (transformix's deformationField.nii goes to a private
+    temporary folder)."""
     pytest.importorskip("itk")
+    monkeypatch.chdir(tmp_path)
     moving, fixed, gt = shifted_pair(shift=(2.0, -1.5))
     res = ElastixRegistrar(transforms=("translation", "bspline"))(moving, fixed)
+    assert list(tmp_path.iterdir()) == []
     check_result(res, moving)
     d = res.diagnostics[0]
     assert d["fallback"] is None and d["ncc_after"] > d["ncc_before"]

@@ -21,8 +21,8 @@ Conventions checked by ``tests/test_baselines.py``:
 from __future__ import annotations
 
 import functools
-
 import math
+import tempfile
 from typing import Any, Callable
 
 import cv2
@@ -538,7 +538,11 @@ class ElastixRegistrar(_PairwiseRegistrar):
             if self.threads is not None:
                 kwargs["number_of_threads"] = int(self.threads)
             _, result_params = itk.elastix_registration_method(fixed_img, moving_img, **kwargs)
-            deformation = itk.transformix_deformation_field(moving_img, result_params)
+            # transformix writes deformationField.nii into its output directory (the working directory by
+            # default): a private one, so runs neither litter the user's folder nor overwrite each other's file
+            with tempfile.TemporaryDirectory(prefix="alignfuse-transformix-") as out_dir:
+                deformation = itk.transformix_deformation_field(moving_img, result_params, output_directory=out_dir,
+                                                                log_to_console=False)
             arr = np.asarray(itk.GetArrayFromImage(deformation), dtype=np.float32).reshape(h, w, 2)
             field = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
             if not torch.isfinite(field).all():
