@@ -110,10 +110,8 @@ class LearnedSearch(GlobalSearchRegistrar):
         if self.rescue_only and search_size not in (128, 256):
             return super()._score(pyr, fixed, cands, search_size)
         full = tuple(fixed.shape[-2:])
-        f = min(1.0, search_size * math.sqrt(0.75) / math.sqrt(full[0] * full[1]))
-        h, w = max(round(full[0] * f), 8), max(round(full[1] * f), 8)
+        (h, w), (mh, mw) = self.search_canvas(full, search_size)
         fix = warp_ops.resize_image(fixed.float(), (h, w))
-        mh, mw = max(1, round(self.max_shift * h)), max(1, round(self.max_shift * w))
         ch, cw = h + 2 * mh, w + 2 * mw
         centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
         mats = np.zeros((len(cands), 3, 3))
@@ -150,10 +148,8 @@ def load_set(names):
 def sample(item, g: GlobalSearchRegistrar, rng: random.Random, search_size: int, k_neg: int):
     nm, pyr, fixed, truth, pair, points = item
     full = tuple(fixed.shape[-2:])
-    f = min(1.0, search_size * math.sqrt(0.75) / math.sqrt(full[0] * full[1]))
-    h, w = max(round(full[0] * f), 8), max(round(full[1] * f), 8)
+    (h, w), (mh, mw) = g.search_canvas(full, search_size)
     fix = warp_ops.resize_image(fixed.float(), (h, w))
-    mh, mw = max(1, round(g.max_shift * h)), max(1, round(g.max_shift * w))
     ch, cw = h + 2 * mh, w + 2 * mw
     centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
     m_true = _rescale(truth, full, (h, w))

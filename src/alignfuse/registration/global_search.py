@@ -571,15 +571,21 @@ class GlobalSearchRegistrar:
             half_aniso = math.sqrt(half_aniso)
         return [(sc, label, m) for sc, label, _, m in scored[: self.top_k]]
 
+    def search_canvas(self, full: tuple[int, int], search_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The coarse search's geometry for a visible frame of ``full = (H, W)``: ((h, w) the frame resized to about
+        ``0.75 search_size^2`` px, (mh, mw) the shift margins, ``max_shift`` of each side); the canvas is
+        (h + 2 mh, w + 2 mw) with the frame in its middle."""
+        f = min(1.0, search_size * math.sqrt(0.75) / math.sqrt(full[0] * full[1]))
+        h, w = max(round(full[0] * f), 8), max(round(full[1] * f), 8)
+        return (h, w), (max(1, round(self.max_shift * h)), max(1, round(self.max_shift * w)))
+
     def _score(self, pyr: ImagePyramid, fixed: torch.Tensor, cands: list[tuple[str, np.ndarray]],
                search_size: int) -> list[tuple[float, str, np.ndarray, np.ndarray]]:
         """Best translation of every (label, 2x2 linear map about the centre) by FFT orientation correlation at
         about ``0.75 search_size^2`` px -> (score, label, linear map, full-resolution matrix), best first."""
         full = tuple(fixed.shape[-2:])
-        f = min(1.0, search_size * math.sqrt(0.75) / math.sqrt(full[0] * full[1]))
-        h, w = max(round(full[0] * f), 8), max(round(full[1] * f), 8)
+        (h, w), (mh, mw) = self.search_canvas(full, search_size)
         fix = warp_ops.resize_image(fixed.float(), (h, w))
-        mh, mw = max(1, round(self.max_shift * h)), max(1, round(self.max_shift * w))
         ch, cw = h + 2 * mh, w + 2 * mw
         z_fix = torch.zeros(ch, cw, dtype=torch.complex64)
         z_fix[mh : mh + h, mw : mw + w] = orientation_field(fix)[0]
