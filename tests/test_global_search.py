@@ -645,3 +645,19 @@ def test_a_shifted_pair_is_registered_as_a_translation():
     field = occam.field[0].numpy()
     assert np.ptp(field[0]) < 1e-3 and np.ptp(field[1]) < 1e-3  # one shift for the whole frame
     assert abs(field[0].mean() - 12.0) < 2.0 and abs(field[1].mean() + 9.0) < 2.0
+
+
+def test_rescue_jitter_adds_six_starts_per_candidate_about_the_frame_centre():
+    """`rescue_jitter=(n, step, dscale)`: each of the n best coarse candidates, moved by +-step of the long side in x
+    and y and scaled by 1 +- dscale with the frame centre fixed; only in the rescue search."""
+    g = GlobalSearchRegistrar(rescue_jitter=(2, 20.0 / 141, 0.08))  # 20 px on a 141 px long side
+    shifted = np.eye(3)
+    shifted[:2, 2] = [5.0, -3.0]
+    out = g._jittered([("a", np.eye(3)), ("b", shifted), ("c", np.eye(3))], (101, 141))
+    assert len(out) == 12 and [label for label, _ in out[:2]] == ["a_x+", "a_x-"]
+    moves = {label: m for label, m in out}
+    np.testing.assert_allclose(moves["a_x+"][:2, 2], [20.0, 0.0])
+    np.testing.assert_allclose(moves["b_y-"][:2, 2], [5.0, -23.0])
+    centre = np.array([70.0, 50.0, 1.0])
+    np.testing.assert_allclose(moves["a_z+"] @ centre, centre)  # scaled about the centre
+    np.testing.assert_allclose(moves["a_z-"][0, 0], 0.92)

@@ -226,3 +226,27 @@ def test_image_grid_has_as_many_columns_as_the_longest_row(tmp_path):
     image_grid([("short", [img] * 2), ("long", [img] * 3)], tmp_path / "ragged.png", ["c"] * 3, dpi=40)
     with pytest.raises(ValueError, match="6 columns but 4 titles"):
         image_grid([("a", [img] * 6)], tmp_path / "x.png", dpi=40)
+
+
+def test_source_commit_is_the_checkouts_own_and_touches_no_index(tmp_path):
+    """An installed copy inside a user's git project must not report the user's commit, and `--dirty` must not
+    rewrite that project's index (a concurrent `git commit` there would fail on index.lock)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    user = tmp_path / "userproj"
+    site = user / ".venv" / "site"
+    site.mkdir(parents=True)
+    run = {"cwd": user, "check": True, "capture_output": True}
+    subprocess.run(["git", "init", "-q"], **run)
+    (user / "a.txt").write_text("hi")
+    subprocess.run(["git", "add", "a.txt"], **run)
+    subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=u", "commit", "-qm", "user"], **run)
+    (user / "a.txt").write_text("changed")  # dirty: describe --dirty would refresh the index
+    index = user / ".git" / "index"
+    before = index.stat().st_mtime_ns
+    assert report._source_commit(site) == "n/a"
+    assert report._source_commit(user) != "n/a"  # the checkout's own top level is reported
+    assert index.stat().st_mtime_ns == before

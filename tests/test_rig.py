@@ -72,6 +72,10 @@ def test_consensus_averages_the_agreeing_frames_and_drops_the_outlier():
 def test_consensus_without_enough_confident_frames_fails_or_keeps_identity():
     flat = [FrameEstimate(f"f{i}", np.eye(3), 0.0, "kept the input") for i in range(3)]
     assert consensus(flat, VIS, VIS).model == "identity" and consensus(flat, VIS, VIS).verdict == "ok"
+    # an IR of another size that matched nothing (suspect) is no vote for an aligned rig
+    unmatched = [FrameEstimate(f"f{i}", np.eye(3), 0.0, "kept the input", suspect=True) for i in range(3)]
+    rig = consensus(unmatched, VIS, IRS)
+    assert rig.verdict == "failed" and "matched the visible image nowhere" in rig.reason
     one = [FrameEstimate("a", np.eye(3), 0.5, None), FrameEstimate("b", np.eye(3), 0.0, "kept")]
     assert consensus(one, VIS, VIS).verdict == "failed"
 
@@ -105,13 +109,15 @@ def _write_rig_frames(folder: Path, n: int = 3, jitter: float = 0.2, rig: np.nda
 
 
 def test_calibrate_then_fuse_and_register_with_the_rig(tmp_path, capsys):
-    truth = _write_rig_frames(tmp_path)
+    # four frames: the third sample scene's estimate is weakly supported and ~6 px off at the corners of this
+    # 256x192 frame, at the consensus tolerance's edge, so three frames alone make the verdict a coin toss
+    truth = _write_rig_frames(tmp_path, n=4)
     rig_path = tmp_path / "rig.json"
     assert cli.main(["calibrate", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "vi"),
                      "-o", str(rig_path)]) == 0
     assert "verdict ok" in capsys.readouterr().out
     rig = RigModel.load(rig_path)
-    assert rig.vis_size == VIS and rig.ir_size == IRS and rig.frames["agreed"] == 3
+    assert rig.vis_size == VIS and rig.ir_size == IRS and rig.frames["agreed"] >= 3
     # the sample pairs are hand-aligned to ~1-2 px; the rig must be found to within a few px at the corners
     assert corner_error(rig.grid_matrix(), _ir_to_grid(VIS, IRS) @ truth, VIS) < 4.0
     field_path = tmp_path / "field.npy"

@@ -563,16 +563,34 @@ def render_html(blocks: list[tuple], title: str) -> str:
     return "\n".join(out) + "\n</body></html>\n"
 
 
+def _source_commit(root: Path | None = None) -> str:
+    """The git commit of alignfuse's own source checkout (an editable install), else "n/a".
+
+    Only when the repository's top level is the package's own checkout (``src/alignfuse`` two levels below it): an
+    installed copy inside a user's project would otherwise report the user's commit. The ``-dirty`` mark comes from
+    ``status`` with ``--no-optional-locks``, which reads the index without refreshing (writing) it; ``describe
+    --dirty`` rewrites it (git 2.39)."""
+    root = (root or Path(__file__).resolve().parents[2]).resolve()
+    try:
+        git = ["git", "--no-optional-locks", "-C", str(root)]
+        top = subprocess.run([*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+            return "n/a"
+        commit = subprocess.run([*git, "describe", "--always"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "n/a"
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, timeout=10).stdout.strip()
+        return f"{commit}-dirty" if changed and commit != "n/a" else commit
+    except (OSError, subprocess.SubprocessError):
+        return "n/a"
+
+
 def _environment(device: str) -> list[tuple[str, str]]:
     import torch
 
     import alignfuse
 
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=10).stdout.strip() or "n/a"
-    except (OSError, subprocess.SubprocessError):
-        commit = "n/a"
+    commit = _source_commit()
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

@@ -145,12 +145,15 @@ class RigModel:
 
 @dataclass
 class FrameEstimate:
-    """One frame's global estimate: ``grid_matrix`` (visible pixel -> resampled-IR pixel), its confidence."""
+    """One frame's global estimate: ``grid_matrix`` (visible pixel -> resampled-IR pixel), its confidence, why the
+    input was kept (``fallback``), and whether the search flagged its own answer ``suspect`` (an IR of another size
+    kept as delivered: no evidence that the cameras are aligned)."""
 
     name: str
     grid_matrix: np.ndarray
     confidence: float
     fallback: str | None
+    suspect: bool = False
 
 
 def estimate_frame(registrar: GlobalSearchRegistrar, name: str, ir: np.ndarray, vis_y: np.ndarray,
@@ -161,7 +164,7 @@ def estimate_frame(registrar: GlobalSearchRegistrar, name: str, ir: np.ndarray, 
     with torch.no_grad():
         matrix, diag = registrar.register_pair(moving, fixed, ir_size)
     return FrameEstimate(name, np.asarray(matrix, dtype=np.float64), float(diag.get("confidence", 0.0)),
-                         diag.get("fallback"))
+                         diag.get("fallback"), bool(diag.get("suspect", False)))
 
 
 def consensus(estimates: list[FrameEstimate], vis_size: Size, ir_size: Size, min_confidence: float = 0.02,
@@ -175,7 +178,10 @@ def consensus(estimates: list[FrameEstimate], vis_size: Size, ir_size: Size, min
     tol = tolerance_px if tolerance_px is not None else max(3.0, 0.03 * max(w, h))
     confident = [e for e in estimates if e.fallback is None and e.confidence >= min_confidence]
     counts = {"frames": len(estimates), "confident": len(confident), "agreed": 0}
-    identity_votes = sum(1 for e in estimates if e.fallback is not None)
+    # a frame kept as delivered is a vote for an aligned rig, unless the search doubted it: an IR of another size
+    # that matched nothing (a covered lens, a dead sensor, another scene) says nothing about the rig
+    identity_votes = sum(1 for e in estimates if e.fallback is not None and not e.suspect)
+    unmatched = sum(1 for e in estimates if e.fallback is not None and e.suspect)
     to_raw = np.linalg.inv(_ir_to_grid(vis_size, ir_size))
     if len(confident) < 2:
         if estimates and identity_votes > len(estimates) / 2:
@@ -183,8 +189,11 @@ def consensus(estimates: list[FrameEstimate], vis_size: Size, ir_size: Size, min
             return RigModel(to_raw, vis_size, ir_size, "identity", counts, {"corner_rms": 0.0, "corner_max": 0.0},
                             "ok", f"{identity_votes} of {len(estimates)} frames need no global correction: "
                             "the IR resampled onto the visible grid is already aligned")
-        return RigModel(to_raw, vis_size, ir_size, "identity", counts, {}, "failed",
-                        f"only {len(confident)} of {len(estimates)} frames gave a confident estimate (need 2)")
+        why = f"only {len(confident)} of {len(estimates)} frames gave a confident estimate (need 2)"
+        if unmatched:
+            why += (f"; in {unmatched} the IR matched the visible image nowhere (a covered lens, a dead sensor or "
+                    "another scene?)")
+        return RigModel(to_raw, vis_size, ir_size, "identity", counts, {}, "failed", why)
     corners = np.stack([frame_corners(e.grid_matrix, vis_size) for e in confident])  # (N, 4, 2)
     median = np.median(corners, axis=0)
     deviation = np.linalg.norm(corners - median, axis=2).max(axis=1)  # (N,) worst corner per frame
