@@ -548,3 +548,75 @@ def test_folder_mode_quiet_prints_no_progress_bar(tmp_path, capsys):
     assert "pair" in err and "%" in err  # the bar
     code, stdout, err = run(capsys, *args, "-o", str(tmp_path / "o2"), "-q")
     assert code == 0 and "fused 1/1" in stdout and "%" not in err
+
+
+def test_folder_mode_warns_about_outputs_this_run_did_not_write(tmp_path, capsys):
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vi"
+    ir_dir.mkdir()
+    vis_dir.mkdir()
+    for stem in ("a", "b"):
+        Image.open(SAMPLES / "ir/TNO_07.png").save(ir_dir / f"{stem}.png")
+        Image.open(SAMPLES / "vi/TNO_07.png").save(vis_dir / f"{stem}.png")
+    args = ["fuse", "--ir-dir", str(ir_dir), "--vis-dir", str(vis_dir), "-o", str(tmp_path / "o"), "--model",
+            "identity+average", "--save-aligned", "-q"]
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "earlier run" not in err
+    (ir_dir / "b.png").unlink()  # pair b is gone: its old outputs would pass for this run's
+    (vis_dir / "b.png").unlink()
+    code, _, err = run(capsys, *args)
+    warned = [line for line in err.splitlines() if "from an earlier run" in line]
+    assert code == 0 and len(warned) == 2, err  # the fused image and the aligned IR
+    assert str(tmp_path / "o") in warned[0] and "(b.png)" in warned[0]
+    assert str(tmp_path / "o" / "aligned_ir") in warned[1]
+
+
+def test_folder_mode_lists_a_repeated_note_once(tmp_path, capsys):
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vi"
+    ir_dir.mkdir()
+    vis_dir.mkdir()
+    ir = Image.open(SAMPLES / "ir/TNO_07.png").resize((200, 160))
+    for stem in ("a", "b", "c"):
+        ir.save(ir_dir / f"{stem}.png")
+        Image.open(SAMPLES / "vi/TNO_07.png").save(vis_dir / f"{stem}.png")
+    code, _, err = run(capsys, "fuse", "--ir-dir", str(ir_dir), "--vis-dir", str(vis_dir), "-o", str(tmp_path / "o"),
+                       "--model", "identity+average", "-q")
+    notes = [line for line in err.splitlines() if line.startswith("alignfuse: note:")]
+    assert code == 0 and len(notes) == 1, err
+    assert "3 files (infrared): 200x160 resampled onto the 256x256 visible grid" in notes[0]
+    assert str(ir_dir / "a.png") in notes[0] and str(ir_dir / "c.png") not in notes[0]
+
+
+def test_folder_ext_error_names_the_option(tmp_path, capsys):
+    code, _, err = run(capsys, "fuse", "--ir-dir", str(SAMPLES / "ir"), "--vis-dir", str(SAMPLES / "vi"), "-o",
+                       str(tmp_path / "o"), "--ext", "webp")
+    assert code == 2 and "--ext webp: unsupported output extension" in err and "x.webp" not in err
+    code, _, err = run(capsys, "fuse", "--ir-dir", str(SAMPLES / "ir"), "--vis-dir", str(SAMPLES / "vi"), "-o",
+                       str(tmp_path / "o"), "--ext", "bmp", "--bit-depth", "16")
+    assert code == 2 and "--ext bmp: 16-bit output needs" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["synth", "--data", "{d}", "-o", "{d}/vi", "-q"],
+    ["report", "--data", "{d}", "-o", "{d}/vi/report", "--quick", "-q"],
+    ["train", "pwf", "--data", "{d}", "--out", "{d}/ir", "--config", "tiny", "-q"],
+    ["train", "pwf", "--data", "{d}", "--out", "{d}", "--config", "tiny", "-q"],
+])
+def test_outputs_into_the_input_dataset_are_refused_before_any_work(tmp_path, capsys, command):
+    data = tmp_path / "d"
+    for sub in ("ir", "vi"):
+        (data / sub).mkdir(parents=True)
+        Image.open(SAMPLES / f"{sub}/TNO_07.png").save(data / sub / "TNO_07.png")
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    code, _, err = run(capsys, *[part.format(d=data) for part in command])
+    assert code == 2 and ("inside the input image folder" in err or "is the input dataset folder" in err), err
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
+def test_register_with_an_ablation_without_registration_warns(tmp_path, capsys):
+    code, _, err = run(capsys, "fuse", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"),
+                       "-o", str(tmp_path / "f.png"), "--model", "umf-cmgr-noreg", "--field", str(tmp_path / "f.npy"))
+    assert code == 0 and "umf-cmgr-noreg does not register" in err and "the field is zero" in err
+    code, _, err = run(capsys, "fuse", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"),
+                       "-o", str(tmp_path / "g.png"), "--model", "identity+average", "--field", str(tmp_path / "g.npy"))
+    assert code == 0 and "does not register" not in err  # the name says it

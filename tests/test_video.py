@@ -191,3 +191,14 @@ def test_video_with_two_workers_is_byte_identical_to_serial(tmp_path, capsys):
     for name in names:  # the frames first: an encoder difference alone would show only in the video bytes
         assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "pool" / name).read_bytes(), name
     assert (tmp_path / "serial.mp4").read_bytes() == (tmp_path / "pool.mp4").read_bytes()
+
+
+def test_save_frames_warns_about_frames_of_an_earlier_run(tmp_path, capsys):
+    ir = write_video(tmp_path / "ir.mp4", 4, colour=False)
+    vis = write_video(tmp_path / "vis.mp4", 4, colour=True, seed=50)
+    args = ["fuse", "--ir-video", ir, "--vis-video", vis, "--save-frames", tmp_path / "fr", *FAST]
+    assert run(capsys, *args, "-o", tmp_path / "a.mp4")[0] == 0
+    code, _, err = run(capsys, *args, "-o", tmp_path / "b.mp4", "--limit", "2")
+    warns = [w for w in _warnings(err) if "from an earlier run" in w]
+    assert code == 0 and len(warns) == 1, err
+    assert "2 file(s)" in warns[0] and "frame_000002.png, frame_000003.png" in warns[0]

@@ -12,17 +12,18 @@ Fields everywhere are float32 (2, H, W) pixel (dx, dy) with aligned[y, x] = movi
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from . import model_pipelines  # noqa: F401  (registers the network pipelines in the registry)
 from .api import FuseResult, fuse_arrays, load_pipeline, register_arrays
-from .errors import UserError
+from .errors import AlignfuseWarning, UserError
 from .pipeline import Pipeline
 from .registry import DEFAULT_PIPELINE, list_pipelines
 
 __version__ = "0.1.0"
 __all__ = ["fuse", "register", "fuse_arrays", "register_arrays", "load_pipeline", "list_models", "Pipeline",
-           "FuseResult", "DEFAULT_PIPELINE", "UserError"]
+           "FuseResult", "DEFAULT_PIPELINE", "UserError", "AlignfuseWarning"]
 
 
 def list_models() -> dict[str, str]:
@@ -30,16 +31,26 @@ def list_models() -> dict[str, str]:
     return list_pipelines()
 
 
+def _warn_notes(notes: list[str]) -> list[str]:
+    """The notes of reading a pair (each names its file) as warnings, where the command line prints them."""
+    for note in notes:
+        warnings.warn(note, AlignfuseWarning, stacklevel=3)
+    return list(notes)
+
+
 def fuse(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | None = None,
          model: str = DEFAULT_PIPELINE, device: str = "cpu", resize_ir: bool = False) -> FuseResult:
     """Read a pair, register and fuse it; write the fused image to ``out_path`` if given (checked first: a path
-    that is one of the inputs, or that no writer can write, is a :class:`UserError` before any work)."""
+    that is one of the inputs, or that no writer can write, is a :class:`UserError` before any work). What was
+    converted on reading (``FuseResult.notes``) and a suspect registration are :class:`AlignfuseWarning` s."""
     from . import io
 
     io.check_outputs([ir_path, vis_path], [(out_path, "output")])
     pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)
+    notes = _warn_notes(pair.notes)
     result = fuse_arrays(pair.ir, pair.vis, load_pipeline(model, device=device),
                          ir_size=pair.ir_size if pair.ir_resized else None)
+    result.notes = notes
     if out_path is not None:
         io.write_image(Path(out_path), result.fused)
     return result
@@ -53,8 +64,10 @@ def register(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | N
 
     io.check_outputs([ir_path, vis_path], [(out_path, "output")])
     pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)
+    notes = _warn_notes(pair.notes)
     result = register_arrays(pair.ir, pair.vis, load_pipeline(model, device=device),
                              ir_size=pair.ir_size if pair.ir_resized else None)
+    result.notes = notes
     if out_path is not None:
         io.write_image(Path(out_path), result.aligned_ir)
     return result

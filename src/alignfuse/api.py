@@ -11,6 +11,7 @@ its luminance Y (BT.601 full range, as in JPEG) and the VIS chroma is put back.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from . import io
-from .errors import UserError
+from .errors import AlignfuseWarning, UserError, suspect_detail
 from .pipeline import Pipeline
 from .registry import DEFAULT_PIPELINE, create_pipeline
 
@@ -54,7 +55,9 @@ def load_pipeline(name: str = DEFAULT_PIPELINE, device: str | None = "cpu", weig
 class FuseResult:
     """fused: (H, W) or (H, W, 3) like the VIS; fused_y: (H, W); aligned_ir: (H, W); field: (2, H, W) on the
     visible grid; ir_size: ``(width, height)`` of the IR as given (it was resampled onto the visible grid when
-    it differs from the visible size, and the field is in pixels of that resampled IR)."""
+    it differs from the visible size, and the field is in pixels of that resampled IR); notes: what was converted
+    on reading the files (filled by :func:`alignfuse.fuse` / :func:`alignfuse.register`, each one also an
+    :class:`~alignfuse.errors.AlignfuseWarning`)."""
 
     fused: np.ndarray
     fused_y: np.ndarray
@@ -63,6 +66,12 @@ class FuseResult:
     reference: np.ndarray
     diagnostics: dict[str, Any] = dc_field(default_factory=dict)
     ir_size: tuple[int, int] | None = None
+    notes: list[str] = dc_field(default_factory=list)
+
+    @property
+    def suspect(self) -> bool:
+        """True when the registration may have failed (why: :func:`alignfuse.errors.suspect_detail`)."""
+        return bool(self.diagnostics.get("suspect"))
 
     def ir_coordinates(self) -> np.ndarray:
         """(2, H, W) float64: for each visible pixel, the (x, y) position in the IR *as given* (raw IR pixels)
@@ -94,13 +103,20 @@ def _prepare(ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, tuple[int, in
     return io.resample_to(ir, (vis.shape[1], vis.shape[0])), size
 
 
+def _warn_suspect(diagnostics: dict[str, Any], warn: bool) -> None:
+    if warn and diagnostics.get("suspect"):
+        warnings.warn(f"suspect registration ({suspect_detail(diagnostics)})", AlignfuseWarning, stacklevel=3)
+
+
 def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None,
-                ir_size: tuple[int, int] | None = None) -> FuseResult:
+                ir_size: tuple[int, int] | None = None, warn: bool = True) -> FuseResult:
     """Register ``ir`` onto ``vis`` and fuse them with ``pipeline`` (default pipeline if None).
 
     ``ir`` may have another size than ``vis``: it is resampled onto the visible grid first and ``ir_size``
     (its size as given, ``(width, height)``) tells the registration so; ``FuseResult.ir_coordinates()`` maps
-    the field back to raw IR pixels. Pass ``ir_size`` yourself when ``ir`` was already resampled."""
+    the field back to raw IR pixels. Pass ``ir_size`` yourself when ``ir`` was already resampled. A suspect
+    registration (``FuseResult.suspect``) is an :class:`~alignfuse.errors.AlignfuseWarning` unless ``warn`` is
+    False (for callers that report it themselves)."""
     ir, given = _prepare(ir, vis)
     ir_size = ir_size or given
     pipeline = pipeline or load_pipeline()
@@ -112,7 +128,7 @@ def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = Non
         fused = np.clip(io.ycbcr_to_rgb(fused_y, cb, cr), 0, 1).astype(np.float32)
     else:
         fused = fused_y
-    return FuseResult(
+    result = FuseResult(
         fused=fused,
         fused_y=fused_y,
         aligned_ir=out.aligned_ir[0, 0].float().cpu().numpy(),
@@ -121,10 +137,12 @@ def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = Non
         diagnostics=out.diagnostics[0] if out.diagnostics else {},
         ir_size=ir_size,
     )
+    _warn_suspect(result.diagnostics, warn)
+    return result
 
 
 def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None,
-                    ir_size: tuple[int, int] | None = None) -> FuseResult:
+                    ir_size: tuple[int, int] | None = None, warn: bool = True) -> FuseResult:
     """Register only: same result type, with ``fused`` left as the aligned IR (sizes: see :func:`fuse_arrays`)."""
     ir, given = _prepare(ir, vis)
     ir_size = ir_size or given
@@ -133,5 +151,7 @@ def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None =
     with torch.no_grad():
         reg, reference = pipeline.register(io.to_tensor(ir, device), io.to_tensor(vis, device), ir_size=ir_size)
     aligned = reg.aligned[0, 0].float().cpu().numpy()
-    return FuseResult(aligned, aligned, aligned, reg.field[0].float().cpu().numpy(),
-                      reference[0, 0].float().cpu().numpy(), reg.diagnostics[0] if reg.diagnostics else {}, ir_size)
+    result = FuseResult(aligned, aligned, aligned, reg.field[0].float().cpu().numpy(),
+                        reference[0, 0].float().cpu().numpy(), reg.diagnostics[0] if reg.diagnostics else {}, ir_size)
+    _warn_suspect(result.diagnostics, warn)
+    return result

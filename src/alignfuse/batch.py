@@ -23,15 +23,17 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import MissingDependency, UserError
+from .errors import MissingDependency, UserError, suspect_detail
 
 __all__ = ["PipelineSpec", "Parallel", "Job", "Outcome", "Report", "PairJob", "Runner", "open_runner",
            "describe", "failure_line", "USER_ERRORS"]
@@ -180,10 +182,11 @@ class PairJob:
         if self.show_notes:
             for note in pair.notes:  # each note names its file
                 print(f"alignfuse: note: {note}", file=sys.stderr)
-        result = fuse_arrays(pair.ir, pair.vis, pipeline, ir_size=pair.ir_size if pair.ir_resized else None)
+        result = fuse_arrays(pair.ir, pair.vis, pipeline, ir_size=pair.ir_size if pair.ir_resized else None,
+                             warn=False)
         if self.strict and result.diagnostics.get("suspect"):
             raise UserError(f"{self.ir}: registration is suspect and --strict was given "
-                            f"({result.diagnostics.get('fallback', 'no detail')})")
+                            f"({suspect_detail(result.diagnostics)})")
         io.write_image(self.output, result.fused, bit_depth=self.bit_depth)
         if self.aligned_output is not None:
             io.write_image(self.aligned_output, result.aligned_ir, bit_depth=self.bit_depth)
@@ -201,6 +204,40 @@ def _with_path(note: str, paths: tuple[Path, ...]) -> str:
         if note.startswith(f"{path.name} ("):
             return f"{path}{note[len(path.name):]}"
     return note
+
+
+def grouped_notes(notes: Sequence[str], keep: int = 2) -> list[str]:
+    """Read notes of a batch (``"PATH (infrared): text"``), one line per distinct remark: a remark made about more
+    than ``keep`` files (a fixed rig's IR resampled onto the visible grid, frame after frame) becomes ``"N files
+    (infrared): text (e.g. PATH1, PATH2, ...)"``; order of first appearance."""
+    groups: dict[str, list[str]] = {}
+    for note in notes:
+        path, sep, rest = note.partition(" (")
+        key = f"({rest}" if sep else note
+        groups.setdefault(key, []).append(path if sep else "")
+    lines = []
+    for key, paths in groups.items():
+        if len(paths) <= keep or not all(paths):
+            lines.extend(f"{p} {key}" if p else key for p in paths)
+        else:
+            lines.append(f"{len(paths)} files {key} (e.g. {', '.join(paths[:keep])}, ...)")
+    return lines
+
+
+def stale_files(folder: Path, pattern: str, written: Iterable[Path]) -> list[Path]:
+    """Files of ``folder`` matching ``pattern`` that this run did not write: outputs of an earlier run, which would
+    look like part of this one (a shorter video's frames, a pair since removed from the inputs)."""
+    if not folder.is_dir():
+        return []
+    fresh = {Path(p).resolve() for p in written}
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.resolve() not in fresh)
+
+
+def stale_warning(folder: Path, stale: Sequence[Path]) -> str:
+    """One line about :func:`stale_files`' result (non-empty)."""
+    shown = ", ".join(p.name for p in stale[:3]) + (", ..." if len(stale) > 3 else "")
+    return (f"{folder}: {len(stale)} file(s) from an earlier run left beside this run's outputs ({shown}); "
+            "delete them or write into an empty folder")
 
 
 # ------------------------------------------------------------------------------------------ worker side
@@ -471,10 +508,14 @@ class _RayRunner(Runner):
             try:
                 if address == "local":
                     cpus = (self.parallel.workers or os.cpu_count() or 1) * threads
-                    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR)
+                    # a private session folder, removed at shutdown (Ray's default, /tmp/ray, keeps every session)
+                    self._ray_tmp = tempfile.mkdtemp(prefix="alignfuse-ray-")
+                    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR,
+                             _temp_dir=self._ray_tmp)
                 else:
                     ray.init(address=address, logging_level=logging.ERROR)
             except (ConnectionError, RuntimeError, ValueError) as exc:
+                self._remove_ray_tmp()
                 raise UserError(f"--ray {address}: cannot connect to a Ray cluster ({_one_line(exc)}); start one "
                                 "with `ray start --head`, or use --ray local") from exc
             self._owns_ray = True
@@ -505,6 +546,13 @@ class _RayRunner(Runner):
                 pass
         if self._owns_ray:
             ray.shutdown()
+            self._remove_ray_tmp()
+
+    def _remove_ray_tmp(self) -> None:
+        folder = getattr(self, "_ray_tmp", None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            self._ray_tmp = None
 
     def _submit(self, index: int, job: Job) -> Any:
         actor = min(self._actors, key=lambda a: self._load[id(a)])

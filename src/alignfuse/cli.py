@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from . import io
-from .errors import UserError
+from .errors import UserError, suspect_detail
 from .registry import DEFAULT_PIPELINE
 
 # What the user can cause: UserError (options, images, fields, weights, data folders; io's and
@@ -88,9 +88,15 @@ def _set_threads(args: argparse.Namespace) -> None:
 def _warn_no_registration(pipe, name: str) -> None:
     """A pipeline that aligns inside its fuser (RFVIF) has no registration to write: say so instead of writing the
     input IR (and a zero field) as if it had been aligned (``identity+*`` pipelines say it in their name)."""
+    from .stages import IdentityRegistrar
+
+    as_delivered = "the aligned IR is the IR as delivered (resampled onto the visible grid) and the field is zero"
     if pipe.aligns_in_fuser:
-        print(f"alignfuse: warning: {name}: {pipe.name} aligns inside its fuser and does not register; the aligned "
-              "IR is the IR as delivered (resampled onto the visible grid) and the field is zero", file=sys.stderr)
+        print(f"alignfuse: warning: {name}: {pipe.name} aligns inside its fuser and does not register; {as_delivered}",
+              file=sys.stderr)
+    elif isinstance(pipe.registrar, IdentityRegistrar) and not pipe.name.startswith("identity"):
+        print(f"alignfuse: warning: {name}: {pipe.name} does not register (an ablation without registration); "
+              f"{as_delivered}", file=sys.stderr)
 
 
 def _ir_norm(args: argparse.Namespace) -> str:
@@ -102,15 +108,9 @@ def _print_notes(pair: io.Pair) -> None:
         print(f"alignfuse: note: {note}", file=sys.stderr)
 
 
-def _suspect_detail(diagnostics: dict) -> str:
-    """Why a registration is suspect, in one line (its warning, fallback and reason)."""
-    parts = [diagnostics.get(k) for k in ("warning", "fallback", "reason")]
-    return "; ".join(str(p) for p in parts if p) or "registration may have failed"
-
-
 def _warn_diagnostics(name: str, diagnostics: dict) -> None:
     if diagnostics.get("suspect"):
-        print(f"alignfuse: warning: {name}: suspect registration ({_suspect_detail(diagnostics)})", file=sys.stderr)
+        print(f"alignfuse: warning: {name}: suspect registration ({suspect_detail(diagnostics)})", file=sys.stderr)
 
 
 def _pipeline_options(args: argparse.Namespace) -> dict:
@@ -232,7 +232,7 @@ def _folder_only_options(args: argparse.Namespace) -> list[str]:
 def _fuse_folder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .batch import Report, open_runner
+    from .batch import Report, grouped_notes, open_runner, stale_files, stale_warning
 
     if args.aligned_ir is not None or args.field is not None:
         raise UserError("in folder mode use --save-aligned / --save-field (written under OUT/aligned_ir, OUT/field)")
@@ -249,7 +249,8 @@ def _fuse_folder(args: argparse.Namespace) -> int:
     args.ext = args.ext.lstrip(".")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder (folder mode writes one file per pair into -o)")
-    io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth)  # --ext / --bit-depth / -o: fail before any work
+    # --ext / --bit-depth / -o: fail before any work
+    io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth, label=f"--ext {args.ext}")
     inputs = (io.resolved_path(Path(args.ir_dir)), io.resolved_path(Path(args.vis_dir)))
     for d in [out_dir] + [out_dir / sub for sub, on in (("aligned_ir", args.save_aligned), ("field", args.save_field)) if on]:
         if io.resolved_path(d) in inputs:
@@ -258,15 +259,26 @@ def _fuse_folder(args: argparse.Namespace) -> int:
                       out_dir / "aligned_ir" / f"{stem}.{args.ext}" if args.save_aligned else None,
                       out_dir / "field" / f"{stem}.npy" if args.save_field else None, show_notes=False)
             for stem, ir_path, vis_path in pairs]
-    report, notes = Report(), []
+    report, notes, done = Report(), [], []
     with open_runner(_pipeline_spec(args), _parallel(args, len(jobs))) as runner:
         for outcome in tqdm(runner.map(jobs), total=len(jobs), desc=f"fuse ({runner.name})", unit="pair",
                             disable=args.quiet):
             report.add(outcome, suspect=bool(outcome.ok and outcome.value.get("suspect")))
             if outcome.ok:
                 notes.extend(outcome.value.get("input_notes", ()))
-    for note in notes:  # after the progress bar, each naming its file (as single-pair mode prints them)
+                done.append(jobs[outcome.index])
+    for note in grouped_notes(notes):  # after the progress bar, each naming its file(s)
         print(f"alignfuse: note: {note}", file=sys.stderr)
+    # outputs this run did not write (a pair since removed, a failed pair) would pass for this run's
+    outputs = [(out_dir, f"*.{args.ext}", "output")]
+    if args.save_aligned:
+        outputs.append((out_dir / "aligned_ir", f"*.{args.ext}", "aligned_output"))
+    if args.save_field:
+        outputs.append((out_dir / "field", "*.npy", "field_output"))
+    for folder, pattern, attr in outputs:
+        stale = stale_files(folder, pattern, [getattr(job, attr) for job in done])
+        if stale:
+            print(f"alignfuse: warning: {stale_warning(folder, stale)}", file=sys.stderr)
     return _print_report(report, "pairs", runner.name, out_dir, unpaired)
 
 
@@ -316,10 +328,11 @@ def cmd_register(args: argparse.Namespace) -> int:
     _warn_no_registration(pipe, args.ir)
     pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
     _print_notes(pair)
-    result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size if pair.ir_resized else None)
+    result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size if pair.ir_resized else None,
+                             warn=False)
     if args.strict and result.diagnostics.get("suspect"):
         raise UserError(f"{args.ir}: registration is suspect and --strict was given "
-                        f"({_suspect_detail(result.diagnostics)})")
+                        f"({suspect_detail(result.diagnostics)})")
     io.write_image(Path(args.output), result.aligned_ir, bit_depth=args.bit_depth)
     field_path = io.write_field(field_out, result.field) if field_out is not None else None
     _warn_diagnostics(args.ir, result.diagnostics)
@@ -439,8 +452,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"{data}: no ir/vi pairs found (expected subfolders ir/ and vi/)")
     pairs = pairs[: args.limit] if args.limit else pairs
     out = Path(args.output)
-    if io.resolved_path(out) == io.resolved_path(data):
-        raise UserError(f"{out}: is the --data folder; synth would overwrite its ir/ and vi/ images")
+    io.check_output_folder(out, [data], "-o")
     entries, failures = [], []
     for stem, ir_path, vis_path in tqdm(pairs, desc=f"synth {spec.name}", unit="pair", disable=args.quiet):
         try:
@@ -560,6 +572,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     def names(text: str | None) -> list[str] | None:
         return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
+    io.check_output_folder(Path(args.output), [s.path for _, s in sources], "-o")
     plan = make_plan([s for kind, s in sources if kind == "data"], Path(args.output),
                      raw=[s for kind, s in sources if kind == "raw"], pipelines=names(args.pipelines),
                      grid=names(args.grid), quick=args.quick, limit=args.limit, seed=args.seed,
@@ -621,6 +634,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["steps"] = args.steps
     if args.seed is not None:
         overrides["seed"] = args.seed
+    io.check_output_folder(Path(args.out), [Path(args.data)], "--out")
     targs = TrainArgs(model=args.stage, data=Path(args.data), split=Path(args.split) if args.split else None,
                       config=args.config, out=Path(args.out), resume=args.resume, device=args.device,
                       overrides=overrides, progress=not args.quiet)

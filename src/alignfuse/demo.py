@@ -71,7 +71,7 @@ def _real_pairs(raw: Path, pipe, out: Path) -> str:
     for stem, ir_path, vis_path in pairs:
         pair = io.load_pair(ir_path, vis_path)
         t0 = time.perf_counter()
-        result = fuse_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size)
+        result = fuse_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size, warn=False)
         seconds = time.perf_counter() - t0
         io.write_image(out / "fused" / f"{stem}.png", result.fused)
         io.write_image(out / "aligned_ir" / f"{stem}.png", result.aligned_ir)

@@ -9,7 +9,7 @@ ValueError`` keeps working.
 
 from __future__ import annotations
 
-__all__ = ["UserError", "UnknownNameError", "MissingDependency"]
+__all__ = ["UserError", "UnknownNameError", "MissingDependency", "AlignfuseWarning", "suspect_detail"]
 
 
 class UserError(ValueError):
@@ -26,3 +26,15 @@ class UnknownNameError(UserError, KeyError):
 class MissingDependency(UserError, ImportError):
     """An optional extra the chosen option needs is not installed; the message names the install command."""
 
+
+
+class AlignfuseWarning(UserWarning):
+    """What the Python API says where the command line prints a note or warning: an input converted on reading
+    (false-colour IR reduced to luminance, alpha dropped, IR resampled onto the visible grid) or a suspect
+    registration. Filter it with ``warnings.simplefilter("ignore", alignfuse.AlignfuseWarning)``."""
+
+
+def suspect_detail(diagnostics: dict) -> str:
+    """Why a registration is suspect, in one line (its warning, fallback and reason)."""
+    parts = [diagnostics.get(k) for k in ("warning", "fallback", "reason")]
+    return "; ".join(str(p) for p in parts if p) or "registration may have failed"

@@ -168,7 +168,7 @@ def evaluate_sample(
     from .metrics import compute_registration_metrics
 
     t0 = time.perf_counter()
-    result = fuse_arrays(sample.ir_warp, sample.vis, pipeline)
+    result = fuse_arrays(sample.ir_warp, sample.vis, pipeline, warn=False)
     seconds = time.perf_counter() - t0
     v = sample.valid if sample.valid.sum() > 1 else np.ones_like(sample.valid)
     row = compute_registration_metrics(result.aligned_ir[v][None], sample.ir_gt[v][None])  # (1, N) valid pixels

@@ -695,6 +695,21 @@ def resolved_path(path: PathLike) -> Path:
         return Path(os.path.abspath(path))
 
 
+def check_output_folder(out: PathLike, datasets: Sequence[PathLike], option: str) -> None:
+    """Fail before any work when the output folder ``out`` (given as ``option``) is one of the ``datasets`` folders
+    or lies in one of their image folders (``ir/``, ``vi/``): what a command writes there would be read back as
+    input images (a report's example JPEGs as unpaired visible images) or overwrite them."""
+    target = resolved_path(out)
+    for data in datasets:
+        root = resolved_path(data)
+        if target == root:
+            raise UserError(f"{option} {out}: is the input dataset folder {data}; write the outputs elsewhere")
+        for sub in ("ir", "vi"):
+            if target == root / sub or root / sub in target.parents:
+                raise UserError(f"{option} {out}: is inside the input image folder {Path(data) / sub}; the outputs "
+                                "would mix with the inputs")
+
+
 def check_outputs(inputs: Sequence[PathLike], outputs: Sequence[tuple[PathLike | None, str]],
                   bit_depth: int = 8) -> None:
     """Fail before any work when an output would overwrite an input or another output, or cannot be written
@@ -716,18 +731,20 @@ def check_outputs(inputs: Sequence[PathLike], outputs: Sequence[tuple[PathLike |
         taken[key] = what
 
 
-def check_output_path(path: PathLike, bit_depth: int = 8) -> str:
+def check_output_path(path: PathLike, bit_depth: int = 8, label: str | None = None) -> str:
     """The writer format (e.g. ``"PNG"``) for an image path, or ``ValueError`` when :func:`write_image` could
     not write it (unknown extension, 16 bits in a format without them, see also :func:`check_writable`): lets a
-    batch fail before any work."""
+    batch fail before any work. ``label`` names what the user gave in the messages (e.g. ``"--ext webp"``, for a
+    batch's example path that names no real file); default: the path."""
     path = Path(path)
+    label = label or str(path)
     fmt = _OUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise UserError(f"{path}: unsupported output extension {path.suffix!r} (use one of {', '.join(_OUT_FORMATS)})")
+        raise UserError(f"{label}: unsupported output extension {path.suffix!r} (use one of {', '.join(_OUT_FORMATS)})")
     if bit_depth not in (8, 16):
         raise UserError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     if bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
-        raise UserError(f"{path}: 16-bit output needs .png or .tif, not {path.suffix!r}")
+        raise UserError(f"{label}: 16-bit output needs .png or .tif, not {path.suffix!r}")
     check_writable(path)
     return fmt
 

@@ -376,7 +376,7 @@ def real_rig_rows(pipe: Pipeline, source: Source, limit: int | None = None) -> d
             pair = io.load_pair(ir_path, vis_path)
             points = np.loadtxt(points_dir / f"{stem}.csv", delimiter=",", skiprows=1, ndmin=2)
             t0 = time.perf_counter()
-            result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size)
+            result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size, warn=False)
             seconds = time.perf_counter() - t0
             nothing = io.field_to_ir_coordinates(np.zeros_like(result.field), result.ir_size or pair.ir_size)
             rows.append({"name": stem, "TRE_raw_px": target_registration_error(result.ir_coordinates(), points),
@@ -499,7 +499,7 @@ def write_examples(plan: ReportPlan, source: Source, pipes: dict[str, Pipeline],
         rows = []
         for label, run, sample in ([(n, n, s) for n in swept] + [(f"floor: identity+{k}", refs[k], s) for k in keys]
                                    + [(f"ceiling: identity+{k}", refs[k], aligned) for k in keys]):
-            result = fuse_arrays(sample.ir_warp, sample.vis, pipes[run])
+            result = fuse_arrays(sample.ir_warp, sample.vis, pipes[run], warn=False)
             rows.append((label, [sample.vis, sample.ir_warp, result.aligned_ir, result.fused]))
         path = plan.out / f"examples_{_slug(source.name)}_{_slug(s.name)}.jpg"
         image_grid(rows, path, ["visible", f"infrared in ({spec.name}; ceiling: aligned)", "infrared registered",

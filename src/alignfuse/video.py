@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .batch import Report, Runner
-from .errors import MissingDependency, UserError
+from .batch import Report, Runner, stale_files, stale_warning
+from .errors import MissingDependency, UserError, suspect_detail
 
 __all__ = ["FrameJob", "FrameResult", "VideoInput", "VideoWriter", "open_video", "fuse_video", "choose_codec",
            "check_output", "pairing_notes", "frame_name", "CONTAINERS", "DEFAULT_RATE"]
@@ -251,10 +251,10 @@ class FrameJob:
 
         # arrays from Ray's object store arrive read-only (zero copy); torch.from_numpy would warn about them
         ir, vis = (a if a.flags.writeable else a.copy() for a in (self.ir, self.vis))
-        result = fuse_arrays(ir, vis, pipeline)
+        result = fuse_arrays(ir, vis, pipeline, warn=False)
         if self.strict and result.diagnostics.get("suspect"):
             raise UserError(f"registration is suspect and --strict was given "
-                            f"({result.diagnostics.get('fallback', 'no detail')})")
+                            f"({suspect_detail(result.diagnostics)})")
         return FrameResult(result.fused.astype(np.float32, copy=False), result.diagnostics)
 
 
@@ -344,6 +344,7 @@ def fuse_video(ir: VideoInput, vis: VideoInput, runner: Runner, output: str | Pa
     problems: list[str] = []
     late_warnings: list[str] = []
     report = VideoReport(output=Path(output), rate=rate)
+    saved: list[Path] = []  # the --save-frames files of this run
     with VideoWriter(output, vis.size, rate) as writer:
         report.codec = writer.codec
         jobs = _frame_jobs(ir, vis, ir_norm, strict, limit, problems, late_warnings)
@@ -353,12 +354,17 @@ def fuse_video(ir: VideoInput, vis: VideoInput, runner: Runner, output: str | Pa
                 if outcome.ok:
                     writer.write(outcome.index, outcome.value.fused)  # job i = frame pair i
                     if frames_dir is not None:
-                        io.write_image(frames_dir / f"{outcome.name}.png", outcome.value.fused, bit_depth=bit_depth)
+                        saved.append(io.write_image(frames_dir / f"{outcome.name}.png", outcome.value.fused,
+                                                    bit_depth=bit_depth))
                 report.add(outcome, suspect=bool(outcome.ok and outcome.value.diagnostics.get("suspect")))
                 bar.update()
         finally:
             bar.close()
         report.written = writer.written
+    if frames_dir is not None:
+        stale = stale_files(frames_dir, "frame_*.png", saved)
+        if stale:
+            late_warnings.append(stale_warning(frames_dir, stale))
     for message in late_warnings:  # after the progress bar, so each stays one line
         warnings.warn(message, UserWarning)
     report.failures.extend(problems)

@@ -285,6 +285,12 @@ class ChainRegistrar(torch.nn.Module):
         # a registrar that doubts its own answer (e.g. the global search keeping an IR of another size as delivered)
         doubts = [s["diagnostics"]["warning"] for s in d["stages"] if s["diagnostics"].get("suspect")
                   and s["diagnostics"].get("warning")]
+        global_stages = [s for s in d["stages"] if "matrix" in s["diagnostics"]]
+        if not doubts and ir_size is not None and global_stages and not any(s["accepted"] for s in global_stages):
+            # the global stage's own answer was rejected here (e.g. a zoom into sensor noise that its search
+            # scored as a gain): the IR of another size is kept as delivered, just as when the search found nothing
+            doubts = ["no global alignment kept for an IR delivered at another size; the input is kept as if the "
+                      "two images were already registered"]
         if doubts:
             d["suspect"] = True
             d["warning"] = "; ".join(doubts)

@@ -491,7 +491,7 @@ def teacher_bank(bank, pipeline_name: str, device: torch.device) -> list:
 
     pipe = load_pipeline(pipeline_name, device=str(device))
     with torch.no_grad():
-        return [fuse_arrays(ir, vis, pipe).fused_y.astype("float32") for ir, vis in zip(bank.ir, bank.vis)]
+        return [fuse_arrays(ir, vis, pipe, warn=False).fused_y.astype("float32") for ir, vis in zip(bank.ir, bank.vis)]
 
 
 def pseudo_ir_bank(bank, translator_path: str, device: torch.device) -> list:
