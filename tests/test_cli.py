@@ -327,7 +327,7 @@ def test_folder_subfolder_outputs_and_synth_never_overwrite_inputs(tmp_path, cap
                        "--save-aligned", "--model", "identity+average")
     assert code == 2 and "input folder" in err and (ir_dir / "a.png").read_bytes() == before
     code, _, err = run(capsys, "synth", "--data", str(SAMPLES), "-o", str(SAMPLES))
-    assert code == 2 and "--data folder" in err
+    assert code == 2 and "is the input dataset folder" in err
 
 
 def test_json_output_cleans_numpy_values():

@@ -192,18 +192,8 @@ class PairJob:
             io.write_image(self.aligned_output, result.aligned_ir, bit_depth=self.bit_depth)
         if self.field_output is not None:
             io.write_field(self.field_output, result.field)
-        # the input notes travel back with the diagnostics, so a batch run can list them (workers print nothing);
-        # each names its file by its path here, since a folder run has many files of one name
-        notes = [] if self.show_notes else [_with_path(note, (self.ir, self.vis)) for note in pair.notes]
-        return {**result.diagnostics, "input_notes": notes}
-
-
-def _with_path(note: str, paths: tuple[Path, ...]) -> str:
-    """A read note (``"NAME (infrared): ..."``) with the file's name replaced by its path."""
-    for path in paths:
-        if note.startswith(f"{path.name} ("):
-            return f"{path}{note[len(path.name):]}"
-    return note
+        # the input notes travel back with the diagnostics, so a batch run can list them (workers print nothing)
+        return {**result.diagnostics, "input_notes": [] if self.show_notes else list(pair.notes)}
 
 
 def grouped_notes(notes: Sequence[str], keep: int = 2) -> list[str]:

@@ -986,13 +986,14 @@ def load_pair(
     vis_img = read_image(vis_path, kind="vis", norm=vis_norm)
     ir, vis = ir_img.data, vis_img.data
     (iw, ih), (vw, vh) = ir_img.size, vis_img.size
-    notes = [f"{ir_img.path.name} (infrared): {n}" for n in ir_img.notes] + [
-        f"{vis_img.path.name} (visible): {n}" for n in vis_img.notes]
+    # each note names its file as given (a folder run has many files of one name)
+    notes = [f"{ir_img.path} (infrared): {n}" for n in ir_img.notes] + [
+        f"{vis_img.path} (visible): {n}" for n in vis_img.notes]
     resized = False
     if (iw, ih) != (vw, vh):
         ir = resample_to(ir, (vw, vh))
         resized = True
-        notes.append(f"{ir_img.path.name} (infrared): {iw}x{ih} resampled onto the {vw}x{vh} visible grid; the "
+        notes.append(f"{ir_img.path} (infrared): {iw}x{ih} resampled onto the {vw}x{vh} visible grid; the "
                      "registration absorbs the difference in field of view (the field is in pixels of the "
                      "resampled infrared)")
     if vis.ndim == 3:
