@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for pair in pairs_of(args.dataset, args.split):
         p = io.load_pair(pair.ir, pair.vis)
         vis_y = io.rgb_to_ycbcr(p.vis)[0] if p.vis.ndim == 3 else p.vis
-        result = register_arrays(p.ir, p.vis, pipe)
+        result = register_arrays(p.ir, p.vis, pipe, warn=False)
         field = result.field
         shift = float(np.hypot(field[0], field[1]).mean())
         row = {"name": pair.stem, "field_mean": shift}

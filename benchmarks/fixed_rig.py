@@ -67,7 +67,7 @@ def _register_all(pipe, frames) -> tuple[list[float], float]:
     epes, seconds = [], 0.0
     for _, vis, ir_raw, h, _ in frames:
         t0 = time.perf_counter()
-        result = register_arrays(ir_raw, vis, pipe, ir_size=IR_SIZE)
+        result = register_arrays(ir_raw, vis, pipe, ir_size=IR_SIZE, warn=False)
         seconds += time.perf_counter() - t0
         epes.append(_epe(result.field, true_field(h, VIS_SIZE, IR_SIZE)))
     return epes, seconds / len(frames)
@@ -79,7 +79,7 @@ def _jitter(pipe, vis: np.ndarray, ir_raw: np.ndarray, n: int, seed: int) -> flo
     for _ in range(n):
         noisy_vis = np.clip(vis + rng.normal(0, 1 / 255, vis.shape), 0, 1).astype(np.float32)
         noisy_ir = np.clip(ir_raw + rng.normal(0, 1 / 255, ir_raw.shape), 0, 1).astype(np.float32)
-        fields.append(register_arrays(noisy_ir, noisy_vis, pipe, ir_size=IR_SIZE).field)
+        fields.append(register_arrays(noisy_ir, noisy_vis, pipe, ir_size=IR_SIZE, warn=False).field)
     steps = [np.sqrt(((a - b) ** 2).sum(0)).mean() for a, b in zip(fields[1:], fields[:-1])]
     return float(np.mean(steps))
 

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = list(iter_samples(DATA / dataset, preset="none", seed=0, split=split).samples)
         samples.sort(key=lambda s: -hot_contrast(s.ir_gt))
         for s in samples[: args.per_dataset]:
-            results = [fuse_arrays(s.ir_gt, s.vis, pipes[m]) for m in models]
+            results = [fuse_arrays(s.ir_gt, s.vis, pipes[m], warn=False) for m in models]
             fused = [r.fused for r in results]
             sal = [hot_target_saliency(s.ir_gt, r.fused_y) for r in results]
             label = f"{dataset} {s.name}\nhot saliency " + " / ".join("-" if v is None else f"{v:.2f}" for v in sal)

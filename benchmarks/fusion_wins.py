@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, pipe in pipes.items():
         rows, saliency = [], []
         for s in samples:
-            result = fuse_arrays(s.ir_warp, s.vis, pipe)
+            result = fuse_arrays(s.ir_warp, s.vis, pipe, warn=False)
             rows.append(score_fusion(s.vis, s.ir_gt, result.fused_y, METRICS))
             value = hot_target_saliency(s.ir_gt, result.fused_y)
             if value is not None:

@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         for stem, ir_path, vis_path in pairs:
             pair = io.load_pair(ir_path, vis_path)
             s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(0, stem))
-            ref = fuse_arrays(s.ir_gt, s.vis, bare).fused_y
-            g_reg.append(edge_difference(fuse_arrays(s.ir_warp, s.vis, pipe).fused_y, ref, s.valid))
-            g_none.append(edge_difference(fuse_arrays(s.ir_warp, s.vis, bare).fused_y, ref, s.valid))
+            ref = fuse_arrays(s.ir_gt, s.vis, bare, warn=False).fused_y
+            g_reg.append(edge_difference(fuse_arrays(s.ir_warp, s.vis, pipe, warn=False).fused_y, ref, s.valid))
+            g_none.append(edge_difference(fuse_arrays(s.ir_warp, s.vis, bare, warn=False).fused_y, ref, s.valid))
         a, b = float(np.mean(g_reg)), float(np.mean(g_none))
         print(f"| {dataset} `{args.preset}` | {len(pairs)} | {a:.4f} | {b:.4f} | {100 * (1 - a / b):.1f} % |", flush=True)
     return 0

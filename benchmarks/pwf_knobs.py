@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ref = {}
     for name in REFERENCES:
         pipe = load_pipeline(name)
-        rows = [score_fusion(s.vis, s.ir_gt, fuse_arrays(s.ir_warp, s.vis, pipe).fused_y, METRICS) for s in samples]
+        rows = [score_fusion(s.vis, s.ir_gt, fuse_arrays(s.ir_warp, s.vis, pipe, warn=False).fused_y, METRICS)
+                for s in samples]
         ref[name] = {k: float(np.nanmean([r[k] for r in rows])) for k in METRICS}
     net = load_pwf()
     inputs = []

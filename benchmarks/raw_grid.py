@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         pair = io.load_pair(raw / "ir_raw" / f"{name}.png", DATA / "roadscene" / "vi" / f"{name}.jpg")
-        res = fuse_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size)
+        res = fuse_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size, warn=False)
         points = np.loadtxt(raw / "points" / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
         before = target_registration_error(io.field_to_ir_coordinates(np.zeros_like(res.field), pair.ir_size), points)
         after = target_registration_error(res.ir_coordinates(), points)

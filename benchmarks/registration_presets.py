@@ -62,7 +62,7 @@ def run_pipeline(pipe, model: str, dataset: str, split: str | None, preset: str,
         pair = io.load_pair(ir_path, vis_path)
         s = synth.synthesise_pair(pair.ir, pair.vis, spec, synth.pair_rng(seed, stem))
         t0 = time.perf_counter()
-        res = register_arrays(s.ir_warp, s.vis, pipe)
+        res = register_arrays(s.ir_warp, s.vis, pipe, warn=False)
         dt = time.perf_counter() - t0
         v = s.valid if s.valid.sum() > 1 else np.ones_like(s.valid)
         err = np.sqrt(((res.field - s.field) ** 2).sum(0))[v]

@@ -46,7 +46,7 @@ def score(pipe, model: str, names: list[str], data: Path) -> dict:
         pair = io.load_pair(raw / "ir_raw" / f"{name}.png", data / "roadscene" / "vi" / f"{name}.jpg")
         points = np.loadtxt(raw / "points" / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
         t0 = time.perf_counter()
-        result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size)
+        result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size, warn=False)
         dt = time.perf_counter() - t0
         h_mat = np.loadtxt(raw / "homography" / f"{name}.txt")
         px_per_vis = float(np.sqrt(abs(np.linalg.det(h_mat[:2, :2]))))  # raw IR px per visible px

@@ -108,10 +108,11 @@ def main() -> None:
         if isinstance(sample, EvalFailure):
             failures.append(sample.name)
             continue
-        ref = fuse_arrays(sample.ir_gt, sample.vis, ceiling)
-        res = fuse_arrays(sample.ir_warp, sample.vis, model)
-        base = fuse_arrays(sample.ir_warp, sample.vis, baseline)
-        oracle = fuse_arrays(oracle_ir(sample.ir_warp, sample.field, args.oracle_mode), sample.vis, ceiling)
+        ref = fuse_arrays(sample.ir_gt, sample.vis, ceiling, warn=False)
+        res = fuse_arrays(sample.ir_warp, sample.vis, model, warn=False)
+        base = fuse_arrays(sample.ir_warp, sample.vis, baseline, warn=False)
+        oracle = fuse_arrays(oracle_ir(sample.ir_warp, sample.field, args.oracle_mode), sample.vis, ceiling,
+                             warn=False)
         row = {"name": sample.name, "ssim_model": ssim_y(res.fused_y, ref.fused_y),
                "ssim_baseline": ssim_y(base.fused_y, ref.fused_y), "ssim_oracle": ssim_y(oracle.fused_y, ref.fused_y)}
         for key, out in (("model", res), ("baseline", base), ("oracle", oracle), ("ceiling", ref)):
