@@ -661,3 +661,46 @@ def test_rescue_jitter_adds_six_starts_per_candidate_about_the_frame_centre():
     centre = np.array([70.0, 50.0, 1.0])
     np.testing.assert_allclose(moves["a_z+"] @ centre, centre)  # scaled about the centre
     np.testing.assert_allclose(moves["a_z-"][0, 0], 0.92)
+
+
+class _TwoFieldSearch(GlobalSearchRegistrar):
+    """The wide / narrow choice alone: each field's search returns a scripted sampling matrix, judged on real images."""
+
+    def __init__(self, answers: dict, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.answers, self.fields_run = answers, []
+
+    def _search_with_rescue(self, pyr, levels, fixed, ir_size):
+        self.fields_run.append(self.ir_field)  # shared with the narrow copy (a shallow copy)
+        return self.answers[self.ir_field], {"start": self.ir_field, "fallback": None, "confidence": 0.2,
+                                             "near_because": None}
+
+
+@pytest.mark.parametrize("wide_off, narrow_off, scale, searched, used", [
+    (25.0, 0.0, 1.8, ["wider", "narrower"], "narrower"),  # a wrong wide solution at the top of the range: replaced
+    (0.0, 25.0, 1.8, ["wider", "narrower"], "wider"),  # the wide solution is right: the narrow one does not win
+    (25.0, 0.0, 1.2, ["wider"], None),  # an ordinary scale: no narrow search
+])
+def test_a_wide_solution_at_the_top_of_the_scale_range_meets_the_narrow_search(wide_off, narrow_off, scale, searched,
+                                                                               used):
+    from alignfuse.registration.rig import _ir_to_grid
+    from alignfuse.synth_rig import deliver_ir, example_rig
+
+    pair = io.load_pair(SAMPLES / "ir" / "FLIR_00211.jpg", SAMPLES / "vi" / "FLIR_00211.jpg")
+    vh, vw = pair.vis_y.shape
+    rig = example_rig((vw, vh), (640, 512), shift=(10.0, -8.0), scale=scale, angle_deg=0.0, perspective=0.0)
+    ir = io.resample_to(deliver_ir(pair.ir, rig, (640, 512)), (vw, vh))
+    truth = _ir_to_grid((vw, vh), (640, 512)) @ rig  # visible px -> resampled IR px
+
+    def off(dx: float) -> np.ndarray:
+        return np.array([[1.0, 0.0, dx], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ truth
+
+    g = _TwoFieldSearch({"wider": off(wide_off), "narrower": off(narrow_off)}, narrow_above=1.35)
+    assert g.anchor_scale(truth, (vh, vw), (640, 512)) == pytest.approx(scale, rel=0.02)
+    matrix, d = g.register_pair(torch.from_numpy(ir)[None, None], torch.from_numpy(pair.vis_y)[None, None], (640, 512))
+    assert g.fields_run == searched
+    if used is None:
+        assert "ir_field" not in d and np.allclose(matrix, off(wide_off))
+    else:
+        assert d["ir_field"]["used"] == used
+        assert np.allclose(matrix, truth)

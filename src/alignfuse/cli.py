@@ -655,8 +655,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- main
 IR_FIELD_HELP = ("what the IR camera sees relative to the visible one: wider (default; the IR sees as much or more, "
-                 "down to ~60 %% of the visible width; an IR of another size for which nothing is found is then "
-                 "searched as narrower too) or narrower (a narrow thermal lens beside a wide visible camera: "
+                 "down to ~60 %% of the visible width; an IR of another size for which nothing is found, or a solution "
+                 "at the top of the wide scale range, is then searched as narrower too) or narrower (a narrow thermal lens beside a wide visible camera: "
                  "38-110 %% of the visible width; searched alone); sets the scales the global search tries (pipelines "
                  "default, default+gff, default+pwf, and calibrate)")
 

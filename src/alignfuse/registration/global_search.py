@@ -450,6 +450,13 @@ class GlobalSearchRegistrar:
             solution is kept if it passes the same acceptance tests: a thermal camera with a narrower lens than the
             visible one (drone gimbals) is then registered without ``--ir-field narrower``, while pairs the wide
             search registers never see the narrow search and its false positives (docs/RESULTS.md §1.12).
+        narrow_above: with ``ir_field`` "wider", an IR of another size whose wide solution samples it at a scale of at
+            least this much (relative to the square-pixel anchor; the wide search stops at 1.6) is also searched as a
+            narrow-field IR, and the two solutions are judged over the visible pixels both cover
+            (:meth:`_narrow_if_better`): a wide solution at the top of the wide scale range is what a narrower IR than
+            that range leaves (``None``: never). 1.35: on RoadScene training pairs re-delivered by a 56 %-width IR
+            (``benchmarks/rig_zoo.py``) 13.5 -> 8.6 px, the other rigs and the 45 ``roadscene_raw`` probe pairs
+            unchanged; the raw rig's true scales are 0.47-1.04 (docs/RESULTS.md §1.12).
         occam_margin: the chosen solution is replaced by a pure translation (the one that moves the frame centre
             alike, refined alone over the last two levels) when that keeps all but this fraction of its MIND gain over
             the input (``None``: never): the extra parameters of an affine or homography fit follow MIND's own
@@ -474,7 +481,8 @@ class GlobalSearchRegistrar:
                  same_size_scales: tuple[float, float] = (0.8, 1.25), agree_margin: float | None = 0.04,
                  orientation_tiebreak: float | None = 0.06, ir_field: str = "wider", rescue_size: int | None = 128,
                  rescue_below: float = 0.10, occam_margin: float | None = 0.2, narrow_fallback: bool = True,
-                 rescue_jitter: tuple[int, float, float] | None = (5, 0.04, 0.08)) -> None:
+                 rescue_jitter: tuple[int, float, float] | None = (5, 0.04, 0.08),
+                 narrow_above: float | None = 1.35) -> None:
         if ir_field not in IR_FIELDS:
             raise UserError(f"ir_field is one of {', '.join(IR_FIELDS)}, got {ir_field!r}")
         if not (len(sizes) == len(iterations) == len(models)) or not sizes:
@@ -509,6 +517,7 @@ class GlobalSearchRegistrar:
         self.narrow_fallback = bool(narrow_fallback)
         self.rescue_jitter = None if rescue_jitter is None else (int(rescue_jitter[0]), float(rescue_jitter[1]),
                                                                  float(rescue_jitter[2]))
+        self.narrow_above = None if narrow_above is None else float(narrow_above)
 
     # -- coarse search -------------------------------------------------------------------------
 
@@ -690,8 +699,62 @@ class GlobalSearchRegistrar:
         pyr = ImagePyramid(moving)
         levels = {s: _FixedLevel(_resized(fixed, s)) for s in self.sizes}
         matrix, d = self._search_with_rescue(pyr, levels, fixed, ir_size)
-        if self.narrow_fallback and self.ir_field == "wider" and ir_size is not None and d["fallback"] is not None:
+        if self.ir_field != "wider" or ir_size is None:
+            return matrix, d
+        if self.narrow_fallback and d["fallback"] is not None:
             return self._narrow_fallback(pyr, levels, fixed, ir_size, matrix, d)
+        if self.narrow_above is not None and d["fallback"] is None:
+            d["anchor_scale"] = self.anchor_scale(matrix, tuple(fixed.shape[-2:]), ir_size)
+            if d["anchor_scale"] >= self.narrow_above:
+                return self._narrow_if_better(pyr, levels, fixed, ir_size, matrix, d)
+        return matrix, d
+
+    def anchor_scale(self, matrix: np.ndarray, size: tuple[int, int], ir_size: tuple[int, int]) -> float:
+        """The isotropic sampling scale of a full-resolution ``matrix`` at the frame centre, relative to the
+        square-pixel anchor (the ``scales`` a candidate is labelled with; > 1: the IR sees a narrower field)."""
+        h, w = size
+        c = np.array([(w - 1) / 2.0, (h - 1) / 2.0, 1.0])
+
+        def at(p: np.ndarray) -> np.ndarray:
+            q = matrix @ p
+            return q[:2] / q[2]
+
+        jac = np.stack([at(c + [1.0, 0.0, 0.0]) - at(c - [1.0, 0.0, 0.0]),
+                        at(c + [0.0, 1.0, 0.0]) - at(c - [0.0, 1.0, 0.0])], 1) / 2.0
+        return float(math.sqrt(abs(np.linalg.det(jac @ np.linalg.inv(self._anchor(size, ir_size))))))
+
+    def _narrow_if_better(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
+                          ir_size: tuple[int, int], matrix: np.ndarray,
+                          d: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """A wide solution at the top of the wide scale range against the narrow search's: both judged over the same
+        support (the visible pixels both IR footprints cover, at the finest level) by the MIND distance and the
+        orientation correlation; the narrow one replaces it only when both prefer it, MIND by ``far_margin``."""
+        narrow = copy.copy(self)
+        narrow.ir_field, narrow.scales, narrow.narrow_fallback, narrow.narrow_above = (
+            "narrower", IR_FIELDS["narrower"], False, None)
+        matrix2, d2 = narrow._search_with_rescue(pyr, levels, fixed, ir_size)
+        if d2["fallback"] is not None:
+            d["ir_field"] = {"used": "wider", "narrower": {"start": d2["start"], "fallback": d2["fallback"]}}
+            return matrix, d
+        level = levels[self.sizes[-1]]
+        h, w = level.size
+        full = tuple(fixed.shape[-2:])
+        to_full = np.linalg.inv(_scale_matrix(pyr.size, (h, w)))
+        mats = np.stack([_rescale(m, full, (h, w)) for m in (matrix, matrix2)])
+        moved, inside = pyr.read(to_full @ mats, (h, w), padding_mode="border")
+        both = inside[0, 0] * inside[1, 0] * level.border
+        residual = (mind_descriptors(moved) - level.desc[None]).abs().mean(1)  # (2, h, w)
+        dist = (residual * both).flatten(1).sum(1) / both.sum().clamp_min(1.0)
+        orient = orientation_correlation(orientation_field(_resized(fixed.float(), self.sizes[-1]))[0], moved,
+                                         both[None, None].expand(2, 1, h, w))
+        compared = {"mind_same_support": [float(x) for x in dist],
+                    "orientation_same_support": [float(x) for x in orient], "support": float(both.mean())}
+        if float(dist[1]) < float(dist[0]) * (1.0 - self.far_margin) and float(orient[1]) > float(orient[0]):
+            d2["ir_field"] = {"used": "narrower", "wider": {"start": d["start"], "confidence": d["confidence"],
+                                                            "anchor_scale": d["anchor_scale"]}, "compared": compared}
+            return matrix2, d2
+        d["ir_field"] = {"used": "wider", "narrower": {"start": d2["start"], "confidence": d2["confidence"],
+                                                       "compared": compared}}
         return matrix, d
 
     def _search_with_rescue(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
