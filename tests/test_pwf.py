@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -361,3 +362,51 @@ def test_pwf_global_config_round_trips_and_warm_starts_from_weights_without_the_
     with pytest.raises(UserError):
         run_recipe(TrainArgs("pwf", data, None, "tiny-edge", tmp_path / "d", progress=False,
                              overrides={"init": str(tmp_path / "c" / "export.safetensors")}))
+
+
+# --- round-3 recipe options (training/data.py degrade_sources, swap_sources; losses/pwf.py hot_target_shortfall) ---
+
+def _hot_crop(batch: int = 2, size: int = 64) -> torch.Tensor:
+    ir = torch.full((batch, 1, size, size), 0.3)
+    ir[:, :, 28:36, 28:36] = 0.9  # a warm target, 1.6 % of the crop
+    return ir + 0.01 * torch.rand(batch, 1, size, size)
+
+
+def test_hot_target_shortfall_measures_the_lost_target_contrast():
+    from alignfuse.losses.pwf import hot_target_shortfall
+
+    ir = _hot_crop()
+    assert float(hot_target_shortfall(ir, ir)) == pytest.approx(0.0, abs=1e-6)  # as salient as in the IR
+    flat = torch.full_like(ir, 0.5, requires_grad=True)
+    lost = hot_target_shortfall(flat, ir)
+    assert float(lost) == pytest.approx(1.0, abs=1e-3)  # the target is gone
+    lost.backward()
+    assert flat.grad is not None and flat.grad.abs().sum() > 0
+    half = 0.3 + 0.5 * (ir - 0.3)
+    assert float(hot_target_shortfall(half, ir)) == pytest.approx(0.5, abs=0.02)
+    no_target = torch.full((2, 1, 64, 64), 0.4, requires_grad=True)  # no hot mask: zero, still differentiable
+    zero = hot_target_shortfall(no_target, no_target.detach())
+    assert float(zero) == 0.0 and zero.requires_grad
+
+
+def test_degrade_and_swap_sources_change_what_they_say():
+    from alignfuse.training.data import degrade_sources, swap_sources
+
+    rng = np.random.default_rng(0)
+    vis, ir = torch.rand(6, 1, 32, 32), torch.rand(6, 1, 32, 32)
+    v0, i0 = degrade_sources(vis, ir, np.random.default_rng(0), 0.0)
+    assert torch.equal(v0, vis) and torch.equal(i0, ir)
+    v1, i1 = degrade_sources(vis, ir, rng, 1.0)
+    for b in range(6):
+        changed = [not torch.equal(v1[b], vis[b]), not torch.equal(i1[b], ir[b])]
+        assert changed.count(True) == 1  # exactly one source per sample
+        x, y = (vis[b], v1[b]) if changed[0] else (ir[b], i1[b])
+        assert 0.2 < float(y.std() / x.std()) <= 0.71  # contrast kept by k in [0.25, 0.7]
+        if changed[0]:
+            assert float(y.mean()) <= float(x.mean()) + 1e-6  # a degraded visible crop is darker
+        else:
+            assert float(y.mean()) >= float(x.mean()) - 1e-6  # a degraded IR crop is washed out
+    sv, si = swap_sources(vis, ir, np.random.default_rng(0), 1.0)
+    assert torch.equal(sv, ir) and torch.equal(si, vis)
+    sv, si = swap_sources(vis, ir, np.random.default_rng(0), 0.0)
+    assert torch.equal(sv, vis) and torch.equal(si, ir)

@@ -17,7 +17,8 @@ import torch
 from .. import io, synth
 from ..errors import UserError
 
-__all__ = ["PairBank", "ShiftedBatch", "load_bank", "resize_bank", "paired_crops", "shifted_crops", "misaligned_crops"]
+__all__ = ["PairBank", "ShiftedBatch", "load_bank", "resize_bank", "paired_crops", "shifted_crops", "misaligned_crops",
+           "degrade_sources", "swap_sources"]
 
 
 @dataclass
@@ -196,3 +197,36 @@ def misaligned_crops(bank: PairBank, rng: np.random.Generator, batch: int, size:
         fields.append(s.field)
     return {"fixed": _stack(fixed), "moving": _stack(moving), "ir_gt": _stack(gt),
             "field_gt": torch.from_numpy(np.stack(fields))}
+
+
+def degrade_sources(vis: torch.Tensor, ir: torch.Tensor, rng: np.random.Generator, p: float,
+                    noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, with probability ``p``, one source (chosen at random) loses contrast around its crop mean ``m``:
+    ``x' = m' + k (x - m)``, ``k ~ U(0.25, 0.7)``; a visible crop also darkens (``m' = m U(0.5, 1)``, a night frame), an
+    IR crop washes out (``m' = m + (1 - m) U(0, 0.3)``, a warm scene); plus Gaussian noise of std ``U(0, noise)``.
+    (B, 1, s, s) x2 in [0, 1] -> the same; the draws are one block, so the stream does not depend on the picks."""
+    n = vis.shape[0]
+    draws = rng.random((6, n))
+    hit, pick_ir = draws[0] < p, draws[1] < 0.5
+    k = 0.25 + 0.45 * draws[2]
+
+    def per_sample(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=vis.dtype, device=vis.device).view(n, 1, 1, 1)
+
+    out = []
+    for x, is_ir in ((vis, False), (ir, True)):
+        m = x.mean((2, 3), keepdim=True)
+        m_new = m + (1.0 - m) * per_sample(0.3 * draws[3]) if is_ir else m * per_sample(0.5 + 0.5 * draws[3])
+        y = m_new + per_sample(k) * (x - m)
+        if noise > 0:
+            y = y + per_sample(noise * draws[4]) * torch.as_tensor(rng.standard_normal(tuple(x.shape)), dtype=x.dtype,
+                                                                   device=x.device)
+        out.append(torch.where(per_sample(hit & (pick_ir == is_ir)) > 0, y.clamp(0.0, 1.0), x))
+    return out[0], out[1]
+
+
+def swap_sources(vis: torch.Tensor, ir: torch.Tensor, rng: np.random.Generator,
+                 p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, with probability ``p``, the IR and visible crops trade places: (B, 1, s, s) x2 -> (vis, ir)."""
+    flip = torch.as_tensor(rng.random(vis.shape[0]) < p, device=vis.device).view(-1, 1, 1, 1)
+    return torch.where(flip, ir, vis), torch.where(flip, vis, ir)

@@ -16,7 +16,7 @@ import torch
 from .. import checkpoints
 from ..errors import UnknownNameError, UserError
 from ..learned_stages import weights_path
-from .data import load_bank, paired_crops, pick_image, resize_bank, shifted_crops
+from .data import degrade_sources, load_bank, paired_crops, pick_image, resize_bank, shifted_crops, swap_sources
 from .loop import LoopConfig, TrainLoop, setup_distributed
 
 __all__ = ["RECIPES", "COMMON_KEYS", "TrainArgs", "run_recipe", "cpstn_generator_state"]
@@ -212,14 +212,24 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # from weights without the branch loads everything else and starts the branch at zero (same output).
         # photometric a > 0: each source of each crop, with probability 1/2, gets a gamma exp(U(-a, a)), so the
         # branch sees more varied image statistics than RoadScene's (0: off, the crops as they are).
+        # issue 15 item 2, round 3 (all 0: off, the batch stream and the loss as before):
+        # swap p: with probability p a sample's IR and visible crops trade places (every PWFLoss term is symmetric in
+        # the two sources, so the target is unchanged; the net must tell the dominant source from the content).
+        # degrade p: with probability p one source of the sample, chosen at random, loses contrast around its crop
+        # mean m: x' = m' + k (x - m), k ~ U(0.25, 0.7); a visible one also darkens (m' = m U(0.5, 1), night), an IR
+        # one washes out (m' = m + (1 - m) U(0, 0.3), a warm scene); + Gaussian noise of std U(0, degrade_noise).
+        # w_hot: + w_hot x the hot-target contrast shortfall of the true IR: per crop with a hot mask (IR > mean + 2
+        # std, 0.1-20 % of the crop, ring = 15 px around it), max(0, 1 - (F mask - F ring) / (IR mask - IR ring)).
         "cpu-global": {"net": "cpu", "levels": 0, "steps": 600, "batch": 8, "crop": 128, "lr": 5e-4, "w_ssim": 1.0,
                        "w_grad": 30.0, "w_int": 1.0, "target": "max", "w_rmse": 5.0, "w_qabf": 2.0,
                        "grad_gain": 1.15, "w_sd": 5.0, "w_qcv": 0.0, "qcv_ref": 400, "init": "shipped",
-                       "global_branch": True, "photometric": 0.0, "checkpoint_every": 100, "log_every": 20},
+                       "global_branch": True, "photometric": 0.0, "swap": 0.0, "degrade": 0.0, "degrade_noise": 0.0,
+                       "w_hot": 0.0, "checkpoint_every": 100, "log_every": 20},
         "tiny-global": {"net": "tiny", "levels": 0, "steps": 3, "batch": 2, "crop": 32, "lr": 1e-3, "w_ssim": 1.0,
                         "w_grad": 10.0, "w_int": 1.0, "target": "max", "w_rmse": 1.0, "w_qabf": 1.0,
                         "grad_gain": 1.1, "w_sd": 1.0, "w_qcv": 0.0, "qcv_ref": 64, "init": "",
-                        "global_branch": True, "photometric": 0.5, "checkpoint_every": 1, "log_every": 1},
+                        "global_branch": True, "photometric": 0.5, "swap": 0.5, "degrade": 0.5,
+                        "degrade_noise": 0.01, "w_hot": 1.0, "checkpoint_every": 1, "log_every": 1},
     },
 }
 
@@ -646,7 +656,7 @@ def _difn(args: TrainArgs, cfg: dict[str, Any]):
 def _pwf(args: TrainArgs, cfg: dict[str, Any]):
     import numpy as np
 
-    from ..losses.pwf import PWFLoss
+    from ..losses.pwf import PWFLoss, hot_target_shortfall
     from ..models.pwf import PWF_CONFIGS, build_pwf
 
     if cfg["net"] not in PWF_CONFIGS:
@@ -686,7 +696,17 @@ def _pwf(args: TrainArgs, cfg: dict[str, Any]):
             gammas = np.where(rng.random((2, n)) < 0.5, 1.0, np.exp(rng.uniform(-a, a, (2, n))))
             gammas = torch.as_tensor(gammas, dtype=vis.dtype, device=vis.device).view(2, n, 1, 1, 1)
             vis, ir = vis.clamp(0.0, 1.0).pow(gammas[0]), ir.clamp(0.0, 1.0).pow(gammas[1])
-        total, terms = loss_fn(model(ir, vis).fused, ir, vis)
+        if cfg.get("degrade", 0.0) > 0:
+            vis, ir = degrade_sources(vis, ir, rng, float(cfg["degrade"]), float(cfg.get("degrade_noise", 0.0)))
+        true_ir = ir  # the hot-target term follows the real IR wherever the swap puts it
+        if cfg.get("swap", 0.0) > 0:
+            vis, ir = swap_sources(vis, ir, rng, float(cfg["swap"]))
+        fused = model(ir, vis).fused
+        total, terms = loss_fn(fused, ir, vis)
+        if cfg.get("w_hot", 0.0) > 0:
+            hot = hot_target_shortfall(fused, true_ir)
+            total = total + float(cfg["w_hot"]) * hot
+            terms = {**terms, "hot": float(hot.detach())}
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
