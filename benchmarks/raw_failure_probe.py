@@ -6,6 +6,7 @@
     python benchmarks/raw_failure_probe.py jitter --top 3 --step 10 --dscale 0.04   # extra LK starts
     python benchmarks/raw_failure_probe.py rank --top 64 FLIR_07176 ...        # coarse candidates by criterion
     python benchmarks/raw_failure_probe.py measures                            # which measure prefers the truth
+    python benchmarks/raw_failure_probe.py matches --top 2 --side 200          # the matched starts before refinement
 
 ``gt``: the registrar's solution against the refinement started from the ground truth (TRE, MIND distance,
 orientation correlation of each). ``basin``: the refinement started from the ground truth moved by a scale change
@@ -217,6 +218,26 @@ def cmd_measures(args) -> None:
           + ", ".join(f"{k} {v}/{failing}" for k, v in prefers.items()))
 
 
+def cmd_matches(args) -> None:
+    """Each matched start on its own (before any refinement): its TRE and inliers, per candidate, against the
+    search's answer, on the failing probe pairs."""
+    g = GlobalSearchRegistrar(match_starts=(args.top, args.side))
+    names = [n.rsplit(".", 1)[0] for n in io.read_split(PROBE)][:FAILING]
+    near = 0
+    for name in names:
+        pair, points, truth, moving, fixed = _pair(name)
+        pyr = ImagePyramid(moving)
+        coarse = [(label, m) for _, label, m in g.coarse(pyr, fixed, pair.ir_size)]
+        starts = g._matched(pyr, fixed, coarse)
+        found, _ = g.register_pair(moving, fixed, pair.ir_size)
+        tres = [(label.rsplit("_match", 1)[1], _tre(m, pair, points)) for label, m in starts]
+        near += any(t <= 5 for _, t in tres)
+        print(f"{name}: search {_tre(found, pair, points):.2f} raw px | coarse "
+              f"{', '.join(f'{_tre(m, pair, points):.1f}' for _, m in coarse[:args.top])} | matched starts "
+              f"(inliers: TRE) {', '.join(f'{n}: {t:.1f}' for n, t in tres) or 'none'}", flush=True)
+    print(f"{near} of {len(names)} failing pairs get a matched start within 5 raw px")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -232,13 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     jit.add_argument("--step", type=float, default=10.0)
     jit.add_argument("--dscale", type=float, default=0.04)
     sub.add_parser("measures")
+    mt = sub.add_parser("matches")
+    mt.add_argument("--top", type=int, default=2)
+    mt.add_argument("--side", type=int, default=200)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.cmd in ("reference", "jitter"):
         print("| variant | mean TRE (raw px) | median | within 5 px | failing 19: mean | within 5 px | other 26: mean "
               "| s / pair |\n|---|---|---|---|---|---|---|---|")
     {"gt": cmd_gt, "basin": cmd_basin, "reference": cmd_reference, "jitter": cmd_jitter, "rank": cmd_rank,
-     "measures": cmd_measures}[args.cmd](args)
+     "measures": cmd_measures, "matches": cmd_matches}[args.cmd](args)
     return 0
 
 

@@ -704,3 +704,49 @@ def test_a_wide_solution_at_the_top_of_the_scale_range_meets_the_narrow_search(w
     else:
         assert d["ir_field"]["used"] == used
         assert np.allclose(matrix, truth)
+
+
+def test_mind_patch_matches_recover_a_cross_modal_homography():
+    """The matcher behind the matched starts, as the search uses it (~200 px, the candidate pose already within a
+    grid step): the visible image against its aligned IR moved by a known homography (1.5 deg, 3 % zoom, (11, -5)
+    px, i.e. 27 px at full size): the RANSAC homography of the matches lands within the refinement's basin (the
+    aligned sample pair itself sits 1-2 px from MIND's optimum, so ~1-3 px is the expected error)."""
+    from alignfuse.registration.matching import FixedMatcher
+
+    ir, vis = _sample()
+    w, h = round(vis.shape[1] * 0.4), round(vis.shape[0] * 0.4)
+    ir, vis = (cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA) for a in (ir, vis))
+    c, s = 1.03 * math.cos(math.radians(1.5)), 1.03 * math.sin(math.radians(1.5))
+    centre = np.array([[1, 0, -(w - 1) / 2], [0, 1, -(h - 1) / 2], [0, 0, 1.0]])
+    truth = np.linalg.inv(centre) @ np.array([[c, -s, 11.0], [s, c, -5.0], [0.0, 0.0, 1.0]]) @ centre
+    moved = cv2.warpPerspective(ir, truth, (w, h), flags=cv2.INTER_LINEAR)  # moved(truth p) = ir(p)
+    inside = cv2.warpPerspective(np.ones_like(ir), truth, (w, h), flags=cv2.INTER_NEAREST)
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]  # noqa: E731
+    found = FixedMatcher(to_t(vis)).homography(to_t(moved), to_t(inside))
+    assert found is not None
+    hom, inliers = found
+    assert inliers >= 50
+    grid = np.stack(np.meshgrid(np.linspace(10, w - 10, 5), np.linspace(10, h - 10, 4)), -1).reshape(-1, 2)
+    pts = np.c_[grid, np.ones(len(grid))].T
+    want, got = truth @ pts, hom @ pts
+    err = np.hypot(*(got[:2] / got[2] - want[:2] / want[2]))
+    assert err.mean() < 4.0, err  # doing nothing: 12 px
+    # an IR with nothing in common with the visible image gives no homography rather than a random one
+    noise = np.random.default_rng(0).random((h, w))
+    assert FixedMatcher(to_t(vis)).homography(to_t(noise), to_t(np.ones((h, w)))) is None
+
+
+def test_implausible_match_homographies_are_no_start():
+    """A chance consensus of matches on a flat or noisy image fits a wild warp (a zoom into texture that fools the
+    MIND distance): only a near-similarity with mild perspective is a residual a coarse candidate can leave."""
+    from alignfuse.registration.matching import plausible_residual
+
+    size = (120, 200)
+    c, s = 1.1 * math.cos(math.radians(8)), 1.1 * math.sin(math.radians(8))
+    assert plausible_residual(np.array([[c, -s, 40.0], [s, c, -25.0], [0.0, 0.0, 1.0]]), size)
+    assert plausible_residual(np.array([[1.0, 0.0, 0.0], [0.0, 0.8, 0.0], [2e-4, 0.0, 1.0]]), size)
+    assert not plausible_residual(np.diag([1.0, 0.5, 1.0]), size)  # a 2x stretch
+    assert not plausible_residual(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), size)  # 90 deg
+    assert not plausible_residual(np.diag([1.0, -1.0, 1.0]), size)  # a mirror
+    assert not plausible_residual(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [4e-3, 0.0, 1.0]]), size)  # perspective
+
