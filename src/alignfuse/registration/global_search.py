@@ -462,9 +462,9 @@ class GlobalSearchRegistrar:
             matches (:mod:`.matching`: the IR read by the candidate at ``long_side`` px, dense MIND-patch matches to
             the visible image, RANSAC homography), which the refinement and the acceptance tests then judge like any
             other start (``None``: none). Where a wrong pose dominates the coarse sum, a few shared structures still
-            vote for the right one. (2, 200): on the 45 ``roadscene_raw`` probe training pairs 4.31 -> 3.68 raw px
-            (30 -> 33 within 5 px, none worse by more than 0.3 px); 25 RoadScene training pairs per preset
-            unchanged; only in the rescue search it changed nothing (docs/RESULTS.md §1.10).
+            vote for the right one. (2, 200): on the 45 ``roadscene_raw`` probe training pairs 4.31 -> 3.59 raw px
+            (30 -> 33 within 5 px, no other pair moved); 25 RoadScene training pairs per preset unchanged but one
+            ``shift:13`` pair (4.1 -> 5.6 px); only in the rescue search it changed nothing (docs/RESULTS.md §1.10).
         occam_margin: the chosen solution is replaced by a pure translation (the one that moves the frame centre
             alike, refined alone over the last two levels) when that keeps all but this fraction of its MIND gain over
             the input (``None``: never): the extra parameters of an affine or homography fit follow MIND's own

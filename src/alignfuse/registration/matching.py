@@ -8,8 +8,9 @@ for its own counterpart, and RANSAC keeps the largest geometric consensus, so a 
 A candidate pose (scale, rotation, shift from the coarse search) first brings the IR near the visible geometry, since
 MIND patches are neither scale- nor rotation-invariant; the matches then give the residual homography anywhere in the
 frame. Descriptors: 5x5 patches (dilation 2) of the 8-channel MIND descriptor (:mod:`alignfuse.losses.mind`),
-centred per pixel and L2-normalised; the visible image's most structured pixels are matched against every IR pixel
-the candidate covers, mutual nearest neighbours only.
+centred per pixel and L2-normalised; the visible image's most structured pixels are matched against every 2nd IR
+pixel (in x and y) the candidate covers, mutual nearest neighbours only; only a plausible residual
+(:func:`plausible_residual`) is returned.
 """
 
 from __future__ import annotations
