@@ -601,12 +601,14 @@ def test_folder_ext_error_names_the_option(tmp_path, capsys):
     ["report", "--data", "{d}", "-o", "{d}/vi/report", "--quick", "-q"],
     ["train", "pwf", "--data", "{d}", "--out", "{d}/ir", "--config", "tiny", "-q"],
     ["train", "pwf", "--data", "{d}", "--out", "{d}", "--config", "tiny", "-q"],
+    ["report", "--data", "{d}", "--raw", "{d}", "-o", "{d}/ir_raw/report", "--quick", "-q"],
 ])
 def test_outputs_into_the_input_dataset_are_refused_before_any_work(tmp_path, capsys, command):
     data = tmp_path / "d"
     for sub in ("ir", "vi"):
         (data / sub).mkdir(parents=True)
         Image.open(SAMPLES / f"{sub}/TNO_07.png").save(data / sub / "TNO_07.png")
+    (data / "ir_raw").mkdir()  # a raw rig set's frames
     before = sorted(p.relative_to(data) for p in data.rglob("*"))
     code, _, err = run(capsys, *[part.format(d=data) for part in command])
     assert code == 2 and ("inside the input image folder" in err or "is the input dataset folder" in err), err

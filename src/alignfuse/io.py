@@ -697,14 +697,14 @@ def resolved_path(path: PathLike) -> Path:
 
 def check_output_folder(out: PathLike, datasets: Sequence[PathLike], option: str) -> None:
     """Fail before any work when the output folder ``out`` (given as ``option``) is one of the ``datasets`` folders
-    or lies in one of their image folders (``ir/``, ``vi/``): what a command writes there would be read back as
-    input images (a report's example JPEGs as unpaired visible images) or overwrite them."""
+    or lies in one of their image folders (``ir/``, ``vi/``, a raw rig set's ``ir_raw/``): what a command writes there
+    would be read back as input images (a report's example JPEGs as unpaired visible images) or overwrite them."""
     target = resolved_path(out)
     for data in datasets:
         root = resolved_path(data)
         if target == root:
             raise UserError(f"{option} {out}: is the input dataset folder {data}; write the outputs elsewhere")
-        for sub in ("ir", "vi"):
+        for sub in ("ir", "vi", "ir_raw"):
             if target == root / sub or root / sub in target.parents:
                 raise UserError(f"{option} {out}: is inside the input image folder {Path(data) / sub}; the outputs "
                                 "would mix with the inputs")
