@@ -465,6 +465,10 @@ class GlobalSearchRegistrar:
             vote for the right one. (2, 200): on the 45 ``roadscene_raw`` probe training pairs 4.31 -> 3.59 raw px
             (30 -> 33 within 5 px, no other pair moved); 25 RoadScene training pairs per preset unchanged but one
             ``shift:13`` pair (4.1 -> 5.6 px); only in the rescue search it changed nothing (docs/RESULTS.md §1.10).
+        match_to_pixel: each match, found among every 2nd IR pixel, is then placed at the best pixel of its
+            neighbourhood (~0.05 s more per candidate). Tried, off: it undoes the two training-pair harms of the
+            stride-2 matches (``shift:13`` ``FLIR_00288``, ``rig_zoo`` narrow 1.5 ``FLIR_00594``) but adds one of its
+            own (``rig_zoo`` narrow 1.3 3.20 -> 3.33 px), with the same probe result (docs/RESULTS.md §1.10).
         occam_margin: the chosen solution is replaced by a pure translation (the one that moves the frame centre
             alike, refined alone over the last two levels) when that keeps all but this fraction of its MIND gain over
             the input (``None``: never): the extra parameters of an affine or homography fit follow MIND's own
@@ -490,7 +494,8 @@ class GlobalSearchRegistrar:
                  orientation_tiebreak: float | None = 0.06, ir_field: str = "wider", rescue_size: int | None = 128,
                  rescue_below: float = 0.10, occam_margin: float | None = 0.2, narrow_fallback: bool = True,
                  rescue_jitter: tuple[int, float, float] | None = (5, 0.04, 0.08),
-                 narrow_above: float | None = 1.35, match_starts: tuple[int, int] | None = (2, 200)) -> None:
+                 narrow_above: float | None = 1.35, match_starts: tuple[int, int] | None = (2, 200),
+                 match_to_pixel: bool = False) -> None:
         if ir_field not in IR_FIELDS:
             raise UserError(f"ir_field is one of {', '.join(IR_FIELDS)}, got {ir_field!r}")
         if not (len(sizes) == len(iterations) == len(models)) or not sizes:
@@ -527,6 +532,7 @@ class GlobalSearchRegistrar:
                                                                  float(rescue_jitter[2]))
         self.narrow_above = None if narrow_above is None else float(narrow_above)
         self.match_starts = None if match_starts is None else (int(match_starts[0]), int(match_starts[1]))
+        self.match_to_pixel = bool(match_to_pixel)
 
     # -- coarse search -------------------------------------------------------------------------
 
@@ -901,7 +907,7 @@ class GlobalSearchRegistrar:
         for label, m in coarse[:top]:
             read = m @ np.linalg.inv(to_small)  # small visible px -> IR px
             moved, inside = pyr.read(read[None], size, padding_mode="zeros")
-            found = matcher.homography(moved, inside)
+            found = matcher.homography(moved, inside, to_pixel=self.match_to_pixel)
             if found is not None:
                 hom, inliers = found
                 out.append((f"{label}_match{inliers}", read @ hom @ to_small))

@@ -57,19 +57,32 @@ class FixedMatcher:
         self.desc_keep, self.desc_pool = desc[self.keep], desc[self.pool]
 
     def homography(self, moving: torch.Tensor, inside: torch.Tensor, threshold: float = 2.0,
-                   min_inliers: int = 20, stride: int = 2) -> tuple[np.ndarray, int] | None:
+                   min_inliers: int = 20, stride: int = 2,
+                   to_pixel: bool = False) -> tuple[np.ndarray, int] | None:
         """moving, inside: (1, 1, h, w) the IR brought near by a candidate pose and where it holds image -> (3x3
         sampling matrix, fixed px -> moving px; RANSAC inliers), or None with fewer than ``min_inliers``.
 
         The moving image is described at every ``stride``-th pixel (2: a quarter of the work; a match is then placed
-        to within a pixel, well inside the refinement's basin)."""
-        w = self.size[1]
+        to within a pixel, well inside the refinement's basin); ``to_pixel`` then places each match at the best
+        pixel of its stride x stride neighbourhood (full-resolution descriptors there)."""
+        h, w = self.size
         desc_moving = patch_descriptors(moving, stride)
         sim = self.desc_keep @ desc_moving.T  # (k, n)
         sim[:, inside[0, 0, ::stride, ::stride].flatten() < 0.5] = -2.0
         best_cell = sim.argmax(1)
         cols = -(-w // stride)
-        best = (best_cell // cols) * stride * w + (best_cell % cols) * stride  # pixel index on the full grid
+        by, bx = (best_cell // cols) * stride, (best_cell % cols) * stride
+        if to_pixel and stride > 1:
+            full = patch_descriptors(moving)
+            r = torch.arange(-(stride - 1), stride)
+            ny = (by[:, None, None] + r[None, :, None]).clamp(0, h - 1)
+            nx = (bx[:, None, None] + r[None, None, :]).clamp(0, w - 1)
+            around = (ny * w + nx).flatten(1)  # (k, (2 stride - 1)^2) pixel indices
+            score = (full[around] * self.desc_keep[:, None]).sum(-1)
+            score = torch.where(inside.flatten()[around] >= 0.5, score, torch.full_like(score, -2.0))
+            pick = around.gather(1, score.argmax(1, keepdim=True))[:, 0]
+            by, bx = pick // w, pick % w
+        best = by * w + bx  # pixel index on the full grid
         # mutual: the keypoint is also the best of the pool for the pixel it matched
         mutual = self.pool[(desc_moving[best_cell] @ self.desc_pool.T).argmax(1)] == self.keep
         if int(mutual.sum()) < max(min_inliers, 4):
