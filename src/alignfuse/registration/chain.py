@@ -33,6 +33,7 @@ from kornia.geometry import create_meshgrid
 
 from ..losses.mind import mind_descriptors
 from .features import orientation_correlation, orientation_field
+from .global_search import KEPT_AS_DELIVERED
 
 __all__ = ["ChainRegistrar", "Stage", "MindJudge", "OrientationJudge", "affine_fraction", "inverse_residual",
            "mind_gain", "orientation_gain"]
@@ -289,8 +290,7 @@ class ChainRegistrar(torch.nn.Module):
         if not doubts and ir_size is not None and global_stages and not any(s["accepted"] for s in global_stages):
             # the global stage's own answer was rejected here (e.g. a zoom into sensor noise that its search
             # scored as a gain): the IR of another size is kept as delivered, just as when the search found nothing
-            doubts = ["no global alignment kept for an IR delivered at another size; the input is kept as if the "
-                      "two images were already registered"]
+            doubts = [f"no global alignment kept for an IR delivered at another size; {KEPT_AS_DELIVERED}"]
         if doubts:
             d["suspect"] = True
             d["warning"] = "; ".join(doubts)

@@ -54,7 +54,7 @@ from ..errors import UserError
 from ..losses.mind import mind_descriptors
 from ..stages import RegistrationResult
 from .features import orientation_correlation, orientation_field
-from .matching import FixedMatcher
+from .matching import FixedMatcher, homography_jacobian
 
 # the isotropic sampling scales the coarse search tries (resampled-IR px per visible px about the square-pixel anchor),
 # by what the user says of the IR's field of view: "wider" (the default; an IR that sees more than the visible camera,
@@ -62,6 +62,9 @@ from .matching import FixedMatcher
 # visible width, as beside a wide visible camera on drone gimbals); the same step (~7 %) in both
 IR_FIELDS = {"wider": tuple(np.exp(np.linspace(math.log(0.45), math.log(1.6), 19))),
              "narrower": tuple(np.exp(np.linspace(math.log(0.9), math.log(2.6), 16)))}
+
+# the warning for an IR of another size left as delivered (the search's own, and the chain's when it rejects the search)
+KEPT_AS_DELIVERED = "the input is kept as if the two images were already registered"
 
 __all__ = ["GlobalSearchRegistrar", "refine_matrix", "refine_matrices", "refine_matrix_joint", "describe_model"]
 
@@ -728,14 +731,7 @@ class GlobalSearchRegistrar:
         """The isotropic sampling scale of a full-resolution ``matrix`` at the frame centre, relative to the
         square-pixel anchor (the ``scales`` a candidate is labelled with; > 1: the IR sees a narrower field)."""
         h, w = size
-        c = np.array([(w - 1) / 2.0, (h - 1) / 2.0, 1.0])
-
-        def at(p: np.ndarray) -> np.ndarray:
-            q = matrix @ p
-            return q[:2] / q[2]
-
-        jac = np.stack([at(c + [1.0, 0.0, 0.0]) - at(c - [1.0, 0.0, 0.0]),
-                        at(c + [0.0, 1.0, 0.0]) - at(c - [0.0, 1.0, 0.0])], 1) / 2.0
+        jac = homography_jacobian(np.asarray(matrix, dtype=np.float64), (w - 1) / 2.0, (h - 1) / 2.0)
         return float(math.sqrt(abs(np.linalg.det(jac @ np.linalg.inv(self._anchor(size, ir_size))))))
 
     def _narrow_if_better(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
@@ -807,7 +803,7 @@ class GlobalSearchRegistrar:
             return matrix2, d2
         d["ir_field"] = {"used": "wider", "narrower": summary}
         d["warning"] = ("no global alignment found for an IR delivered at another size, with a wider or a narrower IR "
-                        "field; the input is kept as if the two images were already registered")
+                        f"field; {KEPT_AS_DELIVERED}")
         return matrix, d
 
     def _register(self, pyr: ImagePyramid, levels: dict[int, _FixedLevel], fixed: torch.Tensor,
@@ -884,8 +880,8 @@ class GlobalSearchRegistrar:
         if d["fallback"] is not None and ir_size is not None:
             # an IR of another size kept as delivered: right only if the two images were registered before they
             # reached us; a rig whose IR sees a narrower field than this search tries ends here too (RESULTS §1.12)
-            d.update(suspect=True, warning="no global alignment found for an IR delivered at another size; the input "
-                     "is kept as if the two images were already registered" + (
+            d.update(suspect=True, warning=f"no global alignment found for an IR delivered at another size; "
+                     f"{KEPT_AS_DELIVERED}" + (
                          "; if the IR camera sees a narrower field than the visible one, try --ir-field narrower"
                          if self.ir_field == "wider" else ""))
         d.update(matrix=matrix.tolist(), model=describe_model(matrix, full),

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..losses.mind import mind_descriptors
 
-__all__ = ["patch_descriptors", "FixedMatcher", "plausible_residual"]
+__all__ = ["patch_descriptors", "FixedMatcher", "plausible_residual", "homography_jacobian"]
 
 
 def patch_descriptors(img: torch.Tensor, stride: int = 1) -> torch.Tensor:
@@ -96,7 +96,7 @@ class FixedMatcher:
         return (hom, int(inliers.sum())) if plausible_residual(hom, self.size) else None
 
 
-def _jacobian(hom: np.ndarray, x: float, y: float) -> np.ndarray:
+def homography_jacobian(hom: np.ndarray, x: float, y: float) -> np.ndarray:
     """2x2 Jacobian of the homography ``hom`` at pixel (x, y)."""
     p = hom @ np.array([x, y, 1.0])
     return (hom[:2, :2] - np.outer(p[:2] / p[2], hom[2, :2])) / p[2]
@@ -109,11 +109,11 @@ def plausible_residual(hom: np.ndarray, size: tuple[int, int], max_stretch: floa
     whose local area changes across the frame by at most ``max_area_change`` (mild perspective)? A chance consensus
     of matches (flat or repetitive images) fits wild warps, which zoom into texture and fool the distance."""
     h, w = size
-    centre = _jacobian(hom, (w - 1) / 2, (h - 1) / 2)
+    centre = homography_jacobian(hom, (w - 1) / 2, (h - 1) / 2)
     sv = np.linalg.svd(centre, compute_uv=False)
     angle = np.degrees(np.arctan2(centre[1, 0] - centre[0, 1], centre[0, 0] + centre[1, 1]))
     if np.linalg.det(centre) <= 0 or sv[0] > max_stretch or sv[1] < 1 / max_stretch or abs(angle) > max_angle:
         return False
     area = np.linalg.det(centre)
-    corners = [np.linalg.det(_jacobian(hom, x, y)) / area for x in (0, w - 1) for y in (0, h - 1)]
+    corners = [np.linalg.det(homography_jacobian(hom, x, y)) / area for x in (0, w - 1) for y in (0, h - 1)]
     return all(1 / max_area_change <= c <= max_area_change for c in corners)
