@@ -420,15 +420,26 @@ def test_weights_dir_unused_by_the_pipeline_is_a_one_line_warning(tmp_path, caps
     assert str(tmp_path) in lines[0] and "warnings.warn" not in err
 
 
-def test_registry_does_not_import_the_model_pipelines():
-    """model_pipelines registers into the registry; the registry (and the stages it uses) must not import it back."""
+def test_registry_does_not_import_the_model_pipelines_at_load_but_registers_them_on_lookup():
+    """model_pipelines registers into the registry; the registry (and the stages it uses) must not import it back
+    when they load (an import cycle). The registry loads it on its first lookup instead (a deferred import, so that
+    ``import alignfuse`` loads no torch), and a lookup through the registry alone finds the network pipelines."""
     import ast
+    import subprocess
+    import sys
 
     import alignfuse
 
     src = Path(alignfuse.__file__).parent
     for module in ("registry.py", "learned_stages.py"):
         tree = ast.parse((src / module).read_text())
-        imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        imported |= {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        top += [n for b in tree.body if isinstance(b, ast.If) for n in b.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        imported = {n.module or "" for n in top if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in top for a in n.names}
         assert not any("model_pipelines" in name for name in imported), module
+    code = ("import sys; from alignfuse.registry import create_pipeline, list_pipelines; "
+            "print('alignfuse.model_pipelines' in sys.modules, 'rfvif' in list_pipelines(classical=False), "
+            "type(create_pipeline('umf-cmgr')).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "Pipeline"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -35,3 +38,27 @@ def test_torch_is_a_range_in_pyproject_and_pinned_only_in_the_constraints():
     for version in ("2.1.0", "2.4.1+cu121", "2.13.0", torch.__version__):
         assert Version(version) in spec, version
     assert Version("2.0.1") not in spec  # no torch.utils.flop_counter (models/rfvif.py)
+
+
+def _run_python(code: str, wait_policy: str | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if wait_policy is not None:
+        env["OMP_WAIT_POLICY"] = wait_policy
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose_one():
+    """Spinning OpenMP threads made a fuse call many times slower beside one busy process (bench_wait_policy.py);
+    the policy must be in the environment before torch loads its runtime, i.e. set by the package's first import."""
+    code = "import os; import alignfuse; import torch; print(os.environ['OMP_WAIT_POLICY'])"
+    assert _run_python(code) == "PASSIVE"
+    assert _run_python(code, wait_policy="ACTIVE") == "ACTIVE"
+
+
+def test_the_package_and_the_command_line_parser_load_no_torch():
+    """`alignfuse --help` and usage errors answer at once: torch loads only when a pipeline or an image is used."""
+    code = ("import sys; import alignfuse; from alignfuse.cli import build_parser; build_parser(); "
+            "print('torch' in sys.modules, alignfuse.DEFAULT_PIPELINE in alignfuse.list_models(), "
+            "'torch' in sys.modules, callable(alignfuse.load_pipeline))")
+    assert _run_python(code) == "False True True True"

@@ -12,14 +12,37 @@ Fields everywhere are float32 (2, H, W) pixel (dx, dy) with aligned[y, x] = movi
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
-from . import model_pipelines  # noqa: F401  (registers the network pipelines in the registry)
-from .api import FuseResult, fuse_arrays, load_pipeline, register_arrays
+# torch's OpenMP pool spins for work under the default (ACTIVE) wait policy; beside any other busy process that
+# makes every call many times slower (benchmarks/bench_wait_policy.py). Set before torch is first imported, since
+# the runtime reads it once; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from typing import TYPE_CHECKING, Any
+
 from .errors import AlignfuseWarning, UserError
-from .pipeline import Pipeline
 from .registry import DEFAULT_PIPELINE, list_pipelines
+
+if TYPE_CHECKING:
+    from .api import FuseResult, fuse_arrays, load_pipeline, register_arrays
+    from .pipeline import Pipeline
+
+# loaded on first use (PEP 562), so importing the package (and `alignfuse --help`) does not load torch
+_LAZY = {"FuseResult": "api", "fuse_arrays": "api", "load_pipeline": "api", "register_arrays": "api",
+         "Pipeline": "pipeline"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __version__ = "0.1.0"
 __all__ = ["fuse", "register", "fuse_arrays", "register_arrays", "load_pipeline", "list_models", "Pipeline",
@@ -44,6 +67,7 @@ def fuse(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | None 
     that is one of the inputs, or that no writer can write, is a :class:`UserError` before any work). What was
     converted on reading (``FuseResult.notes``) and a suspect registration are :class:`AlignfuseWarning` s."""
     from . import io
+    from .api import fuse_arrays, load_pipeline
 
     io.check_outputs([ir_path, vis_path], [(out_path, "output")])
     pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)
@@ -61,6 +85,7 @@ def register(ir_path: str | Path, vis_path: str | Path, out_path: str | Path | N
     """Read a pair and register the IR onto the VIS; write the aligned IR to ``out_path`` if given (checked first,
     as in :func:`fuse`)."""
     from . import io
+    from .api import load_pipeline, register_arrays
 
     io.check_outputs([ir_path, vis_path], [(out_path, "output")])
     pair = io.load_pair(Path(ir_path), Path(vis_path), resize_ir=resize_ir)

@@ -18,7 +18,6 @@ from typing import Sequence
 
 import numpy as np
 
-from . import io
 from .errors import UserError, suspect_detail
 from .registry import DEFAULT_PIPELINE
 
@@ -177,6 +176,7 @@ def _pair_job(args: argparse.Namespace, name: str, ir_path: Path, vis_path: Path
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
+    from . import io
     folder_mode = args.ir_dir is not None or args.vis_dir is not None
     video_mode = args.ir_video is not None or args.vis_video is not None
     if video_mode:
@@ -230,6 +230,7 @@ def _folder_only_options(args: argparse.Namespace) -> list[str]:
 
 
 def _fuse_folder(args: argparse.Namespace) -> int:
+    from . import io
     from tqdm import tqdm
 
     from .batch import Report, grouped_notes, open_runner, stale_files, stale_warning
@@ -283,6 +284,7 @@ def _fuse_folder(args: argparse.Namespace) -> int:
 
 
 def _fuse_video(args: argparse.Namespace) -> int:
+    from . import io
     from . import video
     from .batch import open_runner
 
@@ -318,6 +320,7 @@ def _fuse_video(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ register
 def cmd_register(args: argparse.Namespace) -> int:
+    from . import io
     from .api import register_arrays
 
     field_out = _optional_path(args.field, "--field")
@@ -348,6 +351,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ calibrate
 def _calibration_pairs(args: argparse.Namespace, failures: list[str]) -> list:
+    from . import io
     names = io.read_split(Path(args.split)) if args.split else None
     pairs, unpaired = io.pair_folders(Path(args.ir_dir), Path(args.vis_dir), names=names)
     if not pairs:
@@ -360,6 +364,7 @@ def _calibration_pairs(args: argparse.Namespace, failures: list[str]) -> list:
 
 
 def _calibration_frames_from_folders(args: argparse.Namespace, pairs: list, failures: list[str]):
+    from . import io
     for stem, ir_path, vis_path in pairs:
         try:
             pair = io.load_pair(ir_path, vis_path, ir_norm=_ir_norm(args))
@@ -371,6 +376,7 @@ def _calibration_frames_from_folders(args: argparse.Namespace, pairs: list, fail
 
 def _calibration_frames_from_videos(args: argparse.Namespace, ir, vis):
     """Frames of two open ``video.VideoInput`` streams, paired by index (``--limit``: spread over the videos)."""
+    from . import io
     from . import video
 
     with ir, vis:
@@ -391,6 +397,7 @@ def _calibration_frames_from_videos(args: argparse.Namespace, ir, vis):
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from . import io
     from tqdm import tqdm
 
     from .registration.rig import estimate_rig
@@ -439,6 +446,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- synth
 def cmd_synth(args: argparse.Namespace) -> int:
+    from . import io
     from tqdm import tqdm
 
     from . import synth
@@ -492,6 +500,7 @@ def _fusion_metric_names(spec: str | None) -> tuple[str, ...]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import io
     from .api import load_pipeline
     from .evaluation import REGISTRATION_METRICS, evaluate, format_table, iter_samples, summarise
 
@@ -564,6 +573,7 @@ class _SourceAction(argparse.Action):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from . import io
     from .report import make_plan, run_report
 
     _set_threads(args)
@@ -584,6 +594,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- metrics
 def cmd_metrics(args: argparse.Namespace) -> int:
+    from . import io
     from .metrics import compute_fusion_metrics
 
     def load_255(path: str, kind: str) -> np.ndarray:
@@ -626,6 +637,7 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import io
     from .training.recipes import TrainArgs, run_recipe
 
     _set_threads(args)

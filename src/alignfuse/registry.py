@@ -7,8 +7,9 @@ Two kinds of names:
   ``identity+average``; every registrar x fuser pair is valid (the papers' Table 2 is such a grid).
   The fuser may be a learned one (:data:`alignfuse.learned_stages.LEARNED_FUSERS`, e.g. ``ecc+difn``).
 
-The network pipelines register when :mod:`alignfuse.model_pipelines` is imported, which
-``import alignfuse`` does; this module never imports it (model_pipelines imports the registry).
+The network pipelines register when :mod:`alignfuse.model_pipelines` is imported; every lookup here imports it
+first (inside the function: model_pipelines imports this module). Importing the registry loads no torch, so
+``alignfuse --help`` and a usage error answer at once.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import UnknownNameError, UserError
-from .learned_stages import LEARNED_FUSERS, weights_available
-from .pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 __all__ = ["register_pipeline", "create_pipeline", "list_pipelines", "uses_weights", "DEFAULT_PIPELINE",
            "PipelineEntry"]
@@ -55,10 +57,15 @@ def register_pipeline(name: str, description: str) -> Callable[[Callable[..., Pi
     return decorate
 
 
+def _load_network_pipelines() -> None:
+    from . import model_pipelines  # noqa: F401  (registers the network pipelines)
+
+
 def _grid_fusers(shipped_only: bool = False) -> dict[str, Callable]:
     """Classical fusers (``factory()``) plus the learned ones (``factory(weights_dir)``); with ``shipped_only``,
     only the learned ones whose weights ship (what ``alignfuse models`` lists)."""
     from .baselines import FUSERS
+    from .learned_stages import LEARNED_FUSERS, weights_available
 
     learned = {k: v for k, v in LEARNED_FUSERS.items() if not shipped_only or weights_available(k)}
     return {**FUSERS, **learned}
@@ -67,6 +74,8 @@ def _grid_fusers(shipped_only: bool = False) -> dict[str, Callable]:
 def _classical(name: str, weights_dir: str | Path | None = None, register_long_side: int | None = None) -> Pipeline:
     """``REGISTRAR+FUSER``; a learned fuser reads ``weights_dir`` (the shipped weights if None)."""
     from .baselines import FUSERS, REGISTRARS
+    from .learned_stages import LEARNED_FUSERS
+    from .pipeline import Pipeline
 
     reg_name, _, fuse_name = name.partition("+")
     fuser = LEARNED_FUSERS[fuse_name](weights_dir) if fuse_name in LEARNED_FUSERS else FUSERS[fuse_name]()
@@ -76,6 +85,7 @@ def _classical(name: str, weights_dir: str | Path | None = None, register_long_s
 def _factory(name: str) -> Callable[..., Pipeline]:
     from .baselines import REGISTRARS
 
+    _load_network_pipelines()
     if name in _REGISTRY:
         return _REGISTRY[name].factory
     reg_name, plus, fuse_name = name.partition("+")
@@ -86,6 +96,9 @@ def _factory(name: str) -> Callable[..., Pipeline]:
 
 def uses_weights(name: str) -> bool:
     """True when pipeline ``name`` reads network weights, i.e. a weights folder changes what it does."""
+    from .learned_stages import LEARNED_FUSERS
+
+    _load_network_pipelines()
     if name in _REGISTRY:
         return "weights_dir" in inspect.signature(_REGISTRY[name].factory).parameters
     return name.partition("+")[2] in LEARNED_FUSERS
@@ -122,6 +135,7 @@ def create_pipeline(name: str = DEFAULT_PIPELINE, weights_dir: str | Path | None
 
 def list_pipelines(classical: bool = True) -> dict[str, str]:
     """{name: description} of registered pipelines, then the classical registrar+fuser grid."""
+    _load_network_pipelines()
     out = {e.name: e.description for e in _REGISTRY.values()}
     if classical:
         from .baselines import FUSERS, REGISTRARS
