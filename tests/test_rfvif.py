@@ -32,6 +32,7 @@ from alignfuse.models.rfvif import (
     similarity_suppress,
     translate,
 )
+from alignfuse.models.pwf import laplacian_bands, reconstruct_bands
 from alignfuse.stages import Fuser
 
 TINY = replace(RFVIF_CONFIGS["cpu"], width=8, num_res_blocks=2)
@@ -536,3 +537,96 @@ def test_shift_prior_starts_at_zero_warm_starts_as_the_skip_net_and_learns_a_kno
     assert float(err.max()) < 0.75, err
     err.mean().backward()
     assert est.log_sharpness.grad is not None and float(est.log_sharpness.grad.abs()) > 0
+
+
+# ------------------------------------------------------------------------- pyramid head (extension)
+
+
+def _pyr_net() -> RFVIF:
+    return RFVIF(replace(TINY, msrb_blocks=(0, 1, 1), vis_skip=True, shift_prior=True, pyramid_head=True)).eval()
+
+
+def test_pyramid_head_config_validation_and_named_config():
+    cfg = RFVIF_CONFIGS["fast-shift-pyr"]
+    assert cfg == replace(RFVIF_CONFIGS["fast-shift"], pyramid_head=True)
+    assert not RFVIF_CONFIGS["paper"].pyramid_head and not RFVIF_CONFIGS["fast-shift"].pyramid_head
+    with pytest.raises(ValueError, match="shift_prior"):
+        replace(RFVIF_CONFIGS["fast-skip"], pyramid_head=True)
+    assert RFVIFConfig.from_dict(cfg.to_dict()) == cfg
+    net = RFVIF("fast-shift-pyr")
+    assert hasattr(net, "pyr_head") and not hasattr(RFVIF("fast-shift"), "pyr_head")
+
+
+@pytest.mark.parametrize("size", [(37, 53), (9, 15), (64, 48)])
+def test_pyramid_head_output_shape_and_range_any_size(size):
+    net = _pyr_net()
+    net.shift.gain.fill_(1.0)
+    ir, vis = _pair(2, *size)
+    with torch.no_grad():
+        out = net(ir, vis)
+    assert out.fused.shape == (2, 1, *size) and len(out.aligned_ir) == 3 and out.shift.shape == (2, 2)
+    assert float(out.fused.min()) >= 0.0 and float(out.fused.max()) <= 1.0
+
+
+def test_pyramid_head_is_the_visible_image_at_zero_ir_weight_and_the_ir_at_one():
+    net = _pyr_net()  # shift gain 0: the IR is not moved
+    ir, vis = (0.4 + 0.2 * t for t in _pair(1, 40, 56))  # no clamping in the mixed case below
+    with torch.no_grad():
+        net.pyr_beta.zero_()  # no contrast term: the weights are the head's alone
+        net.pyr_head[2].bias.fill_(-60.0)  # all IR weights ~0
+        assert_close(net(ir, vis).fused, vis, atol=1e-5, rtol=0)
+        net.pyr_head[2].bias.fill_(60.0)  # all ~1
+        assert_close(net(ir, vis).fused, ir, atol=1e-5, rtol=0)
+        # a zero weight on the fine bands only: the IR's coarse content with the visible image's finest detail
+        net.pyr_head[2].bias.copy_(torch.tensor([-60.0, 60.0, 60.0, 60.0, 60.0]))
+        out = net(ir, vis).fused
+        b_ir, b_vis = laplacian_bands(ir, 5), laplacian_bands(vis, 5)
+        assert_close(out, reconstruct_bands([b_vis[0], *b_ir[1:]]), atol=1e-5, rtol=0)
+        assert (out - ir).abs().mean() > 0.01 and (out - vis).abs().mean() > 0.01
+
+
+def test_pyramid_head_warm_starts_from_shift_weights_and_learns():
+    base = RFVIF(replace(TINY, msrb_blocks=(0, 1, 1), vis_skip=True, shift_prior=True))
+    net = _pyr_net().train()
+    result = net.load_state_dict(base.state_dict(), strict=False)
+    assert not result.unexpected_keys and all(k.startswith("pyr_") for k in result.missing_keys)
+    ir, vis = _pair(2, 32, 40)
+    loss = RFVIFLoss(objective="fusion")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    first = None
+    for _ in range(3):
+        out = net(ir, vis)
+        total = loss(out.fused, out.aligned_ir, vis, ir)[0]
+        first = float(total.detach()) if first is None else first
+        opt.zero_grad()
+        total.backward()
+        assert net.pyr_head[2].weight.grad.abs().sum() > 0 and net.pyr_log_gain.grad.abs().sum() > 0
+        opt.step()
+    assert net.recon[0].weight.grad.abs().sum() > 0  # once the zero-initialised logits move, the features learn
+    assert float(total.detach()) < first
+
+
+def test_pyramid_recipe_grows_the_head_on_shift_weights(tmp_path):
+    """The cpu-pyramid recipe builds the named config; a `fast-shift`-like export warm-starts a pyramid-head net
+    (every shared parameter loads unchanged at lr 0, the pyr_* ones start fresh); the reverse is refused."""
+    from pathlib import Path
+
+    from alignfuse import checkpoints
+    from alignfuse.training.recipes import RECIPES, TrainArgs, run_recipe
+
+    assert RECIPES["rfvif"]["cpu-pyramid"]["net"] == "fast-shift-pyr"
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    shift = "vis_skip=true,shift_prior=true"
+    run_recipe(TrainArgs("rfvif", samples, None, "tiny", tmp_path / "a", overrides={"steps": 1, "variant": shift},
+                         progress=False))
+    run_recipe(TrainArgs("rfvif", samples, None, "tiny", tmp_path / "b", overrides={
+        "steps": 1, "lr": 0.0, "variant": f"{shift},pyramid_head=true", "init": str(tmp_path / "a" / "export")},
+        progress=False))
+    start, _ = checkpoints.load_weights(tmp_path / "a" / "export", architecture="rfvif")
+    grown, meta = checkpoints.load_weights(tmp_path / "b" / "export", architecture="rfvif")
+    params = [k for k in start if "running_" not in k and "num_batches_tracked" not in k]
+    assert meta["config"]["pyramid_head"] and all(torch.equal(start[k], grown[k]) for k in params)
+    assert {k for k in grown if k.startswith("pyr_")} >= {"pyr_beta", "pyr_log_gain", "pyr_head.2.weight"}
+    with pytest.raises(ValueError, match="holds config"):
+        run_recipe(TrainArgs("rfvif", samples, None, "tiny", tmp_path / "c", overrides={
+            "steps": 1, "variant": shift, "init": str(tmp_path / "b" / "export")}, progress=False))

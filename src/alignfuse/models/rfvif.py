@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from alignfuse.errors import UnknownNameError
+from alignfuse.models.pwf import laplacian_bands, reconstruct_bands
 from alignfuse.registration.features import orientation_field
 from alignfuse.warp import warp
 
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 PAD_MULTIPLE = 8  # three stride-2 levels
+PYRAMID_LEVELS = 5  # RFVIFConfig.pyramid_head: Laplacian levels (4 detail bands + the base), PWF's
 _OUTPUT_ACTIVATIONS = ("sigmoid", "clamp", "none")
 
 
@@ -108,6 +110,20 @@ class RFVIFConfig:
             blur the IR instead of aligning it (docs/RESULTS.md §3.7). The estimate is applied times the buffer
             ``shift.gain``, 0 in a new net and ramped to 1 by the training recipe, so a warm start from
             ``fast-skip`` weights begins exactly as that model.
+        pyramid_head: [EXTENSION, not in the paper; needs ``shift_prior``] the output is no longer synthesised by the
+            reconstruction convs but blended from the sources' own Laplacian pyramids, as the PWF fuser does
+            (:mod:`alignfuse.models.pwf`): the first reconstruction conv's full-resolution features predict, through
+            two 1x1 convs (the last zero-initialised), ``PYRAMID_LEVELS`` IR-weight logits, average-pooled to each
+            band's size; on detail bands a learned multiple ``beta_k`` of the bands' contrast
+            ``(|L_k(IR)| - |L_k(VIS)|) / (|L_k(IR)| + |L_k(VIS)| + eps)`` is added (a soft max-abs rule, PWF's);
+            ``F = reconstruct(g_k * (w_k L_k(IR') + (1 - w_k) L_k(VIS)))``, ``w_k = sigmoid(logit_k)``, ``g_k`` a
+            learned detail gain (1 for the base), IR' the IR translated by the shift prior; clamped to [0, 1]. The
+            output cannot contain structure neither source has; where the shift estimate is off the weights can
+            drop the IR's fine bands. Why: the convs that synthesise the output read mostly half-resolution
+            features and reach Qabf 0.45 even on aligned TNO, the pyramid fuser 0.60 (docs/RESULTS.md §2.6, §3).
+            The rest of the net is unchanged (the alignment heads still feed the loss), so a warm start from
+            ``fast-shift`` weights loads every tensor but the new ``pyr_*`` ones; the last two reconstruction convs
+            are kept but not used.
     """
 
     width: int = 64
@@ -129,6 +145,7 @@ class RFVIFConfig:
     vis_skip: bool = False
     ir_skip: bool = False
     shift_prior: bool = False
+    pyramid_head: bool = False
 
     def __post_init__(self) -> None:
         # accept lists (e.g. from JSON) but store tuples so the config stays hashable
@@ -155,6 +172,8 @@ class RFVIFConfig:
                              "vis_skip, use_fdam and use_dkg")
         if self.shift_prior and not self.vis_skip:
             raise ValueError("shift_prior adds the aligned IR to the visible skip: it needs vis_skip")
+        if self.pyramid_head and not self.shift_prior:
+            raise ValueError("pyramid_head blends the IR translated by the shift prior: it needs shift_prior")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists)."""
@@ -184,6 +203,9 @@ RFVIF_CONFIGS: dict[str, RFVIFConfig] = {
     "fast-irskip": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1), vis_skip=True, ir_skip=True),
     # `fast-skip` + the learned global shift of the IR and its gated full-resolution skip (RFVIFConfig.shift_prior).
     "fast-shift": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1), vis_skip=True, shift_prior=True),
+    # `fast-shift` with the output blended from the sources' Laplacian pyramids (RFVIFConfig.pyramid_head).
+    "fast-shift-pyr": replace(RFVIFConfig(), width=16, msrb_blocks=(0, 1, 1), vis_skip=True, shift_prior=True,
+                              pyramid_head=True),
 }
 
 
@@ -829,6 +851,12 @@ class RFVIF(nn.Module):
             _conv(2 * c if cfg.vis_skip else c, c, 3), nn.ReLU(inplace=True),
             _conv(c, half, 3), nn.ReLU(inplace=True), _conv(half, 1, 3)
         )
+        if cfg.pyramid_head:
+            self.pyr_head = nn.Sequential(_conv(c, c, 1), nn.ReLU(inplace=True), _conv(c, PYRAMID_LEVELS, 1))
+            nn.init.zeros_(self.pyr_head[2].weight)
+            nn.init.zeros_(self.pyr_head[2].bias)  # starts as the average of the two pyramids (+ the contrast term)
+            self.pyr_beta = nn.Parameter(torch.full((PYRAMID_LEVELS - 1,), 4.0))
+            self.pyr_log_gain = nn.Parameter(torch.zeros(PYRAMID_LEVELS - 1))
 
     @staticmethod
     def _check_inputs(ir: torch.Tensor, vis: torch.Tensor) -> None:
@@ -890,12 +918,38 @@ class RFVIF(nn.Module):
             f_vi_full = f_vi_full + self.ir_gate(f_ir_full)
         if cfg.vis_skip:
             feat = torch.cat([feat, f_vi_full], dim=1)
+        if cfg.pyramid_head:
+            out = self._pyramid_blend(F.relu(self.recon[0](feat)), ir_p, vis_p)
+            return RFVIFOutput(out[..., :h, :w], aligned, shift)
         out = self.recon(feat)
         if cfg.output_activation == "sigmoid":
             out = torch.sigmoid(out)
         elif cfg.output_activation == "clamp":
             out = out.clamp(0.0, 1.0)
         return RFVIFOutput(out[..., :h, :w], aligned, shift)
+
+    def pyramid_logits(self, feat: torch.Tensor) -> torch.Tensor:
+        """``pyramid_head``: full-resolution features (B, C, H, W) -> IR-weight logits (B, PYRAMID_LEVELS, H, W),
+        detail bands fine first, then the base (before pooling to each band's size and the contrast term)."""
+        return self.pyr_head(feat)
+
+    def _pyramid_blend(self, feat: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        logits = self.pyramid_logits(feat)
+        bands_ir = laplacian_bands(ir, PYRAMID_LEVELS)
+        bands_vis = laplacian_bands(vis, PYRAMID_LEVELS)
+        n = len(bands_ir)
+        fused = []
+        for k, (a, b) in enumerate(zip(bands_ir, bands_vis)):
+            idx = k if k < n - 1 else PYRAMID_LEVELS - 1  # the base always uses the last map
+            logit = logits[:, idx:idx + 1]
+            if tuple(logit.shape[-2:]) != tuple(a.shape[-2:]):
+                logit = F.adaptive_avg_pool2d(logit, a.shape[-2:])
+            if k < n - 1:
+                logit = logit + self.pyr_beta[k] * (a.abs() - b.abs()) / (a.abs() + b.abs() + 1e-3)
+            wk = torch.sigmoid(logit)
+            band = b + wk * (a - b)
+            fused.append(band * self.pyr_log_gain[k].exp() if k < n - 1 else band)
+        return reconstruct_bands(fused).clamp(0.0, 1.0)
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """Only the fused image (B, 1, H, W)."""
