@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -40,20 +39,8 @@ def test_torch_is_a_range_in_pyproject_and_pinned_only_in_the_constraints():
     assert Version("2.0.1") not in spec  # no torch.utils.flop_counter (models/rfvif.py)
 
 
-def _run_python(code: str, wait_policy: str | None = None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if wait_policy is not None:
-        env["OMP_WAIT_POLICY"] = wait_policy
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose_one():
-    """Spinning OpenMP threads made a fuse call many times slower beside one busy process (bench_wait_policy.py);
-    the policy must be in the environment before torch loads its runtime, i.e. set by the package's first import."""
-    code = "import os; import alignfuse; import torch; print(os.environ['OMP_WAIT_POLICY'])"
-    assert _run_python(code) == "PASSIVE"
-    assert _run_python(code, wait_policy="ACTIVE") == "ACTIVE"
+def _run_python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_the_package_and_the_command_line_parser_load_no_torch():

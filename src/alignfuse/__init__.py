@@ -12,15 +12,8 @@ Fields everywhere are float32 (2, H, W) pixel (dx, dy) with aligned[y, x] = movi
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
-
-# torch's OpenMP pool spins for work under the default (ACTIVE) wait policy; beside any other busy process that
-# makes every call many times slower (benchmarks/bench_wait_policy.py). Set before torch is first imported, since
-# the runtime reads it once; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from typing import TYPE_CHECKING, Any
 
 from .errors import AlignfuseWarning, UserError
