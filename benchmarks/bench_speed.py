@@ -137,7 +137,8 @@ def main() -> None:
              _umf("cpu", mrrn="cpu-mind"), _umf("cpu", mrrn="cpu-mind", difn="fast", label="fast"), _mrrn("cpu-mind", "cpu"),
              _mrrn("cpu-mind", "fast", label="fast"), _mrrn("cpu-mind", "fast", "ecc", label="ecc,fast"),
              _mrrn("cpu-mind", "cpu", None, label="no global,cpu"), _mrrn("cpu-mind", "fast", None, label="no global,fast"),
-             _rfvif("cpu"), _rfvif("fast"), _rfvif("fast-skip"), _rfvif("fast-irskip"), _rfvif("fast-shift")]
+             _rfvif("cpu"), _rfvif("fast"), _rfvif("fast-skip"), _rfvif("fast-irskip"), _rfvif("fast-shift"),
+             _rfvif("fast-shift-pyr")]
     if not args.skip_paper:
         pipes += [_umf("paper"), _mrrn("paper", "paper"), _rfvif("paper")]
     if args.only:
@@ -157,7 +158,7 @@ def main() -> None:
                  ("mrrn+difn[paper]", "mrrn+difn[no global,cpu]"),
                  ("rfvif[paper]", "rfvif[cpu]"), ("rfvif[paper]", "rfvif[fast]"),
                  ("rfvif[paper]", "rfvif[fast-skip]"), ("rfvif[fast-skip]", "rfvif[fast-irskip]"),
-                 ("rfvif[fast-skip]", "rfvif[fast-shift]")):
+                 ("rfvif[fast-skip]", "rfvif[fast-shift]"), ("rfvif[fast-shift]", "rfvif[fast-shift-pyr]")):
         if a in by and b in by:
             reg = (f"register x{by[a]['register_s'] / by[b]['register_s']:.1f}, "
                    if by[b]["register_s"] > 1e-2 else "")  # RFVIF has no registration step: no ratio

@@ -80,20 +80,23 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # metric-shaped terms (losses/pwf.py: 1 - differentiable Qabf, SD shortfall), the shift prior on from the
         # first step. The run used init=shipped when stage 3 was shipped; to reproduce it now, save `git show
         # a1a9709:src/alignfuse/weights/rfvif_cpu.safetensors` (and `.json`) as S3.safetensors / S3.json and
-        # --set init=S3 ("shipped" now fine-tunes stage 4 itself)
+        # --set init=S3 (the shipped weights now hold the pyramid head of stage 5, below)
         "cpu-metric": {"net": "fast-shift", "variant": "", "steps": 800, "batch": 8, "crop": 96, "lr": 2e-4,
                        "max_shift": 8, "features": "gradient", "grad_weight": 0.0, "teacher": "", "teacher_weight": 0.0,
-                       "init": "shipped", "objective": "fusion", "fusion_grad_weight": 30.0,
+                       "init": "", "objective": "fusion", "fusion_grad_weight": 30.0,
                        "fusion_int_weight": 10.0, "fusion_qabf_weight": 2.0, "fusion_sd_weight": 5.0,
                        "shift_weight": 0.1, "shift_lr_scale": 1.0, "shift_ramp": 1,
                        "checkpoint_every": 50, "log_every": 10},
-        # issue 15 (an extension, off in the paper config): cpu-metric with the pyramid-weight output head
-        # (RFVIFConfig.pyramid_head, net `fast-shift-pyr`) grown on the shipped weights: every tensor but the new
-        # pyr_* ones loads, the head learns at head_lr (the rest at lr); w_hot > 0 adds w_hot x the hot-target
-        # contrast shortfall of the aligned IR (losses/pwf.py hot_target_shortfall, the PWF round-3 term). 192 px
-        # crops at batch 2 (cpu-metric's pixels per step): the shift estimate is ~0.8 px off on them against ~2 px
-        # on 96 px crops. The defaults are the 2026-12-07 run chosen on the 19 selection pairs; the other two runs
-        # of that session: --set crop=96 --set batch=8 --set head_lr=5e-4 --set w_hot=0, and --set w_hot=0
+        # stage 5 of the shipped rfvif_cpu (issue 15; an extension, off in the paper config): cpu-metric with the
+        # pyramid-weight output head (RFVIFConfig.pyramid_head, net `fast-shift-pyr`) grown on the stage-4 weights:
+        # every tensor but the new pyr_* ones loads, the head learns at head_lr (the rest at lr); w_hot > 0 adds
+        # w_hot x the hot-target contrast shortfall of the aligned IR (losses/pwf.py hot_target_shortfall, the PWF
+        # round-3 term). 192 px crops at batch 2 (cpu-metric's pixels per step): the shift estimate is ~0.8 px off
+        # on them against ~2 px on 96 px crops. The defaults are the 2026-12-07 run chosen on the 19 selection
+        # pairs; the other two runs of that session: --set crop=96 --set batch=8 --set head_lr=5e-4 --set w_hot=0,
+        # and --set w_hot=0. The run used init=shipped when stage 4 was shipped; to reproduce it now, save `git show
+        # 2474315:src/alignfuse/weights/rfvif_cpu.safetensors` (and `.json`) as S4.safetensors / S4.json and --set
+        # init=S4 ("shipped" now fine-tunes stage 5 itself)
         "cpu-pyramid": {"net": "fast-shift-pyr", "variant": "", "steps": 800, "batch": 2, "crop": 192, "lr": 2e-4,
                         "head_lr": 2e-3, "w_hot": 1.0, "max_shift": 8, "features": "gradient", "grad_weight": 0.0,
                         "teacher": "", "teacher_weight": 0.0, "init": "shipped", "objective": "fusion",
