@@ -94,14 +94,17 @@ def edge_overlay(ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
     return (out * 255).astype(np.uint8)
 
 
-def figure(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Path, crop: int = 200) -> None:
-    """(name, IR, registered IR, visible) per pair -> rows of zoomed crops (as delivered | registered), centred on
-    the crop with the most IR edges."""
+def figure(cases: list[tuple], path: Path, crop: int = 200) -> None:
+    """(name, IR, registered IR, visible[, weight]) per pair -> rows of zoomed crops (as delivered | registered; or
+    any two readings of the IR), centred on the crop with the most edges of the second IR, each edge weighted by
+    ``weight`` (H, W) where given (e.g. how far the two readings disagree there)."""
     rows = []
-    for _, ir, reg, vis in cases:
+    for _, ir, reg, vis, *weight in cases:
         h, w = vis.shape
         ch, cw = min(crop, h), min(int(crop * 1.4), w)
         edges = cv2.Canny((np.clip(reg, 0, 1) * 255).astype(np.uint8), 40, 100).astype(np.float32)
+        if weight:
+            edges = edges * weight[0].astype(np.float32)
         density = cv2.boxFilter(edges, -1, (cw, ch), normalize=False)[ch // 2 : h - ch // 2, cw // 2 : w - cw // 2]
         y, x = np.unravel_index(int(np.argmax(density)), density.shape)
         panels = [edge_overlay(img, vis)[y : y + ch, x : x + cw] for img in (ir, reg)]

@@ -31,7 +31,6 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -42,7 +41,7 @@ from alignfuse.metrics import target_registration_error
 from alignfuse.stages import luminance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aligned_check import BORDER, edge_overlay, gradient_ncc, mutual_information  # noqa: E402
+from aligned_check import BORDER, figure, gradient_ncc, mutual_information  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 MEASURES = ("mi", "gradient_ncc")
@@ -80,27 +79,6 @@ def scores(read: np.ndarray, vis_y: np.ndarray) -> dict[str, float]:
     b = BORDER
     a, v = np.clip(read[b:-b, b:-b], 0, 1), np.clip(vis_y[b:-b, b:-b], 0, 1)
     return {"mi": mutual_information(a, v), "gradient_ncc": gradient_ncc(a, v)}
-
-
-def figure(cases: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: Path, crop: int = 200) -> None:
-    """(IR read by the ground truth, IR read by ours, visible luminance, |disagreement| in px (H, W)) per pair -> rows
-    of zoomed crops (ground truth | ours), each centred where the disagreement weighted by IR edges is largest."""
-    rows = []
-    for by_gt, by_ours, vis, disagreement in cases:
-        h, w = vis.shape
-        ch, cw = min(crop, h), min(int(crop * 1.4), w)
-        edges = cv2.Canny((np.clip(by_ours, 0, 1) * 255).astype(np.uint8), 40, 100).astype(np.float32) / 255
-        weight = cv2.boxFilter(edges * disagreement.astype(np.float32), -1, (cw, ch), normalize=False)
-        y, x = np.unravel_index(int(np.argmax(weight[ch // 2 : h - ch // 2 + 1, cw // 2 : w - cw // 2 + 1])),
-                                (h - ch + 1, w - cw + 1))
-        panels = [edge_overlay(img, vis)[y : y + ch, x : x + cw] for img in (by_gt, by_ours)]
-        gap = np.full((ch, 6, 3), 255, np.uint8)
-        rows.append(cv2.resize(np.concatenate([panels[0], gap, panels[1]], 1), None, fx=1.5, fy=1.5,
-                               interpolation=cv2.INTER_NEAREST))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.concatenate(rows, 0)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
 
 
 def margins(row: dict) -> np.ndarray:
@@ -190,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.figure and judged:
         rank = {"ground truth disputed": 0, "registration wrong": 1, "undecided": 2}
         worst = sorted(judged, key=lambda r: (rank[r["verdict"]], -r["tre_raw_px"]))[:3]
-        figure([reads[r["name"]] for r in worst], args.figure)
+        figure([(r["name"], *reads[r["name"]]) for r in worst], args.figure)
         print(f"figure: {args.figure} (ground truth | ours: {', '.join(r['name'] for r in worst)})")
     return 0
 
