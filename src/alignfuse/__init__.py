@@ -37,6 +37,10 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 __version__ = "0.1.0"
 __all__ = ["fuse", "register", "fuse_arrays", "register_arrays", "load_pipeline", "list_models", "Pipeline",
            "FuseResult", "DEFAULT_PIPELINE", "UserError", "AlignfuseWarning"]
