@@ -622,3 +622,22 @@ def test_register_with_an_ablation_without_registration_warns(tmp_path, capsys):
     code, _, err = run(capsys, "fuse", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"),
                        "-o", str(tmp_path / "g.png"), "--model", "identity+average", "--field", str(tmp_path / "g.npy"))
     assert code == 0 and "does not register" not in err  # the name says it
+
+
+@pytest.mark.parametrize("command", ["fuse", "register"])
+def test_a_bad_input_is_reported_before_the_networks_load(tmp_path, capsys, monkeypatch, command):
+    """A missing IR or an undecodable visible file is a one-line error without first loading the pipeline."""
+    import alignfuse.cli as cli
+
+    def no_pipeline(args):
+        raise AssertionError("the pipeline was loaded before the inputs were checked")
+
+    monkeypatch.setattr(cli, "_load_pipeline", no_pipeline)
+    vis = SAMPLES / "vi" / "TNO_07.png"
+    code, _, err = run(capsys, command, str(tmp_path / "missing.png"), str(vis), "-o", str(tmp_path / "o.png"))
+    assert code == 2 and "missing.png: no such file" in err
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    code, _, err = run(capsys, command, str(SAMPLES / "ir" / "TNO_07.png"), str(broken), "-o",
+                       str(tmp_path / "o.png"))
+    assert code == 2 and "broken.png" in err, err

@@ -174,14 +174,23 @@ class PairJob:
     resize_ir: bool = False
     show_notes: bool = False
 
-    def run(self, pipeline) -> dict:
+    def load(self):
+        """Read the pair (printing its notes with ``show_notes``) -> :class:`alignfuse.io.Pair`; a single-pair command
+        reads it before it loads its networks, so a bad input is reported at once."""
         from . import io
-        from .api import fuse_arrays
 
         pair = io.load_pair(self.ir, self.vis, resize_ir=self.resize_ir, ir_norm=self.ir_norm)
         if self.show_notes:
             for note in pair.notes:  # each note names its file
                 print(f"alignfuse: note: {note}", file=sys.stderr)
+        return pair
+
+    def run(self, pipeline, pair=None) -> dict:
+        """Fuse the pair (read now unless ``pair``, from :meth:`load`, is given) and write the outputs."""
+        from . import io
+        from .api import fuse_arrays
+
+        pair = self.load() if pair is None else pair
         result = fuse_arrays(pair.ir, pair.vis, pipeline, ir_size=pair.ir_size if pair.ir_resized else None,
                              warn=False)
         if self.strict and result.diagnostics.get("suspect"):

@@ -206,13 +206,15 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     field_out = _optional_path(args.field, "--field")
     io.check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "fused image"),
                    (aligned_out, "aligned IR"), (field_out, "field")], args.bit_depth)
+    job = _pair_job(args, Path(args.vis).stem, Path(args.ir), Path(args.vis), Path(args.output), aligned_out,
+                    field_out, show_notes=True)
+    pair = job.load()  # before the networks load: a bad input is reported at once
     _set_threads(args)
     pipe = _load_pipeline(args)
     if aligned_out is not None or field_out is not None:
         _warn_no_registration(pipe, args.ir)
     t0 = time.perf_counter()
-    diag = _pair_job(args, Path(args.vis).stem, Path(args.ir), Path(args.vis), Path(args.output), aligned_out,
-                     field_out, show_notes=True).run(pipe)
+    diag = job.run(pipe, pair)
     _warn_diagnostics(args.ir, diag)
     extras = "".join(f", {what} -> {path}" for what, path in (("aligned IR", aligned_out),
                                                                  ("field", field_out and io.field_path(field_out)))
@@ -321,16 +323,18 @@ def _fuse_video(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ register
 def cmd_register(args: argparse.Namespace) -> int:
     from . import io
-    from .api import register_arrays
 
     field_out = _optional_path(args.field, "--field")
     io.check_outputs([Path(args.ir), Path(args.vis)], [(Path(args.output), "aligned IR"), (field_out, "field")],
                    args.bit_depth)
+    # the pair is read before the networks load: a bad input is reported at once
+    pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
+    _print_notes(pair)
+    from .api import register_arrays
+
     _set_threads(args)
     pipe = _load_pipeline(args)
     _warn_no_registration(pipe, args.ir)
-    pair = io.load_pair(Path(args.ir), Path(args.vis), resize_ir=args.resize_ir, ir_norm=_ir_norm(args))
-    _print_notes(pair)
     result = register_arrays(pair.ir, pair.vis, pipe, ir_size=pair.ir_size if pair.ir_resized else None,
                              warn=False)
     if args.strict and result.diagnostics.get("suspect"):

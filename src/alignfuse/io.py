@@ -50,14 +50,16 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Union
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Union
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "MIN_SIZE",
@@ -69,6 +71,7 @@ __all__ = [
     "LoadedImage",
     "Pair",
     "PairSpec",
+    "check_readable",
     "read_image",
     "normalise",
     "write_image",
@@ -438,6 +441,26 @@ def normalise(raw: np.ndarray, bit_depth: int, norm: Norm = None) -> tuple[np.nd
     return np.clip(out, 0.0, 1.0, out=out), used
 
 
+def check_readable(path: PathLike) -> Path:
+    """The checks before an image is decoded (it exists, is a non-empty, readable file) -> the path;
+    :class:`ImageReadError` (``"<path>: <problem>"``) otherwise. Cheap, so a command can run them before it loads
+    its networks."""
+    path = Path(path)
+    if not path.exists():
+        raise _fail(path, "broken symbolic link (its target is missing, or a loop)" if path.is_symlink()
+                    else "no such file")
+    if path.is_dir():
+        raise _fail(path, "is a directory, not an image file")
+    try:
+        if path.stat().st_size == 0:
+            raise _fail(path, "empty file")
+    except OSError as e:
+        raise _fail(path, f"cannot access file ({e.strerror or e})", e) from e
+    if not os.access(path, os.R_OK):
+        raise _fail(path, "permission denied")
+    return path
+
+
 def read_image(path: PathLike, kind: str = "vis", norm: Norm = None) -> LoadedImage:
     """Read an image file as float32 in [0, 1].
 
@@ -458,19 +481,7 @@ def read_image(path: PathLike, kind: str = "vis", norm: Norm = None) -> LoadedIm
     if kind not in ("ir", "vis"):
         raise ValueError(f"kind must be 'ir' or 'vis', got {kind!r}")
     norm = _check_norm(norm)
-    path = Path(path)
-    if not path.exists():
-        raise _fail(path, "broken symbolic link (its target is missing, or a loop)" if path.is_symlink()
-                    else "no such file")
-    if path.is_dir():
-        raise _fail(path, "is a directory, not an image file")
-    try:
-        if path.stat().st_size == 0:
-            raise _fail(path, "empty file")
-    except OSError as e:
-        raise _fail(path, f"cannot access file ({e.strerror or e})", e) from e
-    if not os.access(path, os.R_OK):
-        raise _fail(path, "permission denied")
+    path = check_readable(path)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -573,8 +584,17 @@ def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, clip: bool = Tru
     return np.clip(out, 0.0, 1.0, out=out) if clip else out
 
 
+def _as_array(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A tensor's values as a numpy array (a tensor only exists once torch is loaded: reading and checking images
+    does not load it)."""
+    torch = sys.modules.get("torch")
+    return x.detach().cpu().numpy() if torch is not None and isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def to_tensor(arr: np.ndarray, device: str | torch.device | None = None) -> torch.Tensor:
     """(H, W) -> (1, 1, H, W); (H, W, C) -> (1, C, H, W); float32 tensor (values unchanged)."""
+    import torch
+
     a = np.asarray(arr)
     if a.ndim == 2:
         a = a[None, None]
@@ -800,7 +820,7 @@ def write_field(path: PathLike, field: np.ndarray | torch.Tensor) -> Path:
     (as ``numpy.save`` does). Atomic; returns the path written.
     """
     path = field_path(path)
-    a = field.detach().cpu().numpy() if isinstance(field, torch.Tensor) else np.asarray(field)
+    a = _as_array(field)
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 3 or a.shape[0] != 2 or a.shape[1] == 0 or a.shape[2] == 0:
@@ -958,7 +978,7 @@ def field_to_ir_coordinates(field: np.ndarray | torch.Tensor, ir_size: tuple[int
     The field is in pixels of the IR resampled onto the visible grid (:func:`resample_to`), so visible pixel
     ``(x, y)`` maps to the raw IR position ``((x + dx + 0.5) * ir_w / W - 0.5, (y + dy + 0.5) * ir_h / H - 0.5)``
     with ``ir_size = (ir_w, ir_h)``; for an IR of the visible size this is just ``(x + dx, y + dy)``."""
-    f = field.detach().cpu().numpy() if isinstance(field, torch.Tensor) else np.asarray(field)
+    f = _as_array(field)
     if f.ndim != 3 or f.shape[0] != 2:
         raise UserError(f"field must be (2, H, W), got shape {f.shape}")
     h, w = f.shape[1:]
