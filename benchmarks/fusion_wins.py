@@ -24,37 +24,34 @@ import sys
 from datetime import date
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from alignfuse.api import fuse_arrays, load_pipeline
 from alignfuse.evaluation import iter_samples, score_fusion
+from alignfuse.losses.pwf import hot_regions as hot_regions_batch
+from alignfuse.losses.pwf import hot_target_saliency as saliency_batch
 from alignfuse.metrics import METRIC_INFO
 from alignfuse.metrics.fusion import VIFB_METRIC_NAMES
 
 METRICS = VIFB_METRIC_NAMES + ("CC_mean", "SSIM_mean")
 
 
+def _batch(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+
+
 def hot_regions(ir: np.ndarray, ring: int = 15) -> tuple[np.ndarray, np.ndarray] | None:
-    """(H, W) IR -> (hot mask, the ring around it) as the module docstring defines them, or None without a target."""
-    mask = ir > ir.mean() + 2 * ir.std()
-    share = mask.mean()
-    if share < 0.001 or share > 0.2:
-        return None
-    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)).astype(bool)
-    around = grown & ~mask
-    return (mask, around) if around.sum() >= 10 else None
+    """(H, W) IR -> (hot mask, the ring around it) as the module docstring defines them (``losses/pwf.py
+    hot_regions``, the definition the training loss uses too), or None without a target."""
+    mask, around, has = hot_regions_batch(_batch(ir), ring)
+    return (mask[0, 0].numpy() > 0.5, around[0, 0].numpy() > 0.5) if bool(has[0]) else None
 
 
 def hot_target_saliency(ir: np.ndarray, fused: np.ndarray, ring: int = 15) -> float | None:
     """(H, W) float images -> the saliency ratio of the module docstring, or None when there is no hot target."""
-    regions = hot_regions(ir, ring)
-    if regions is None:
-        return None
-    mask, around = regions
-    contrast_ir = ir[mask].mean() - ir[around].mean()
-    return float((fused[mask].mean() - fused[around].mean()) / contrast_ir) if contrast_ir > 1e-3 else None
+    saliency, valid = saliency_batch(_batch(fused), _batch(ir), ring)
+    return float(saliency[0]) if bool(valid[0]) else None
 
 
 def better(metric: str, a: float, b: float) -> bool:

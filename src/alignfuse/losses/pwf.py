@@ -45,8 +45,8 @@ from kornia.filters import spatial_gradient
 from ..errors import UnknownNameError
 from .fusion import ssim, svs_weights
 
-__all__ = ["PWF_LOSS_CONFIGS", "gradient_magnitude", "qabf", "qcv", "rmse_term", "sd_shortfall", "hot_target_shortfall",
-           "PWFLoss"]
+__all__ = ["PWF_LOSS_CONFIGS", "gradient_magnitude", "qabf", "qcv", "rmse_term", "sd_shortfall", "hot_regions",
+           "hot_target_saliency", "hot_target_shortfall", "PWFLoss"]
 
 PWF_LOSS_CONFIGS: dict[str, dict[str, Any]] = {
     "default": {"w_ssim": 1.0, "w_grad": 10.0, "w_int": 1.0, "target": "max", "w_rmse": 0.0, "w_qabf": 0.0,
@@ -110,24 +110,46 @@ _QCV_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])  #
 _QCV_Y = torch.tensor([[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]])
 
 
-def hot_target_shortfall(fused: torch.Tensor, ir: torch.Tensor, ring: int = 15) -> torch.Tensor:
-    """How much less salient the IR's hot targets are in ``fused`` than in ``ir``, (B, 1, h, w) x2 -> scalar: per
-    crop with a target, ``max(0, 1 - (F mask - F ring) / (IR mask - IR ring))`` with the mask and ring of
-    ``benchmarks/fusion_wins.py``'s hot-target saliency (IR > mean + 2 std covering 0.1-20 % of the crop; the 15 px
-    around it), averaged over those crops; 0 (with a gradient) when no crop has one."""
+def hot_regions(ir: torch.Tensor, ring: int = 15) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The hot targets of an IR batch (B, 1, h, w) -> (mask, ring around it: (B, 1, h, w) 0/1, has a target: (B,)
+    bool). Mask = IR above its mean + 2 std (the warmest objects: people, engines), counted as a target when it covers
+    0.1-20 % of the image and at least 10 pixels lie within ``ring`` px around it. The one definition behind
+    ``benchmarks/fusion_wins.py``'s hot-target saliency and :func:`hot_target_shortfall`."""
     with torch.no_grad():
         flat = ir.flatten(1)
         threshold = (flat.mean(1) + 2 * flat.std(1, unbiased=False)).view(-1, 1, 1, 1)
         mask = (ir > threshold).to(ir.dtype)
         around = F.max_pool2d(mask, 2 * ring + 1, stride=1, padding=ring) - mask
-        n_mask, n_ring = mask.flatten(1).sum(1).clamp_min(1.0), around.flatten(1).sum(1).clamp_min(1.0)
-        contrast_ir = (ir * mask).flatten(1).sum(1) / n_mask - (ir * around).flatten(1).sum(1) / n_ring
         share = mask.flatten(1).mean(1)
-        valid = (share >= 0.001) & (share <= 0.2) & (around.flatten(1).sum(1) >= 10) & (contrast_ir > 1e-2)
+        has = (share >= 0.001) & (share <= 0.2) & (around.flatten(1).sum(1) >= 10)
+    return mask, around, has
+
+
+def hot_target_saliency(fused: torch.Tensor, ir: torch.Tensor, ring: int = 15,
+                        min_contrast: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, h, w) x2 -> (saliency (B,), valid (B,)): how salient the IR's hot targets (:func:`hot_regions`) are in
+    ``fused`` against the ring around them, relative to the IR, ``(F mask - F ring) / (IR mask - IR ring)``; 1.0 = as
+    salient as in the IR. Valid where there is a target whose IR contrast exceeds ``min_contrast``; differentiable in
+    ``fused``."""
+    mask, around, has = hot_regions(ir, ring)
+    n_mask, n_ring = mask.flatten(1).sum(1).clamp_min(1.0), around.flatten(1).sum(1).clamp_min(1.0)
+
+    def contrast(x: torch.Tensor) -> torch.Tensor:
+        return (x * mask).flatten(1).sum(1) / n_mask - (x * around).flatten(1).sum(1) / n_ring
+
+    contrast_ir = contrast(ir).detach()
+    valid = has & (contrast_ir > min_contrast)
+    return contrast(fused) / contrast_ir.clamp_min(min_contrast), valid
+
+
+def hot_target_shortfall(fused: torch.Tensor, ir: torch.Tensor, ring: int = 15) -> torch.Tensor:
+    """How much less salient the IR's hot targets are in ``fused`` than in ``ir``, (B, 1, h, w) x2 -> scalar: per
+    crop with a target (IR contrast > 0.01), ``max(0, 1 - saliency)`` (:func:`hot_target_saliency`), averaged over
+    those crops; 0 (with a gradient) when no crop has one."""
+    saliency, valid = hot_target_saliency(fused, ir, ring, min_contrast=1e-2)
     if not bool(valid.any()):
         return fused.sum() * 0.0
-    contrast = (fused * mask).flatten(1).sum(1) / n_mask - (fused * around).flatten(1).sum(1) / n_ring
-    return torch.relu(1.0 - contrast / contrast_ir.clamp_min(1e-2))[valid].mean()
+    return torch.relu(1.0 - saliency)[valid].mean()
 
 
 def _normalize255(x: torch.Tensor) -> torch.Tensor:
