@@ -130,6 +130,24 @@ def test_ablation_forward_backward(name):
         assert any(n.endswith("log_temperature") for n in names)
 
 
+@pytest.mark.parametrize("name", ["fast-shift-pyr", "fast-skip"])
+def test_inference_path_without_concatenations_matches_the_training_path(name):
+    # at inference every conv of a concatenation runs as per-piece convs (conv_of_concat); with autograd on,
+    # as one conv of the concatenation: the two must give the same image, with channels-last weights as shipped
+    torch.manual_seed(3)
+    net = RFVIF(name).eval().to(memory_format=torch.channels_last)
+    with torch.no_grad():  # random, non-trivial weights everywhere (zero-initialised heads included)
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ir, vis = _pair(1, 40, 56)
+    with torch.no_grad():
+        fast = net(ir, vis).fused
+    with torch.enable_grad():
+        reference = net(ir, vis).fused.detach()
+    assert fast.std() > 1e-3  # not a flat image that would match anything
+    assert_close(fast, reference, atol=2e-5, rtol=0)
+
+
 # ------------------------------------------------------------------------------------------ cost
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from alignfuse.errors import UnknownNameError
+from alignfuse.models.concat_conv import conv_of_concat
 from alignfuse.models.pwf import laplacian_bands, reconstruct_bands
 from alignfuse.registration.features import orientation_field
 from alignfuse.warp import warp
@@ -372,9 +373,9 @@ class MSRB(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s1 = F.relu(self.s1(x))
         p1 = F.relu(self.p1(x))
-        s2 = F.relu(self.s2(torch.cat([s1, p1], dim=1)))
-        p2 = F.relu(self.p2(torch.cat([p1, s1], dim=1)))
-        return self.fuse(torch.cat([s2, p2], dim=1)) + x
+        s2 = F.relu(conv_of_concat([s1, p1], self.s2))
+        p2 = F.relu(conv_of_concat([p1, s1], self.p2))
+        return conv_of_concat([s2, p2], self.fuse) + x
 
 
 class CrossModulation(nn.Module):
@@ -408,7 +409,7 @@ class CrossModulation(nn.Module):
         a_vi, a_ir = self.down_vi(f_vi), self.down_ir(f_ir)
         if not self.modulate:
             return a_vi, a_ir
-        h_vi, h_ir = self.trunk(torch.cat([a_vi, a_ir], dim=1)).chunk(2, dim=1)
+        h_vi, h_ir = self.trunk[1:](conv_of_concat([a_vi, a_ir], self.trunk[0])).chunk(2, dim=1)
         cm_vi = a_vi * torch.sigmoid(self.gamma_vi(h_vi)) + torch.sigmoid(self.beta_vi(h_vi))
         cm_ir = a_ir * torch.sigmoid(self.gamma_ir(h_ir)) + torch.sigmoid(self.beta_ir(h_ir))
         return cm_vi, cm_ir
@@ -441,7 +442,7 @@ class DynamicKernelGenerator(nn.Module):
     def forward(self, ref: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, C, H, W) x2 -> list of (B, C, k, k) kernels, one per kernel size."""
         b = x.shape[0]
-        g = F.relu(self.stem(torch.cat([ref, x], dim=1)))
+        g = F.relu(conv_of_concat([ref, x], self.stem))
         kernels = []
         for branch, head, k in zip(self.branches, self.heads, self.kernel_sizes):
             v = F.relu(branch(g)).mean(dim=(2, 3))
@@ -503,7 +504,7 @@ class FeatureAlignmentBlock(nn.Module):
             ys = [dynamic_depthwise_conv2d(x, theta) for theta in kernels]
         else:
             kernels, ys = [], [conv(x) for conv in self.static]
-        y = F.relu(self.bn(self.fuse(torch.cat(ys, dim=1))))
+        y = F.relu(self.bn(conv_of_concat(ys, self.fuse)))
         return self.cam(y), kernels
 
 
@@ -534,7 +535,7 @@ class FeatureDynamicAlignment(nn.Module):
             x, k = fab.forward_with_kernels(ref, x)
             outs.append(x)
             kernels.append(k)
-        return self.merge(torch.cat(outs, dim=1)), kernels
+        return conv_of_concat(outs, self.merge), kernels
 
 
 class FullResolutionIRAlignment(nn.Module):
@@ -572,7 +573,7 @@ class FullResolutionIRAlignment(nn.Module):
         x = f_ir
         for fuse, fab_kernels in zip(self.fuse, kernels):
             x = self._tent(x)
-            x = F.relu(fuse(torch.cat([dynamic_depthwise_conv2d(x, th, dilation=2) for th in fab_kernels], dim=1)))
+            x = F.relu(conv_of_concat([dynamic_depthwise_conv2d(x, th, dilation=2) for th in fab_kernels], fuse))
         return x
 
 
@@ -645,7 +646,7 @@ class ComplementaryMaskFusion(nn.Module):
         )
 
     def forward(self, f_vi: torch.Tensor, f_ir: torch.Tensor) -> torch.Tensor:
-        a = torch.sigmoid(self.mask(torch.cat([f_vi, f_ir], dim=1)))
+        a = torch.sigmoid(self.mask[1:](conv_of_concat([f_vi, f_ir], self.mask[0])))
         return f_ir * a + f_vi * (1.0 - a)
 
 
@@ -657,7 +658,7 @@ class _ConcatFusion(nn.Module):
         self.proj = _conv(2 * channels, channels, 1)
 
     def forward(self, f_vi: torch.Tensor, f_ir: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat([f_vi, f_ir], dim=1))
+        return conv_of_concat([f_vi, f_ir], self.proj)
 
 
 class LocalFeatureRefinement(nn.Module):
@@ -707,7 +708,7 @@ class LocalFeatureRefinement(nn.Module):
             e_ir = self.enc_ir(abs_laplacian(ir))
             parts.append(similarity_suppress(feat, e_ir))
         parts.append(feat)
-        return self.out(torch.cat(parts, dim=1))
+        return conv_of_concat(parts, self.out)
 
 
 class PyramidFeatureFusion(nn.Module):
@@ -726,12 +727,12 @@ class PyramidFeatureFusion(nn.Module):
 
     def forward(self, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
         up2 = _upsample_nearest(f2, f1.shape[-2:])
-        m12 = torch.sigmoid(self.m12(torch.cat([up2, f1], dim=1)))
+        m12 = torch.sigmoid(conv_of_concat([up2, f1], self.m12))
         f12 = f1 * m12 + up2 * (1.0 - m12)
         up3 = _upsample_nearest(f3, f2.shape[-2:])
-        m23 = torch.sigmoid(self.m23(torch.cat([up3, f2], dim=1)))
+        m23 = torch.sigmoid(self.m23[1:](conv_of_concat([up3, f2], self.m23[0])))
         f23 = f2 * m23 + up3 * (1.0 - m23)
-        return self.out(torch.cat([_upsample_nearest(f23, f12.shape[-2:]), f12], dim=1))
+        return self.out[1:](conv_of_concat([_upsample_nearest(f23, f12.shape[-2:]), f12], self.out[0]))
 
 
 class _DeconvConcatFusion(nn.Module):
@@ -745,7 +746,7 @@ class _DeconvConcatFusion(nn.Module):
         self.proj = _conv(3 * c, c, 1)
 
     def forward(self, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat([f1, self.up2(f2), self.up3(f3)], dim=1))
+        return conv_of_concat([f1, self.up2(f2), self.up3(f3)], self.proj)
 
 
 class _ResBlock(nn.Module):
@@ -904,7 +905,7 @@ class RFVIF(nn.Module):
         refined = []
         for level in range(3):
             size = fused_levels[level].shape[-2:]
-            mixed = F.relu(self.mix[level](torch.cat([_resize(f, size) for f in fused_levels], dim=1)))
+            mixed = F.relu(conv_of_concat([_resize(f, size) for f in fused_levels], self.mix[level]))
             refined.append(self.lfr[level](mixed, _resize(vis_p, size), _resize(ir_p, size)))
 
         # PFFM -> residual blocks -> N(x2) -> reconstruction
@@ -916,12 +917,12 @@ class RFVIF(nn.Module):
             f_vi_full = f_vi_full + self.ir_path.gate(ir_aligned_full)
         if cfg.shift_prior:
             f_vi_full = f_vi_full + self.ir_gate(f_ir_full)
-        if cfg.vis_skip:
-            feat = torch.cat([feat, f_vi_full], dim=1)
+        # the first reconstruction conv reads cat(feat, f_vi_full) without building it at inference
+        first = conv_of_concat([feat, f_vi_full] if cfg.vis_skip else [feat], self.recon[0])
         if cfg.pyramid_head:
-            out = self._pyramid_blend(F.relu(self.recon[0](feat)), ir_p, vis_p)
+            out = self._pyramid_blend(F.relu(first), ir_p, vis_p)
             return RFVIFOutput(out[..., :h, :w], aligned, shift)
-        out = self.recon(feat)
+        out = self.recon[1:](first)
         if cfg.output_activation == "sigmoid":
             out = torch.sigmoid(out)
         elif cfg.output_activation == "clamp":
@@ -983,7 +984,9 @@ def count_params_and_macs(
     net.eval()
     inputs = [torch.zeros(batch, in_channels, h, w, device=device) for _ in range(num_inputs)]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        # with autograd on, convolutions of concatenations run as one conv (``conv_of_concat``), which the counter
+        # sees whole; on the meta device no graph memory is spent
+        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
             net(*inputs)
     finally:
         net.train(was_training)
