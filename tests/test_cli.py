@@ -503,6 +503,26 @@ def test_evaluate_checks_its_json_path_before_the_run(tmp_path, capsys):
     assert "Registration" not in stdout  # nothing was evaluated
 
 
+def test_evaluate_json_never_overwrites_a_file_of_the_dataset(tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    for sub in ("ir", "vi"):
+        (data / sub).mkdir(parents=True)
+        shutil.copy(SAMPLES / sub / "TNO_07.png", data / sub / "TNO_07.png")
+    (data / "test.txt").write_text("TNO_07\n")
+    image = (data / "ir" / "TNO_07.png").read_bytes()
+    for target in (data / "ir" / "TNO_07.png", data / "vi" / "new.json", data / "test.txt"):
+        code, stdout, err = run(capsys, "evaluate", "--data", str(data), "--split", str(data / "test.txt"),
+                                "--model", "identity+average", "--json", str(target), "-q")
+        assert code == 2 and str(target) in err and "Registration" not in stdout, target
+    assert (data / "ir" / "TNO_07.png").read_bytes() == image and not (data / "vi" / "new.json").exists()
+    # a new results file beside the dataset's folders is fine
+    code, _, _ = run(capsys, "evaluate", "--data", str(data), "--model", "identity+average",
+                     "--json", str(data / "results.json"), "-q")
+    assert code == 0 and json.loads((data / "results.json").read_text())["data"] == str(data)
+
+
 def test_register_verbose_prints_only_json_on_stdout(tmp_path, capsys):
     code, stdout, err = run(capsys, "register", str(SAMPLES / "ir/TNO_07.png"), str(SAMPLES / "vi/TNO_07.png"),
                             "-o", str(tmp_path / "r.png"), "--model", "phase+average", "-v", "--threads", "1")

@@ -503,6 +503,20 @@ def _fusion_metric_names(spec: str | None) -> tuple[str, ...]:
     return names
 
 
+def _check_not_dataset_file(path: Path, data: Path, split: Path | None) -> None:
+    """``UserError`` when writing ``path`` would overwrite a file the dataset is read from: the split file, a file
+    of the ``data`` folder that is not an earlier JSON result, or anything in its image folders."""
+    from . import io
+
+    target, root = io.resolved_path(path), io.resolved_path(data)
+    if split is not None and target == io.resolved_path(split):
+        raise UserError(f"--json {path}: is the --split file; choose another path for the results")
+    if any(root / sub in target.parents for sub in ("ir", "vi", "ir_raw")):
+        raise UserError(f"--json {path}: is inside an image folder of the input dataset {data}; choose another path")
+    if path.is_file() and root in target.parents and path.suffix.lower() != ".json":
+        raise UserError(f"--json {path}: would overwrite a file of the input dataset {data}; choose another path")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import io
     from .api import load_pipeline
@@ -512,6 +526,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         json_path = io.check_writable(Path(args.json))
         if json_path.exists() and not json_path.is_file():
             raise UserError(f"--json {json_path}: exists and is not a file")
+        _check_not_dataset_file(json_path, Path(args.data), Path(args.split) if args.split else None)
     _set_threads(args)
     models = [m for spec in args.model for m in spec.split(",") if m]
     results: dict[str, dict] = {}
