@@ -55,7 +55,7 @@ def _pair(name: str):
     h_mat = np.loadtxt(ROOT / "roadscene_raw" / "homography" / f"{name}.txt")
     (iw, ih) = pair.ir_size
     truth = np.linalg.inv(_scale_matrix(pair.vis.shape[:2], (ih, iw))) @ h_mat  # H maps visible -> raw IR pixels
-    ir, _ = _prepare(pair.ir, pair.vis)
+    ir, _, _ = _prepare(pair.ir, pair.vis)
     moving = io.to_tensor(ir, "cpu").float()
     fixed = luminance(io.to_tensor(pair.vis, "cpu")).float()
     return pair, points, truth / truth[2, 2], moving, fixed

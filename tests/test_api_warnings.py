@@ -58,8 +58,13 @@ def test_suspect_registration_warns_unless_told_not_to():
         result = alignfuse.fuse_arrays(ir, vis, pipe)
     assert result.suspect
     said = _messages(record)
-    assert said == ["suspect registration (an image is constant (no structure); kept the input (identity))"]
-    assert record[0].filename == __file__  # points at the caller's line
+    note = "infrared array: 320x200 resampled onto the 256x256 visible grid; a pipeline that registers absorbs"
+    assert said[0].startswith(note) and result.notes == said[:1]
+    assert said[1:] == ["suspect registration (the infrared image is constant (a covered lens or a dead sensor?): the "
+                        "fused image is the visible image; an image is constant (no structure); kept the input "
+                        "(identity))"]
+    assert np.array_equal(result.fused, vis)  # nothing to fuse: the visible image, not a darkened one
+    assert all(w.filename == __file__ for w in record)  # each points at the caller's line
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         assert alignfuse.register_arrays(ir, vis, pipe, warn=False).suspect

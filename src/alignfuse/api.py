@@ -93,14 +93,18 @@ def _check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
         raise UserError(f"vis must be (H, W) or (H, W, 3), got shape {vis.shape}")
 
 
-def _prepare(ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, tuple[int, int] | None]:
+def _prepare(ir: np.ndarray, vis: np.ndarray,
+             warn: bool = False) -> tuple[np.ndarray, tuple[int, int] | None, list[str]]:
     """Resample an IR of another size onto the visible grid (registration absorbs the stretch) -> (ir, ir_size
-    as given, or None when the sizes already match)."""
+    as given, or None when the sizes already match, notes: what was done, each one also a warning with ``warn``)."""
     _check_pair(ir, vis)
     if ir.shape == vis.shape[:2]:
-        return ir, None
-    size = (ir.shape[1], ir.shape[0])
-    return io.resample_to(ir, (vis.shape[1], vis.shape[0])), size
+        return ir, None, []
+    size, vis_size = (ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0])
+    note = f"infrared array: {io.resample_note(size, vis_size)}"
+    if warn:
+        warnings.warn(note, AlignfuseWarning, stacklevel=3)
+    return io.resample_to(ir, vis_size), size, [note]
 
 
 def _warn_suspect(diagnostics: dict[str, Any], warn: bool) -> None:
@@ -117,7 +121,7 @@ def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = Non
     the field back to raw IR pixels. Pass ``ir_size`` yourself when ``ir`` was already resampled. A suspect
     registration (``FuseResult.suspect``) is an :class:`~alignfuse.errors.AlignfuseWarning` unless ``warn`` is
     False (for callers that report it themselves)."""
-    ir, given = _prepare(ir, vis)
+    ir, given, notes = _prepare(ir, vis, warn)
     ir_size = ir_size or given
     pipeline = pipeline or load_pipeline()
     device = pipeline.device
@@ -136,6 +140,7 @@ def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = Non
         reference=out.reference[0, 0].float().cpu().numpy(),
         diagnostics=out.diagnostics[0] if out.diagnostics else {},
         ir_size=ir_size,
+        notes=notes,
     )
     _warn_suspect(result.diagnostics, warn)
     return result
@@ -144,7 +149,7 @@ def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = Non
 def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = None,
                     ir_size: tuple[int, int] | None = None, warn: bool = True) -> FuseResult:
     """Register only: same result type, with ``fused`` left as the aligned IR (sizes: see :func:`fuse_arrays`)."""
-    ir, given = _prepare(ir, vis)
+    ir, given, notes = _prepare(ir, vis, warn)
     ir_size = ir_size or given
     pipeline = pipeline or load_pipeline()
     device = pipeline.device
@@ -152,6 +157,7 @@ def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None =
         reg, reference = pipeline.register(io.to_tensor(ir, device), io.to_tensor(vis, device), ir_size=ir_size)
     aligned = reg.aligned[0, 0].float().cpu().numpy()
     result = FuseResult(aligned, aligned, aligned, reg.field[0].float().cpu().numpy(),
-                        reference[0, 0].float().cpu().numpy(), reg.diagnostics[0] if reg.diagnostics else {}, ir_size)
+                        reference[0, 0].float().cpu().numpy(), reg.diagnostics[0] if reg.diagnostics else {}, ir_size,
+                        notes)
     _warn_suspect(result.diagnostics, warn)
     return result

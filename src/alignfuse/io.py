@@ -987,6 +987,14 @@ def field_to_ir_coordinates(field: np.ndarray | torch.Tensor, ir_size: tuple[int
     return np.stack([(xs + f[0] + 0.5) * iw / w - 0.5, (ys + f[1] + 0.5) * ih / h - 0.5])
 
 
+def resample_note(ir_size: tuple[int, int], vis_size: tuple[int, int]) -> str:
+    """What resampling an IR of ``ir_size`` = (width, height) onto the visible grid of ``vis_size`` means, in one
+    line (a note of the CLI and an :class:`~alignfuse.errors.AlignfuseWarning` of the API)."""
+    (iw, ih), (vw, vh) = ir_size, vis_size
+    return (f"{iw}x{ih} resampled onto the {vw}x{vh} visible grid; a pipeline that registers absorbs the difference "
+            "in field of view (the field is in pixels of the resampled infrared)")
+
+
 def load_pair(
     ir_path: PathLike,
     vis_path: PathLike,
@@ -1013,9 +1021,7 @@ def load_pair(
     if (iw, ih) != (vw, vh):
         ir = resample_to(ir, (vw, vh))
         resized = True
-        notes.append(f"{ir_img.path} (infrared): {iw}x{ih} resampled onto the {vw}x{vh} visible grid; the "
-                     "registration absorbs the difference in field of view (the field is in pixels of the "
-                     "resampled infrared)")
+        notes.append(f"{ir_img.path} (infrared): {resample_note((iw, ih), (vw, vh))}")
     if vis.ndim == 3:
         vis_y, vis_cb, vis_cr = rgb_to_ycbcr(vis)
     else:

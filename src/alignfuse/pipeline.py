@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from . import warp as warp_ops
-from .stages import Fuser, IdentityRegistrar, IdentityTranslator, Registrar, RegistrationResult, Translator, luminance
+from .stages import (CONSTANT_IR_NOTE, CONSTANT_STD, Fuser, IdentityRegistrar, IdentityTranslator, Registrar,
+                     RegistrationResult, Translator, luminance)
 
 __all__ = ["Pipeline", "PipelineOutput"]
 
@@ -123,7 +124,18 @@ class Pipeline:
         """ir (B, 1, H, W) misaligned infrared, vis (B, 1|3, H, W) visible -> PipelineOutput (``ir_size``: see
         :meth:`register`)."""
         reg, reference = self.register(ir, vis, ir_size)
-        fused = self.fuser(reg.aligned, luminance(vis)).clamp(0, 1)
+        vis_y = luminance(vis)
+        fused = self.fuser(reg.aligned, vis_y).clamp(0, 1)
+        # a constant IR (a lens cap, a dead sensor) carries nothing to fuse; a fuser would only shift the visible
+        # image's brightness (a learned one by up to half its range), so the visible luminance is the output
+        constant = ir.flatten(1).std(1) < CONSTANT_STD  # (B,)
+        if bool(constant.any()):
+            fused = torch.where(constant[:, None, None, None], vis_y.to(fused.dtype), fused)
+            for i in constant.nonzero().flatten().tolist():
+                if i < len(reg.diagnostics):
+                    d = reg.diagnostics[i]
+                    d.update(suspect=True, fused_from="visible",
+                             warning="; ".join(w for w in (d.get("warning"), CONSTANT_IR_NOTE) if w))
         return PipelineOutput(fused, reg.aligned, reg.field, reference, reg.diagnostics)
 
     def __repr__(self) -> str:

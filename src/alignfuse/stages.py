@@ -15,7 +15,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["RegistrationResult", "Translator", "Registrar", "Fuser", "IdentityTranslator", "IdentityRegistrar"]
+__all__ = ["RegistrationResult", "Translator", "Registrar", "Fuser", "IdentityTranslator", "IdentityRegistrar",
+           "CONSTANT_STD", "CONSTANT_IR_NOTE"]
+
+# an image whose standard deviation (values in [0, 1]) is below this holds no structure: nothing to register or fuse
+CONSTANT_STD = 1e-4
+CONSTANT_IR_NOTE = ("the infrared image is constant (a covered lens or a dead sensor?): the fused image is the "
+                    "visible image")
 
 
 @dataclass

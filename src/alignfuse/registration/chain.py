@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import warp as warp_ops
-from ..stages import Registrar, RegistrationResult
+from ..stages import CONSTANT_STD, Registrar, RegistrationResult
 from kornia.geometry import create_meshgrid
 
 from ..losses.mind import mind_descriptors
@@ -210,7 +210,7 @@ class ChainRegistrar(torch.nn.Module):
         field = torch.zeros(1, 2, *size, dtype=moving.dtype, device=moving.device)
         d: dict[str, Any] = {"method": self.name, "stages": [], "suspect": False, "fallback": None, "model": "identity",
                              "matrix": None}
-        if float(moving.std()) < 1e-4 or float(fixed.std()) < 1e-4:
+        if float(moving.std()) < CONSTANT_STD or float(fixed.std()) < CONSTANT_STD:
             d.update(suspect=True, fallback="an image is constant (no structure); kept the input (identity)",
                      confidence=0.0, mind_before=None, mind_after=None)
             return field, d
