@@ -356,6 +356,10 @@ def test_a_bug_inside_a_fuser_is_an_internal_error_not_a_user_error(tmp_path, ca
 
 @pytest.mark.parametrize("argv, needle", [
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "nope+gff"], "unknown model"),
+    (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "defualt+gff"], "did you mean default+gff"),
+    (["fuse", "{ir}", "{ir}", "-o", "{d}/o.png", "--model", "identity+average"], "given twice as an input"),
+    (["register", "{ir}", "{ir}", "-o", "{d}/o.png", "--model", "identity+average"], "given twice as an input"),
+    (["fuse", "{ir}", "{vis}", "-o", "{d}", "--model", "identity+average"], "is a folder"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--device", "cuda:x"], "cpu, cuda"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "umf-cmgr", "--weights-dir", "{d}"],
      "weights file not found"),
@@ -380,6 +384,14 @@ def test_what_the_user_controls_is_a_one_line_user_error(tmp_path, capsys, argv,
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("alignfuse: error:"), err
     assert needle in lines[0] and "internal error" not in err
+
+
+def test_version(capsys):
+    from alignfuse import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"alignfuse {__version__}"
 
 
 def test_python_api_user_errors_keep_their_builtin_types():

@@ -727,6 +727,9 @@ parallel runs (folder and video mode): --workers N starts N local processes, --r
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignfuse", description="Fuse misaligned infrared and visible images.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"alignfuse {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add = sub.add_parser

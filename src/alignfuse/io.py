@@ -736,7 +736,11 @@ def check_outputs(inputs: Sequence[PathLike], outputs: Sequence[tuple[PathLike |
     (the CLI and the Python API share it).
 
     outputs: (path or None, what) with what "field" for a field file, anything else for an image."""
-    taken = {resolved_path(p): "input" for p in inputs}
+    taken = {}
+    for p in inputs:
+        if resolved_path(p) in taken:
+            raise UserError(f"{p}: given twice as an input (the infrared and the visible image must be two files)")
+        taken[resolved_path(p)] = "input"
     for path, what in outputs:
         if path is None:
             continue
@@ -758,6 +762,8 @@ def check_output_path(path: PathLike, bit_depth: int = 8, label: str | None = No
     batch's example path that names no real file); default: the path."""
     path = Path(path)
     label = label or str(path)
+    if path.is_dir():
+        raise UserError(f"{label}: is a folder; give a file name")
     fmt = _OUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"{label}: unsupported output extension {path.suffix!r} (use one of {', '.join(_OUT_FORMATS)})")

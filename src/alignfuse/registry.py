@@ -14,6 +14,7 @@ first (inside the function: model_pipelines imports this module). Importing the 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import warnings
@@ -91,7 +92,10 @@ def _factory(name: str) -> Callable[..., Pipeline]:
     reg_name, plus, fuse_name = name.partition("+")
     if plus and reg_name in REGISTRARS and fuse_name in _grid_fusers():
         return functools.partial(_classical, name)
-    raise UnknownNameError(f"unknown model {name!r}; known: {', '.join(list_pipelines())} (run `alignfuse models`)")
+    known = list(list_pipelines())
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    raise UnknownNameError(f"unknown model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+                           + f"; known: {', '.join(known)} (run `alignfuse models`)")
 
 
 def uses_weights(name: str) -> bool:
