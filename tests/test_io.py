@@ -703,3 +703,18 @@ def test_outputs_that_cannot_be_written_are_refused_up_front_and_named(tmp_path)
         aio._atomic_write(tmp_path / "folder.png", lambda f: f.write(b"data"))
     assert e.value.filename == str(tmp_path / "folder.png") and ".tmp" not in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.png"]  # no temporary file left
+
+
+def test_matrix_to_raw_ir_agrees_with_the_field_mapping():
+    # a homography on the visible grid (onto the resampled IR) as a field, read back in raw IR pixels both ways
+    vis_size, ir_size = (50, 30), (64, 51)
+    m = np.array([[0.9, 0.05, 3.0], [-0.02, 1.1, -2.0], [1e-4, -2e-4, 1.0]])
+    ys, xs = np.mgrid[0:30, 0:50].astype(np.float64)
+    q = m @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    field = np.stack([(q[0] / q[2]).reshape(30, 50) - xs, (q[1] / q[2]).reshape(30, 50) - ys])
+    expected = aio.field_to_ir_coordinates(field, ir_size)
+    raw = aio.matrix_to_raw_ir(m, vis_size, ir_size)
+    r = raw @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    got = np.stack([(r[0] / r[2]).reshape(30, 50), (r[1] / r[2]).reshape(30, 50)])
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert raw[2, 2] == 1.0 and not np.allclose(raw, m)

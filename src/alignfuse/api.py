@@ -107,6 +107,20 @@ def _prepare(ir: np.ndarray, vis: np.ndarray,
     return io.resample_to(ir, vis_size), size, [note]
 
 
+MATRIX_CONVENTION = ("matrix maps a visible pixel (x, y, 1) to the pixel of the IR resampled onto the visible grid "
+                     "(u/w, v/w); matrix_raw_ir (an IR of another size) to the raw IR pixel, as a rig file's matrix")
+
+
+def _describe_matrix(diagnostics: dict[str, Any], vis_size: tuple[int, int], ir_size: tuple[int, int] | None) -> None:
+    """Say in ``diagnostics`` which pixels its ``matrix`` maps to and, for an IR of another size, add the map onto the
+    raw IR (``matrix_raw_ir``); nothing without a matrix."""
+    if diagnostics.get("matrix") is None:
+        return
+    diagnostics["matrix_convention"] = MATRIX_CONVENTION
+    if ir_size is not None and tuple(ir_size) != tuple(vis_size):
+        diagnostics["matrix_raw_ir"] = io.matrix_to_raw_ir(diagnostics["matrix"], vis_size, ir_size).tolist()
+
+
 def _warn_suspect(diagnostics: dict[str, Any], warn: bool) -> None:
     if warn and diagnostics.get("suspect"):
         warnings.warn(f"suspect registration ({suspect_detail(diagnostics)})", AlignfuseWarning, stacklevel=3)
@@ -142,6 +156,7 @@ def fuse_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None = Non
         ir_size=ir_size,
         notes=notes,
     )
+    _describe_matrix(result.diagnostics, (vis.shape[1], vis.shape[0]), ir_size)
     _warn_suspect(result.diagnostics, warn)
     return result
 
@@ -159,5 +174,6 @@ def register_arrays(ir: np.ndarray, vis: np.ndarray, pipeline: Pipeline | None =
     result = FuseResult(aligned, aligned, aligned, reg.field[0].float().cpu().numpy(),
                         reference[0, 0].float().cpu().numpy(), reg.diagnostics[0] if reg.diagnostics else {}, ir_size,
                         notes)
+    _describe_matrix(result.diagnostics, (vis.shape[1], vis.shape[0]), ir_size)
     _warn_suspect(result.diagnostics, warn)
     return result

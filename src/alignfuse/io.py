@@ -78,6 +78,7 @@ __all__ = [
     "check_output_path",
     "check_writable",
     "field_path",
+    "matrix_to_raw_ir",
     "write_field",
     "read_field",
     "rgb_to_ycbcr",
@@ -991,6 +992,16 @@ def field_to_ir_coordinates(field: np.ndarray | torch.Tensor, ir_size: tuple[int
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     iw, ih = ir_size
     return np.stack([(xs + f[0] + 0.5) * iw / w - 0.5, (ys + f[1] + 0.5) * ih / h - 0.5])
+
+
+def matrix_to_raw_ir(matrix: np.ndarray, vis_size: tuple[int, int], ir_size: tuple[int, int]) -> np.ndarray:
+    """A 3x3 matrix from visible pixels to pixels of the IR resampled onto the visible grid (what a registration's
+    diagnostics hold) -> (3, 3) the same map onto the raw IR's pixels (the convention of a rig file): the scaling of
+    :func:`field_to_ir_coordinates` applied after it. Sizes ``(width, height)``; normalised so that [2, 2] = 1."""
+    (vw, vh), (iw, ih) = vis_size, ir_size
+    to_raw = np.array([[iw / vw, 0.0, 0.5 * iw / vw - 0.5], [0.0, ih / vh, 0.5 * ih / vh - 0.5], [0.0, 0.0, 1.0]])
+    out = to_raw @ np.asarray(matrix, dtype=np.float64)
+    return out / out[2, 2]
 
 
 def resample_note(ir_size: tuple[int, int], vis_size: tuple[int, int]) -> str:
