@@ -358,6 +358,8 @@ def test_a_bug_inside_a_fuser_is_an_internal_error_not_a_user_error(tmp_path, ca
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "nope+gff"], "unknown model"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "defualt+gff"], "did you mean default+gff"),
     (["fuse", "{ir}", "{ir}", "-o", "{d}/o.png", "--model", "identity+average"], "given twice as an input"),
+    (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "ecc+gff", "--no-local"],
+     "ecc+gff takes no local option (--no-local); it applies to default, default+gff"),
     (["register", "{ir}", "{ir}", "-o", "{d}/o.png", "--model", "identity+average"], "given twice as an input"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}", "--model", "identity+average"], "is a folder"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--device", "cuda:x"], "cpu, cuda"),

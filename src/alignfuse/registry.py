@@ -108,13 +108,33 @@ def uses_weights(name: str) -> bool:
     return name.partition("+")[2] in LEARNED_FUSERS
 
 
+# the command line's flag for a pipeline option, where it has one (an error names what the user typed)
+CLI_FLAGS = {"rig": "--rig", "local": "--no-local", "ir_field": "--ir-field", "weights_dir": "--weights-dir"}
+
+
+def pipelines_taking(option: str) -> list[str]:
+    """The registered pipelines whose factory takes keyword ``option``."""
+    def takes(factory: Callable[..., Pipeline]) -> bool:
+        params = inspect.signature(factory).parameters
+        return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+    _load_network_pipelines()
+    return [n for n, e in _REGISTRY.items() if takes(e.factory)]
+
+
 def _check_options(name: str, factory: Callable[..., Pipeline], kwargs: dict[str, Any]) -> None:
-    """A wrong option is the caller's error: a UserError naming the accepted ones, not a TypeError."""
+    """A wrong option is the caller's error: a UserError naming the pipelines that take it (a command-line option)
+    or the options this one accepts, not a TypeError."""
     signature = inspect.signature(factory)
     try:
         signature.bind(**kwargs)
     except TypeError:
         unknown = sorted(set(kwargs) - set(signature.parameters))
+        flags = [CLI_FLAGS[k] for k in unknown if k in CLI_FLAGS]
+        if flags and len(flags) == len(unknown):
+            takers = sorted(set.intersection(*(set(pipelines_taking(k)) for k in unknown)))
+            raise UserError(f"{name} takes no {', '.join(unknown)} option ({', '.join(flags)}); "
+                            f"{'they apply' if len(unknown) > 1 else 'it applies'} to {', '.join(takers)}") from None
         raise UserError(f"{name}: unknown option(s) {', '.join(unknown)}; "
                         f"accepted: {', '.join(signature.parameters) or 'none'}") from None
 
