@@ -602,6 +602,12 @@ def test_folder_mode_warns_about_outputs_this_run_did_not_write(tmp_path, capsys
     assert code == 0 and len(warned) == 2, err  # the fused image and the aligned IR
     assert str(tmp_path / "o") in warned[0] and "(b.png)" in warned[0]
     assert str(tmp_path / "o" / "aligned_ir") in warned[1]
+    # a later run with another --ext and without --save-aligned still sees both earlier runs' leftovers
+    code, _, err = run(capsys, *[a for a in args if a != "--save-aligned"], "--ext", "jpg")
+    warned = [line for line in err.splitlines() if "from an earlier run" in line]
+    assert code == 0 and len(warned) == 2, err
+    assert "2 file(s)" in warned[0] and "a.png" in warned[0] and "b.png" in warned[0]
+    assert str(tmp_path / "o" / "aligned_ir") in warned[1] and "a.png" in warned[1]
 
 
 def test_folder_mode_lists_a_repeated_note_once(tmp_path, capsys):

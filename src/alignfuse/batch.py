@@ -223,13 +223,15 @@ def grouped_notes(notes: Sequence[str], keep: int = 2) -> list[str]:
     return lines
 
 
-def stale_files(folder: Path, pattern: str, written: Iterable[Path]) -> list[Path]:
-    """Files of ``folder`` matching ``pattern`` that this run did not write: outputs of an earlier run, which would
-    look like part of this one (a shorter video's frames, a pair since removed from the inputs)."""
+def stale_files(folder: Path, pattern: str | Sequence[str], written: Iterable[Path]) -> list[Path]:
+    """Files of ``folder`` matching ``pattern`` (or any of several) that this run did not write: outputs of an earlier
+    run, which would look like part of this one (a shorter video's frames, a pair since removed from the inputs, an
+    earlier run's other ``--ext``)."""
     if not folder.is_dir():
         return []
     fresh = {Path(p).resolve() for p in written}
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.resolve() not in fresh)
+    found = {p for pat in ([pattern] if isinstance(pattern, str) else pattern) for p in folder.glob(pat)}
+    return sorted(p for p in found if p.is_file() and p.resolve() not in fresh)
 
 
 def stale_warning(folder: Path, stale: Sequence[Path]) -> str:

@@ -273,13 +273,12 @@ def _fuse_folder(args: argparse.Namespace) -> int:
     for note in grouped_notes(notes):  # after the progress bar, each naming its file(s)
         print(f"alignfuse: note: {note}", file=sys.stderr)
     # outputs this run did not write (a pair since removed, a failed pair) would pass for this run's
-    outputs = [(out_dir, f"*.{args.ext}", "output")]
-    if args.save_aligned:
-        outputs.append((out_dir / "aligned_ir", f"*.{args.ext}", "aligned_output"))
-    if args.save_field:
-        outputs.append((out_dir / "field", "*.npy", "field_output"))
-    for folder, pattern, attr in outputs:
-        stale = stale_files(folder, pattern, [getattr(job, attr) for job in done])
+    # (any image format: an earlier run may have used another --ext; the subfolders even when not written this time)
+    images = [f"*{ext}" for ext in io.OUTPUT_EXTENSIONS]
+    outputs = [(out_dir, images, "output"), (out_dir / "aligned_ir", images, "aligned_output"),
+               (out_dir / "field", ["*.npy"], "field_output")]
+    for folder, patterns, attr in outputs:
+        stale = stale_files(folder, patterns, [getattr(job, attr) for job in done if getattr(job, attr) is not None])
         if stale:
             print(f"alignfuse: warning: {stale_warning(folder, stale)}", file=sys.stderr)
     return _print_report(report, "pairs", runner.name, out_dir, unpaired)

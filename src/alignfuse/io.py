@@ -101,6 +101,7 @@ Norm = Union[str, tuple[float, float], None]
 
 _NORMS = ("percentile", "minmax", "fixed")
 _OUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+OUTPUT_EXTENSIONS = tuple(_OUT_FORMATS)  # what write_image writes
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 _KR, _KG, _KB = 0.299, 0.587, 0.114  # BT.601 luma weights
 _CB_SCALE, _CR_SCALE = 1.772, 1.402  # 2 * (1 - K_B), 2 * (1 - K_R)
