@@ -718,3 +718,10 @@ def test_matrix_to_raw_ir_agrees_with_the_field_mapping():
     got = np.stack([(r[0] / r[2]).reshape(30, 50), (r[1] / r[2]).reshape(30, 50)])
     np.testing.assert_allclose(got, expected, atol=1e-9)
     assert raw[2, 2] == 1.0 and not np.allclose(raw, m)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_check_writable_probes_the_folder_where_permissions_say_yes():
+    # /proc is writable by permission bits for root, yet no file can be created there: caught before any work
+    with pytest.raises(UserError, match="cannot be written"):
+        aio.check_writable(Path("/proc/alignfuse-test.png"))

@@ -705,6 +705,12 @@ def check_writable(path: PathLike) -> Path:
         raise UserError(f"{path}: cannot be written: {parent} is a file, not a folder")
     if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{path}: cannot be written: folder {parent} is not writable")
+    if parent.is_dir():  # os.access answers yes for root even where nothing can be created (/proc, read-only mounts)
+        try:
+            with tempfile.NamedTemporaryFile(dir=parent, prefix=".alignfuse-probe-"):
+                pass
+        except OSError as exc:
+            raise UserError(f"{path}: cannot be written in {parent}: {exc.strerror or exc}") from None
     return path
 
 
