@@ -95,6 +95,11 @@ def test_different_lengths_and_rates_follow_the_pairing_policy(tmp_path, capsys)
     assert "frame rates differ" in warns[1] and "12 fps" in warns[1]
     frames, rate = read_video(tmp_path / "f.mkv")
     assert len(frames) == 3 and rate == 12  # stops at the shorter; the visible stream's rate
+    # a --limit within both streams: their lengths do not matter, their rates still do
+    code, _, err = run(capsys, "fuse", "--ir-video", ir, "--vis-video", vis, "-o", tmp_path / "g.mkv", "--limit", "2",
+                       *FAST)
+    assert code == 0 and [w for w in _warnings(err) if "frames are paired" in w and "has 3 frames" in w] == []
+    assert any("frame rates differ" in w for w in _warnings(err))
 
 
 def test_sixteen_bit_ir_of_unknown_length_and_odd_size_and_limit(tmp_path, capsys):

@@ -303,7 +303,7 @@ def _fuse_video(args: argparse.Namespace) -> int:
     video.check_output(out, [ir_path, vis_path])
     with video.open_video(ir_path) as ir, video.open_video(vis_path) as vis, \
             open_runner(_pipeline_spec(args), _parallel(args)) as runner:
-        notes, warns = video.pairing_notes(ir, vis)
+        notes, warns = video.pairing_notes(ir, vis, args.limit)
         for line in notes:
             print(f"alignfuse: note: {line}", file=sys.stderr)
         for line in warns:

@@ -267,13 +267,15 @@ def _rate_text(rate: Fraction | None) -> str:
     return "unknown fps" if rate is None else f"{float(rate):.3g} fps"
 
 
-def pairing_notes(ir: VideoInput, vis: VideoInput) -> tuple[list[str], list[str]]:
-    """-> (notes, warnings) about how the two streams are paired, known before decoding."""
+def pairing_notes(ir: VideoInput, vis: VideoInput, limit: int | None = None) -> tuple[list[str], list[str]]:
+    """-> (notes, warnings) about how the two streams are paired, known before decoding (``limit``: the frames the run
+    reads at most; a length difference beyond it does not matter)."""
     notes, warns = [], []
     if ir.size != vis.size:
         notes.append(f"{ir.path.name} (infrared): {ir.size[0]}x{ir.size[1]} frames resampled onto the "
                      f"{vis.size[0]}x{vis.size[1]} visible grid")
-    if ir.frames and vis.frames and ir.frames != vis.frames:
+    within_limit = limit is None or min(ir.frames or 0, vis.frames or 0) < limit
+    if ir.frames and vis.frames and ir.frames != vis.frames and within_limit:
         short, long_ = (ir, vis) if ir.frames < vis.frames else (vis, ir)
         warns.append(f"{ir.path.name} has {ir.frames} frames and {vis.path.name} {vis.frames}: frames are paired by "
                      f"index and the run stops at the end of {short.path.name} (the last {long_.frames - short.frames} "
