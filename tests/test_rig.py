@@ -249,3 +249,19 @@ def test_a_failed_rig_is_refused_by_the_library_too(tmp_path):
     rig = RigModel(np.eye(3), VIS, VIS, verdict="failed", reason="no frames", source="r.json")
     with pytest.raises(UserError, match="this calibration failed"):
         load_pipeline("default", rig=rig)
+
+
+def test_a_constant_frame_is_no_estimate_and_costs_no_search():
+    from alignfuse.registration import GlobalSearchRegistrar
+    from alignfuse.registration.rig import consensus, estimate_frame
+
+    class NoSearch(GlobalSearchRegistrar):
+        def register_pair(self, *args, **kwargs):
+            raise AssertionError("a constant frame was searched")
+
+    vis = np.random.default_rng(0).random((48, 64)).astype(np.float32)
+    capped = estimate_frame(NoSearch(), "cap", np.full((48, 64), 0.3, np.float32), vis, None)
+    assert capped.fallback is not None and capped.suspect and capped.confidence == 0.0
+    # same-size frames kept as delivered vote for an aligned rig; a lens cap does not
+    rig = consensus([capped] * 3, (64, 48), (64, 48))
+    assert rig.verdict == "failed" and "covered lens" in rig.reason

@@ -28,7 +28,7 @@ import torch
 
 from .. import warp as warp_ops
 from ..errors import UserError
-from ..stages import RegistrationResult
+from ..stages import CONSTANT_STD, RegistrationResult
 from .global_search import GlobalSearchRegistrar, _scale_matrix, describe_model
 
 __all__ = ["RIG_FORMAT", "RIG_CONVENTION", "RigModel", "FrameEstimate", "estimate_rig", "RigRegistrar",
@@ -159,6 +159,8 @@ class FrameEstimate:
 def estimate_frame(registrar: GlobalSearchRegistrar, name: str, ir: np.ndarray, vis_y: np.ndarray,
                    ir_size: Size | None) -> FrameEstimate:
     """ir, vis_y: (H, W) float in [0, 1] on the visible grid (the IR resampled onto it)."""
+    if float(np.std(ir)) < CONSTANT_STD or float(np.std(vis_y)) < CONSTANT_STD:  # nothing to search (a lens cap)
+        return FrameEstimate(name, np.eye(3), 0.0, "an image is constant (no structure)", suspect=True)
     moving = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None]
     fixed = torch.from_numpy(np.ascontiguousarray(vis_y, dtype=np.float32))[None, None]
     with torch.no_grad():
