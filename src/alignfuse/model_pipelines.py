@@ -25,6 +25,10 @@ from .registry import register_pipeline
 from .stages import IdentityRegistrar, IdentityTranslator
 
 REGISTER_LONG_SIDE = 384  # UMF registration working resolution (long side, px)
+# The default registration's working size (long side, px): its searches, judges and MRRN work at <= 384 px, so a
+# larger input only made its full-resolution warps slower (a 4000x3000 visible frame: 9.1-9.7 s -> 2.8-3.0 s to
+# register, the same TRE on three real rig pairs; docs/RESULTS.md §4.1). Every benchmark image is smaller.
+DEFAULT_REGISTER_LONG_SIDE = 1024
 # A global alignment kept with a MIND gain below this is flagged suspect: every right solution on 60
 # ``roadscene_raw`` training pairs gained >= 0.09, and >= 0.098 on 40 RoadScene training pairs of ``large``.
 GLOBAL_WARN_GAIN = 0.08
@@ -239,12 +243,18 @@ def rig_registrar(weights_dir: str | Path | None = None, local: bool = True, loc
     return ChainRegistrar(stages, dead_zone=dead_zone, name=f"{first}+mrrn" if local else first)
 
 
+def _default_long_side(registration: dict[str, Any]) -> int | None:
+    """The default registration's working size; none with a rig file (calibrated for the frames' own size)."""
+    return None if registration.get("rig") is not None else DEFAULT_REGISTER_LONG_SIDE
+
+
 @register_pipeline("default", _desc("what `alignfuse fuse` uses: cross-modal global search (translation, field of "
                                     "view, anisotropic scale, roll, perspective) + MRRN local stage, each kept only "
                                     "when it helps; DIFN fusion", "mrrn", "difn"))
 def default(weights_dir: str | Path | None = None, local: bool = True, **registration: Any) -> Pipeline:
     return Pipeline(IdentityTranslator(), rig_registrar(weights_dir, local, **registration),
-                    NetFuser(load_difn(weights_dir)), name="default")
+                    NetFuser(load_difn(weights_dir)), register_long_side=_default_long_side(registration),
+                    name="default")
 
 
 @register_pipeline("default+gff", _desc("the default registration, guided-filter fusion", "mrrn"))
@@ -252,7 +262,7 @@ def default_gff(weights_dir: str | Path | None = None, local: bool = True, **reg
     from .baselines import FUSERS
 
     return Pipeline(IdentityTranslator(), rig_registrar(weights_dir, local, **registration), FUSERS["gff"](),
-                    name="default+gff")
+                    register_long_side=_default_long_side(registration), name="default+gff")
 
 
 @register_pipeline("default+pwf", _desc("the default registration, PWF fusion (pyramid-weight network trained here: "
@@ -261,4 +271,5 @@ def default_pwf(weights_dir: str | Path | None = None, local: bool = True, **reg
     from .learned_stages import load_pwf
 
     return Pipeline(IdentityTranslator(), rig_registrar(weights_dir, local, **registration),
-                    NetFuser(load_pwf(weights_dir), output="fused"), name="default+pwf")
+                    NetFuser(load_pwf(weights_dir), output="fused"), register_long_side=_default_long_side(registration),
+                    name="default+pwf")

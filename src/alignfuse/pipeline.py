@@ -36,6 +36,20 @@ class PipelineOutput:
 MIN_WORK_SHORT_SIDE = 64  # px; see Pipeline's register_long_side
 
 
+def _matrices_to_full(diagnostics: dict[str, Any], work: tuple[int, int], full: tuple[int, int]) -> None:
+    """Re-express the ``matrix`` (visible px -> IR px, 3x3) of a registration's diagnostics and of its stages',
+    found on images resized from ``full`` = (h, w) to ``work``, between the full-size images (pixel centres as in
+    :func:`alignfuse.warp.resize_image`, align_corners=False)."""
+    import numpy as np
+
+    sy, sx = work[0] / full[0], work[1] / full[1]
+    to_work = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    for d in [diagnostics] + [st.get("diagnostics", {}) for st in diagnostics.get("stages", ())]:
+        if d.get("matrix") is not None:
+            m = np.linalg.inv(to_work) @ np.asarray(d["matrix"], dtype=np.float64) @ to_work
+            d["matrix"] = (m / m[2, 2]).tolist()
+
+
 class Pipeline:
     """Three replaceable stages.
 
@@ -114,6 +128,8 @@ class Pipeline:
             full_field = warp_ops.resize_field(result.field, (h, w))
             result = RegistrationResult(warp_ops.warp(ir, full_field), full_field, result.diagnostics)
             reference = warp_ops.resize_image(reference, (h, w))
+            for d in result.diagnostics:  # a registrar's matrices are in pixels of the working size
+                _matrices_to_full(d, work, (h, w))
         # every registrar's field size, in pixels of the images given (a registrar sees the working size)
         for d, mag in zip(result.diagnostics, warp_ops.magnitude(result.field).flatten(1)):
             d.update(field_mean_px=float(mag.mean()), field_max_px=float(mag.max()))
