@@ -690,9 +690,10 @@ def _encode_into(f: IO[bytes], q: np.ndarray, fmt: str, ext: str) -> None:
     im.save(f, format=fmt, **options)
 
 
-def check_writable(path: PathLike) -> Path:
+def check_writable(path: PathLike, probe: bool = False) -> Path:
     """``UserError`` when a file could not be written at ``path`` (an existing folder there, a file where a
-    parent folder should be, a read-only folder); missing parent folders are fine (writers create them)."""
+    parent folder should be, a read-only folder); missing parent folders are fine (writers create them). With
+    ``probe`` (the checks before a run's work), a temporary file is also created and removed in the folder."""
     path = Path(path)
     if not path.name or path.name in (".", ".."):
         raise UserError(f"{str(path)!r}: not a file name")
@@ -705,7 +706,7 @@ def check_writable(path: PathLike) -> Path:
         raise UserError(f"{path}: cannot be written: {parent} is a file, not a folder")
     if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{path}: cannot be written: folder {parent} is not writable")
-    if parent.is_dir():  # os.access answers yes for root even where nothing can be created (/proc, read-only mounts)
+    if probe and parent.is_dir():  # os.access says yes for root where nothing can be created (/proc, read-only mounts)
         try:
             with tempfile.NamedTemporaryFile(dir=parent, prefix=".alignfuse-probe-"):
                 pass
@@ -744,26 +745,22 @@ def check_outputs(inputs: Sequence[PathLike], outputs: Sequence[tuple[PathLike |
     (the CLI and the Python API share it).
 
     outputs: (path or None, what) with what "field" for a field file, anything else for an image."""
-    taken = {}
-    for p in inputs:
-        if resolved_path(p) in taken:
-            raise UserError(f"{p}: given twice as an input (the infrared and the visible image must be two files)")
-        taken[resolved_path(p)] = "input"
+    taken = {resolved_path(p): "input" for p in inputs}
     for path, what in outputs:
         if path is None:
             continue
         target = field_path(path) if what == "field" else Path(path)
         if what != "field":
-            check_output_path(target, bit_depth)
+            check_output_path(target, bit_depth, probe=True)
         else:
-            check_writable(target)
+            check_writable(target, probe=True)
         key = resolved_path(target)
         if key in taken:
             raise UserError(f"{target}: would overwrite the {taken[key]}; choose another path for the {what}")
         taken[key] = what
 
 
-def check_output_path(path: PathLike, bit_depth: int = 8, label: str | None = None) -> str:
+def check_output_path(path: PathLike, bit_depth: int = 8, label: str | None = None, probe: bool = False) -> str:
     """The writer format (e.g. ``"PNG"``) for an image path, or ``ValueError`` when :func:`write_image` could
     not write it (unknown extension, 16 bits in a format without them, see also :func:`check_writable`): lets a
     batch fail before any work. ``label`` names what the user gave in the messages (e.g. ``"--ext webp"``, for a
@@ -779,7 +776,7 @@ def check_output_path(path: PathLike, bit_depth: int = 8, label: str | None = No
         raise UserError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     if bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
         raise UserError(f"{label}: 16-bit output needs .png or .tif, not {path.suffix!r}")
-    check_writable(path)
+    check_writable(path, probe)
     return fmt
 
 
@@ -1005,9 +1002,10 @@ def matrix_to_raw_ir(matrix: np.ndarray, vis_size: tuple[int, int], ir_size: tup
     """A 3x3 matrix from visible pixels to pixels of the IR resampled onto the visible grid (what a registration's
     diagnostics hold) -> (3, 3) the same map onto the raw IR's pixels (the convention of a rig file): the scaling of
     :func:`field_to_ir_coordinates` applied after it. Sizes ``(width, height)``; normalised so that [2, 2] = 1."""
+    from .pixel_grid import scale_matrix
+
     (vw, vh), (iw, ih) = vis_size, ir_size
-    to_raw = np.array([[iw / vw, 0.0, 0.5 * iw / vw - 0.5], [0.0, ih / vh, 0.5 * ih / vh - 0.5], [0.0, 0.0, 1.0]])
-    out = to_raw @ np.asarray(matrix, dtype=np.float64)
+    out = scale_matrix((vh, vw), (ih, iw)) @ np.asarray(matrix, dtype=np.float64)
     return out / out[2, 2]
 
 

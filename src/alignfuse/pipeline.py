@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import warp as warp_ops
+from .pixel_grid import rescale_matrix
 from .stages import (CONSTANT_IR_NOTE, CONSTANT_STD, Fuser, IdentityRegistrar, IdentityTranslator, Registrar,
                      RegistrationResult, Translator, luminance)
 
@@ -36,18 +37,19 @@ class PipelineOutput:
 MIN_WORK_SHORT_SIDE = 64  # px; see Pipeline's register_long_side
 
 
-def _matrices_to_full(diagnostics: dict[str, Any], work: tuple[int, int], full: tuple[int, int]) -> None:
-    """Re-express the ``matrix`` (visible px -> IR px, 3x3) of a registration's diagnostics and of its stages',
-    found on images resized from ``full`` = (h, w) to ``work``, between the full-size images (pixel centres as in
-    :func:`alignfuse.warp.resize_image`, align_corners=False)."""
-    import numpy as np
-
-    sy, sx = work[0] / full[0], work[1] / full[1]
-    to_work = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-    for d in [diagnostics] + [st.get("diagnostics", {}) for st in diagnostics.get("stages", ())]:
-        if d.get("matrix") is not None:
-            m = np.linalg.inv(to_work) @ np.asarray(d["matrix"], dtype=np.float64) @ to_work
-            d["matrix"] = (m / m[2, 2]).tolist()
+def _matrices_to_full(diagnostics: Any, work: tuple[int, int], full: tuple[int, int]) -> None:
+    """Re-express every ``matrix`` (visible px -> IR px, 3x3) in a registration's diagnostics (its stages' and their
+    alternatives' too), found on images resized from ``full`` = (h, w) to ``work``, between the full-size images."""
+    if isinstance(diagnostics, dict):
+        for key, value in diagnostics.items():
+            if key == "matrix" and value is not None:
+                m = rescale_matrix(value, work, full)
+                diagnostics[key] = (m / m[2, 2]).tolist()
+            else:
+                _matrices_to_full(value, work, full)
+    elif isinstance(diagnostics, list):
+        for item in diagnostics:
+            _matrices_to_full(item, work, full)
 
 
 class Pipeline:
@@ -130,6 +132,7 @@ class Pipeline:
             reference = warp_ops.resize_image(reference, (h, w))
             for d in result.diagnostics:  # a registrar's matrices are in pixels of the working size
                 _matrices_to_full(d, work, (h, w))
+                d["registered_at"] = list(work)  # (h, w): the size its other pixel figures (e.g. shifts) refer to
         # every registrar's field size, in pixels of the images given (a registrar sees the working size)
         for d, mag in zip(result.diagnostics, warp_ops.magnitude(result.field).flatten(1)):
             d.update(field_mean_px=float(mag.mean()), field_max_px=float(mag.max()))
@@ -141,17 +144,21 @@ class Pipeline:
         :meth:`register`)."""
         reg, reference = self.register(ir, vis, ir_size)
         vis_y = luminance(vis)
-        fused = self.fuser(reg.aligned, vis_y).clamp(0, 1)
         # a constant IR (a lens cap, a dead sensor) carries nothing to fuse; a fuser would only shift the visible
         # image's brightness (a learned one by up to half its range), so the visible luminance is the output
         constant = ir.flatten(1).std(1) < CONSTANT_STD  # (B,)
+        if bool(constant.all()):
+            fused = vis_y.clone()
+        else:
+            fused = self.fuser(reg.aligned, vis_y).clamp(0, 1)
         if bool(constant.any()):
             fused = torch.where(constant[:, None, None, None], vis_y.to(fused.dtype), fused)
+            diagnostics = list(reg.diagnostics) + [{} for _ in range(ir.shape[0] - len(reg.diagnostics))]
             for i in constant.nonzero().flatten().tolist():
-                if i < len(reg.diagnostics):
-                    d = reg.diagnostics[i]
-                    d.update(suspect=True, fused_from="visible",
-                             warning="; ".join(w for w in (d.get("warning"), CONSTANT_IR_NOTE) if w))
+                d = diagnostics[i]
+                d.update(suspect=True, fused_from="visible",
+                         warning="; ".join(w for w in (d.get("warning"), CONSTANT_IR_NOTE) if w))
+            reg = RegistrationResult(reg.aligned, reg.field, diagnostics)
         return PipelineOutput(fused, reg.aligned, reg.field, reference, reg.diagnostics)
 
     def __repr__(self) -> str:

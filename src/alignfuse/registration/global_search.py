@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import warp as warp_ops
+from ..pixel_grid import rescale_matrix, scale_matrix
 from ..errors import UserError
 from ..losses.mind import mind_descriptors
 from ..stages import RegistrationResult
@@ -74,17 +75,8 @@ __all__ = ["GlobalSearchRegistrar", "refine_matrix", "refine_matrices", "refine_
 # ----------------------------------------------------------------------------------------------
 
 
-def _scale_matrix(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
-    """Pixel map from an image of size ``src = (h, w)`` to its resize ``dst`` (align_corners=False resampling)."""
-    sy, sx = dst[0] / src[0], dst[1] / src[1]
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-
-
-def _rescale(matrix: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
-    """A sampling matrix (3, 3) or a stack (N, 3, 3) between two images of size ``src`` expressed between their
-    resizes to ``dst``."""
-    a = _scale_matrix(src, dst)
-    return a @ matrix @ np.linalg.inv(a)
+# pixel maps between an image and its resize (the package's one definition, alignfuse.pixel_grid)
+_scale_matrix, _rescale = scale_matrix, rescale_matrix
 
 
 def _to_normalised(h: int, w: int) -> np.ndarray:

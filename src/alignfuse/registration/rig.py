@@ -29,7 +29,8 @@ import torch
 from .. import warp as warp_ops
 from ..errors import UserError
 from ..stages import CONSTANT_STD, RegistrationResult
-from .global_search import GlobalSearchRegistrar, _scale_matrix, describe_model
+from ..pixel_grid import scale_matrix
+from .global_search import GlobalSearchRegistrar, describe_model
 
 __all__ = ["RIG_FORMAT", "RIG_CONVENTION", "RigModel", "FrameEstimate", "estimate_rig", "RigRegistrar",
            "frame_corners", "corner_error", "consensus", "estimate_frame"]
@@ -53,7 +54,7 @@ def frame_corners(matrix: np.ndarray, vis_size: Size) -> np.ndarray:
 def _ir_to_grid(vis_size: Size, ir_size: Size) -> np.ndarray:
     """Raw IR pixel -> pixel of the IR resampled onto the visible grid (``io.resample_to``)."""
     (vw, vh), (iw, ih) = vis_size, ir_size
-    return _scale_matrix((ih, iw), (vh, vw))
+    return scale_matrix((ih, iw), (vh, vw))
 
 
 @dataclass
