@@ -357,10 +357,8 @@ def test_a_bug_inside_a_fuser_is_an_internal_error_not_a_user_error(tmp_path, ca
 @pytest.mark.parametrize("argv, needle", [
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "nope+gff"], "unknown model"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "defualt+gff"], "did you mean default+gff"),
-    (["fuse", "{ir}", "{ir}", "-o", "{d}/o.png", "--model", "identity+average"], "given twice as an input"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "ecc+gff", "--no-local"],
      "ecc+gff takes no local option (--no-local); it applies to default, default+gff"),
-    (["register", "{ir}", "{ir}", "-o", "{d}/o.png", "--model", "identity+average"], "given twice as an input"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}", "--model", "identity+average"], "is a folder"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--device", "cuda:x"], "cpu, cuda"),
     (["fuse", "{ir}", "{vis}", "-o", "{d}/o.png", "--model", "umf-cmgr", "--weights-dir", "{d}"],
@@ -531,10 +529,16 @@ def test_evaluate_json_never_overwrites_a_file_of_the_dataset(tmp_path, capsys):
                                 "--model", "identity+average", "--json", str(target), "-q")
         assert code == 2 and str(target) in err and "Registration" not in stdout, target
     assert (data / "ir" / "TNO_07.png").read_bytes() == image and not (data / "vi" / "new.json").exists()
-    # a new results file beside the dataset's folders is fine
-    code, _, _ = run(capsys, "evaluate", "--data", str(data), "--model", "identity+average",
-                     "--json", str(data / "results.json"), "-q")
-    assert code == 0 and json.loads((data / "results.json").read_text())["data"] == str(data)
+    # a new results file beside the dataset's folders is fine, and so is replacing it with a later run's
+    for _ in range(2):
+        code, _, _ = run(capsys, "evaluate", "--data", str(data), "--model", "identity+average",
+                         "--json", str(data / "results.json"), "-q")
+        assert code == 0 and json.loads((data / "results.json").read_text())["data"] == str(data)
+    # but not another JSON file of the dataset (a stored test set's manifest)
+    (data / "manifest.json").write_text('{"preset": "umf", "seed": 0, "pairs": []}')
+    code, _, err = run(capsys, "evaluate", "--data", str(data), "--split", str(data / "test.txt"), "--model",
+                       "identity+average", "--json", str(data / "manifest.json"), "-q")
+    assert code == 2 and "would overwrite a file of the input dataset" in err
 
 
 def test_register_verbose_prints_only_json_on_stdout(tmp_path, capsys):

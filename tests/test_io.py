@@ -721,7 +721,9 @@ def test_matrix_to_raw_ir_agrees_with_the_field_mapping():
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-def test_check_writable_probes_the_folder_where_permissions_say_yes():
-    # /proc is writable by permission bits for root, yet no file can be created there: caught before any work
+def test_check_writable_probes_the_folder_where_permissions_say_yes(monkeypatch):
+    # permission bits can say yes (root) where no file can be created (/proc): the probe before a run catches it
+    monkeypatch.setattr(aio.os, "access", lambda *args, **kwargs: True)
+    aio.check_writable(Path("/proc/alignfuse-test.png"))  # without the probe (a write's own check) it passes
     with pytest.raises(UserError, match="cannot be written"):
-        aio.check_writable(Path("/proc/alignfuse-test.png"))
+        aio.check_writable(Path("/proc/alignfuse-test.png"), probe=True)

@@ -56,8 +56,8 @@ class FuseResult:
     """fused: (H, W) or (H, W, 3) like the VIS; fused_y: (H, W); aligned_ir: (H, W); field: (2, H, W) on the
     visible grid; ir_size: ``(width, height)`` of the IR as given (it was resampled onto the visible grid when
     it differs from the visible size, and the field is in pixels of that resampled IR); notes: what was converted
-    on reading the files (filled by :func:`alignfuse.fuse` / :func:`alignfuse.register`, each one also an
-    :class:`~alignfuse.errors.AlignfuseWarning`)."""
+    on reading the files or the arrays (an IR resampled onto the visible grid, ...), each one also an
+    :class:`~alignfuse.errors.AlignfuseWarning`."""
 
     fused: np.ndarray
     fused_y: np.ndarray
@@ -107,8 +107,9 @@ def _prepare(ir: np.ndarray, vis: np.ndarray,
     return io.resample_to(ir, vis_size), size, [note]
 
 
-MATRIX_CONVENTION = ("matrix maps a visible pixel (x, y, 1) to the pixel of the IR resampled onto the visible grid "
-                     "(u/w, v/w); matrix_raw_ir (an IR of another size) to the raw IR pixel, as a rig file's matrix")
+MATRIX_CONVENTION = ("matrix (the global model) maps a visible pixel (x, y, 1) to the pixel of the IR resampled onto "
+                     "the visible grid (u/w, v/w); matrix_raw_ir (an IR of another size) to the raw IR pixel, as a rig "
+                     "file's matrix; a kept local stage adds its residual to the field only")
 
 
 def _describe_matrix(diagnostics: dict[str, Any], vis_size: tuple[int, int], ir_size: tuple[int, int] | None) -> None:

@@ -253,7 +253,7 @@ def _fuse_folder(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder (folder mode writes one file per pair into -o)")
     # --ext / --bit-depth / -o: fail before any work
-    io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth, label=f"--ext {args.ext}")
+    io.check_output_path(out_dir / f"x.{args.ext}", args.bit_depth, label=f"--ext {args.ext}", probe=True)
     inputs = (io.resolved_path(Path(args.ir_dir)), io.resolved_path(Path(args.vis_dir)))
     for d in [out_dir] + [out_dir / sub for sub, on in (("aligned_ir", args.save_aligned), ("field", args.save_field)) if on]:
         if io.resolved_path(d) in inputs:
@@ -298,7 +298,7 @@ def _fuse_video(args: argparse.Namespace) -> int:
         frames = Path(args.save_frames)
         if frames.exists() and not frames.is_dir():
             raise UserError(f"--save-frames {frames}: exists and is not a folder")
-        io.check_writable(frames / "frame_000000.png")
+        io.check_writable(frames / "frame_000000.png", probe=True)
     ir_path, vis_path, out = Path(args.ir_video), Path(args.vis_video), Path(args.output)
     video.check_output(out, [ir_path, vis_path])
     with video.open_video(ir_path) as ir, video.open_video(vis_path) as vis, \
@@ -414,7 +414,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: is a folder; give the rig file's path (e.g. rig.json)")
     if out.suffix.lower() != ".json":
         raise UserError(f"{out}: a rig file is JSON; give a path ending in .json (e.g. rig.json)")
-    io.check_writable(out)  # (a .json path is never one of the frames or videos read)
+    io.check_writable(out, probe=True)  # (a .json path is never one of the frames or videos read)
     _set_threads(args)
     out.parent.mkdir(parents=True, exist_ok=True)  # fail before the work, not after it
     failures: list[str] = []
@@ -503,17 +503,27 @@ def _fusion_metric_names(spec: str | None) -> tuple[str, ...]:
 
 
 def _check_not_dataset_file(path: Path, data: Path, split: Path | None) -> None:
-    """``UserError`` when writing ``path`` would overwrite a file the dataset is read from: the split file, a file
-    of the ``data`` folder that is not an earlier JSON result, or anything in its image folders."""
+    """``UserError`` when writing ``path`` would overwrite a file the dataset is read from: the split file, anything
+    in its image / field folders (a stored test set's too), or any existing file of the ``data`` folder that is not
+    an earlier ``evaluate --json`` result (a stored test set's ``manifest.json`` is JSON too)."""
     from . import io
 
     target, root = io.resolved_path(path), io.resolved_path(data)
     if split is not None and target == io.resolved_path(split):
         raise UserError(f"--json {path}: is the --split file; choose another path for the results")
-    if any(root / sub in target.parents for sub in ("ir", "vi", "ir_raw")):
+    if any(root / sub in target.parents for sub in ("ir", "vi", "ir_raw", "ir_gt", "ir_warp", "field")):
         raise UserError(f"--json {path}: is inside an image folder of the input dataset {data}; choose another path")
-    if path.is_file() and root in target.parents and path.suffix.lower() != ".json":
+    if path.is_file() and root in target.parents and not _is_evaluate_result(path):
         raise UserError(f"--json {path}: would overwrite a file of the input dataset {data}; choose another path")
+
+
+def _is_evaluate_result(path: Path) -> bool:
+    """True for a JSON file written by ``evaluate --json`` (its own keys), which a new run may replace."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(content, dict) and {"summary", "pairs", "preset"} <= set(content)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -522,7 +532,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import REGISTRATION_METRICS, evaluate, format_table, iter_samples, summarise
 
     if args.json:  # before any work: the per-pair results of a long run must not be lost at the end
-        json_path = io.check_writable(Path(args.json))
+        json_path = io.check_writable(Path(args.json), probe=True)
         if json_path.exists() and not json_path.is_file():
             raise UserError(f"--json {json_path}: exists and is not a file")
         _check_not_dataset_file(json_path, Path(args.data), Path(args.split) if args.split else None)

@@ -26,8 +26,8 @@ from .stages import IdentityRegistrar, IdentityTranslator
 
 REGISTER_LONG_SIDE = 384  # UMF registration working resolution (long side, px)
 # The default registration's working size (long side, px): its searches, judges and MRRN work at <= 384 px, so a
-# larger input only made its full-resolution warps slower (a 4000x3000 visible frame: 9.1-9.7 s -> 2.8-3.0 s to
-# register, the same TRE on three real rig pairs; docs/RESULTS.md §4.1). Every benchmark image is smaller.
+# larger input only made its full-resolution warps slower (a 4000x3000 visible frame: 7.51 -> 2.02 s to register on
+# 2 threads, the same TRE on three real rig pairs; docs/RESULTS.md §4.1). Every benchmark image is smaller.
 DEFAULT_REGISTER_LONG_SIDE = 1024
 # A global alignment kept with a MIND gain below this is flagged suspect: every right solution on 60
 # ``roadscene_raw`` training pairs gained >= 0.09, and >= 0.098 on 40 RoadScene training pairs of ``large``.
