@@ -453,17 +453,28 @@ def test_ir_field_is_a_clear_error_where_it_does_not_apply(tmp_path, capsys):
         GlobalSearchRegistrar(ir_field="sideways")
 
 
-def test_a_narrow_field_ir_is_registered_by_the_default_through_the_narrow_fallback(tmp_path):
+def test_a_narrow_field_ir_is_registered_by_the_default_through_the_narrow_fallback(tmp_path, monkeypatch):
     """The default (wide-field) search keeps nothing for the narrow-field pair; the narrow search it then runs finds
-    it, and the diagnostics say which field was used."""
+    it, and the diagnostics say which field was used. The visible side of the matching is described once for all
+    the searches of the pair."""
     from alignfuse.cli import main
+    from alignfuse.registration import global_search
 
+    built = []
+
+    class CountingMatcher(global_search.FixedMatcher):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(global_search, "FixedMatcher", CountingMatcher)
     ir_p, vis_p, truth, seen = _narrow_rig_pair(tmp_path)
     pair = io.load_pair(ir_p, vis_p)
     moving, fixed = torch.from_numpy(pair.ir)[None, None], torch.from_numpy(pair.vis_y)[None, None]
     _, d = GlobalSearchRegistrar().register_pair(moving, fixed, pair.ir_size)
     assert d["fallback"] is None and d["ir_field"]["used"] == "narrower"
     assert d["ir_field"]["wider"]["fallback"] is not None  # the wide search alone kept the input
+    assert len(built) == 1  # the wide search, its rescue and the narrow search ran: one matcher
     assert main(["register", str(ir_p), str(vis_p), "-o", str(tmp_path / "al.png"), "--field",
                  str(tmp_path / "f.npy")]) == 0
     err = np.hypot(*(np.load(tmp_path / "f.npy") - truth))[seen]

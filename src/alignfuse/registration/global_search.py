@@ -240,6 +240,22 @@ class _FixedLevel:
 
 
 
+class _PairLevels(dict):
+    """The visible side of one pair, shared by every search of it (first, rescue, narrow): the LK levels by long side
+    (the dict itself, ``{size: _FixedLevel}``) and the cross-modal matchers by long side (:meth:`matcher`)."""
+
+    def __init__(self, levels: dict[int, _FixedLevel]) -> None:
+        super().__init__(levels)
+        self._matchers: dict[int, tuple[FixedMatcher, torch.Tensor]] = {}
+
+    def matcher(self, fixed: torch.Tensor, side: int) -> tuple[FixedMatcher, torch.Tensor]:
+        """(the matcher of ``fixed`` (1, 1, H, W) resized to a long side of ``side``, that resized image)."""
+        if side not in self._matchers:
+            small = _resized(fixed.float(), side)
+            self._matchers[side] = (FixedMatcher(small), small)
+        return self._matchers[side]
+
+
 def _lk_level(moving: ImagePyramid, fixed: _FixedLevel, matrices: np.ndarray, iterations: int,
               model: str) -> tuple[np.ndarray, np.ndarray]:
     """One pyramid level for several independent starts: refine each of ``matrices`` (N, 3, 3) (pixels of this
@@ -707,7 +723,7 @@ class GlobalSearchRegistrar:
         With ``narrow_fallback``, an IR of another size for which nothing was kept is then searched as a narrow-field
         IR (:meth:`_narrow_fallback`)."""
         pyr = ImagePyramid(moving)
-        levels = {s: _FixedLevel(_resized(fixed, s)) for s in self.sizes}
+        levels = _PairLevels({s: _FixedLevel(_resized(fixed, s)) for s in self.sizes})
         matrix, d = self._search_with_rescue(pyr, levels, fixed, ir_size)
         if self.ir_field != "wider" or ir_size is None:
             return matrix, d
@@ -807,7 +823,7 @@ class GlobalSearchRegistrar:
         if self.rescue_jitter is not None and rescue:
             coarse += self._jittered(coarse, full)
         if self.match_starts is not None:
-            coarse += self._matched(pyr, fixed, coarse)
+            coarse += self._matched(pyr, fixed, coarse, levels)
         starts = [("identity", np.eye(3))] + coarse
         # every start through the first ``select_after`` levels; then, after each level, the identity start and
         # the best distant ones (``finalists``, one count per level) go on
@@ -880,17 +896,18 @@ class GlobalSearchRegistrar:
                  confidence=float(min(max(gain, 0.0), 1.0)) if d["fallback"] is None else 0.0)
         return matrix, d
 
-    def _matched(self, pyr: ImagePyramid, fixed: torch.Tensor,
-                 coarse: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+    def _matched(self, pyr: ImagePyramid, fixed: torch.Tensor, coarse: list[tuple[str, np.ndarray]],
+                 levels: dict[int, _FixedLevel] | None = None) -> list[tuple[str, np.ndarray]]:
         """Extra starts from cross-modal matches (:mod:`.matching`): for each of the ``match_starts[0]`` best coarse
         candidates, the IR read by it at ``match_starts[1]`` px (long side), matched to the visible image, and the
         RANSAC homography of the matches composed with it."""
         top, side = self.match_starts
         full = tuple(fixed.shape[-2:])
-        small = _resized(fixed.float(), side)
+        # the visible side is described once per pair (``levels`` of :meth:`register_pair`), not once per search
+        cache = levels if isinstance(levels, _PairLevels) else _PairLevels({})
+        matcher, small = cache.matcher(fixed, side)
         size = tuple(small.shape[-2:])
         to_small = _scale_matrix(full, size)
-        matcher = FixedMatcher(small)
         out = []
         for label, m in coarse[:top]:
             read = m @ np.linalg.inv(to_small)  # small visible px -> IR px
