@@ -164,6 +164,12 @@ def test_synth_is_deterministic_and_evaluate_reads_it(tmp_path, capsys):
     summary = json.loads((tmp_path / "e.json").read_text())["summary"]
     assert set(summary) == {"identity+average", "phase+average"}
     assert summary["identity+average"]["EPE_mean"]["mean"] > 0.5
+    # a split naming a pair the stored set does not hold says so (it was evaluated on fewer pairs silently)
+    split = tmp_path / "names.txt"
+    split.write_text(f"{manifest['pairs'][0]['name']}\nNOPE_1\n")
+    code, _, err = run(capsys, "evaluate", "--data", str(outs[0]), "--split", str(split), "--model",
+                       "identity+average", "-q")
+    assert code == 0 and "'NOPE_1' is listed in" in err and "no pair of the test set" in err
 
 
 def test_evaluate_reports_stored_preset_and_rejects_a_different_one(tmp_path, capsys):
@@ -370,6 +376,8 @@ def test_a_bug_inside_a_fuser_is_an_internal_error_not_a_user_error(tmp_path, ca
      "num_fab"),
     (["train", "nope", "--data", "{samples}", "--out", "{d}/t"], "no training recipe"),
     (["train", "difn", "--data", "{samples}", "--out", "{d}/t", "--set", "lr=abc"], "lr expects float"),
+    (["train", "difn", "--data", "{samples}", "--out", "{d}/t", "--set", "batch=0"], "batch must be > 0"),
+    (["train", "rfvif", "--data", "{samples}", "--out", "{d}/t", "--set", "crop=-5"], "crop must be > 0"),
     (["train", "rfvif", "--data", "{samples}", "--out", "{d}/t", "--set", "variant=num_res_blocks=-1"],
      "num_res_blocks"),
     (["train", "rfvif", "--data", "{samples}", "--out", "{d}/t", "--config", "tiny", "--set", "objective=best"],

@@ -94,6 +94,36 @@ def test_refuses_to_overwrite_without_resume(tmp_path):
         run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", tmp_path / "r", overrides={"steps": 2}, progress=False))
 
 
+def test_a_split_name_without_a_pair_is_named_not_silently_left_out_of_training(tmp_path):
+    from alignfuse.errors import AlignfuseWarning
+    from alignfuse.training.data import load_bank
+
+    split = tmp_path / "names.txt"
+    split.write_text("TNO_07\nNOPE_1\n")
+    with pytest.warns(AlignfuseWarning, match="NOPE_1"):
+        bank = load_bank(SAMPLES, split)
+    assert bank.names == ["TNO_07"]
+
+
+def test_resume_refuses_other_data_or_another_network_and_records_what_it_changed(tmp_path):
+    from alignfuse.errors import UserError
+
+    run = tmp_path / "r"
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", run, overrides={"steps": 2}, progress=False))
+    split = tmp_path / "one.txt"
+    split.write_text("TNO_07\n")
+    with pytest.raises(UserError, match="split"):  # steps 1-2 on every sample pair, the rest on one: two trainings
+        run_recipe(TrainArgs("rfvif", SAMPLES, split, "tiny", run, overrides={"steps": 3}, resume=True,
+                             progress=False))
+    with pytest.raises(UserError, match="does not fit the network"):  # another recipe's checkpoint: no traceback
+        run_recipe(TrainArgs("difn", SAMPLES, None, "tiny", run, overrides={"steps": 3}, resume=True, progress=False))
+    run_recipe(TrainArgs("rfvif", SAMPLES, None, "tiny", run, overrides={"steps": 3, "lr": 5e-4}, resume=True,
+                         progress=False))
+    record = json.loads((run / "config.json").read_text())
+    assert record["run"]["lr"] == 5e-4
+    assert record["resumed"] == [{"at_step": 2, "changed": {"lr": [1e-3, 5e-4], "steps": [2, 3]}}]
+
+
 def test_export_round_trip(tmp_path):
     from alignfuse.models.rfvif import RFVIF, RFVIFConfig
 

@@ -107,9 +107,12 @@ def iter_samples(
         if count == 0:
             raise UserError(f"{data}: no pairs of the test set are listed in {split}")
         count = min(count, limit) if limit else count
+        stored = {e["name"] for e in entries}
+        missing = [f"{n!r} is listed in {split} but is no pair of the test set {data}"
+                   for n in (names or []) if n not in stored]
         it = _stored_testset(data, names)
         return SampleSource(count, (s for _, s in zip(range(count), it)), manifest["preset"], int(manifest["seed"]),
-                            True, [])
+                            True, missing)
     preset = "umf" if preset is None else preset
     seed = 0 if seed is None else seed
     spec = synth.parse_preset(preset)

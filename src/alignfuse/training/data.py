@@ -7,6 +7,7 @@ Batches are float32 tensors ``(B, C, h, w)`` in [0, 1].
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import io, synth
-from ..errors import UserError
+from ..errors import AlignfuseWarning, UserError
 
 __all__ = ["PairBank", "ShiftedBatch", "load_bank", "resize_bank", "paired_crops", "shifted_crops", "misaligned_crops",
            "degrade_sources", "swap_sources"]
@@ -37,9 +38,12 @@ class PairBank:
 def load_bank(data: Path, split: Path | None = None, limit: int | None = None) -> PairBank:
     """Read the aligned pairs of ``data/ir`` and ``data/vi`` (restricted to ``split`` names)."""
     names = io.read_split(split) if split else None
-    pairs, _ = io.pair_folders(Path(data) / "ir", Path(data) / "vi", names=names)
+    pairs, unpaired = io.pair_folders(Path(data) / "ir", Path(data) / "vi", names=names)
     if not pairs:
         raise UserError(f"{data}: no training pairs found")
+    if unpaired and names is not None:  # a listed name trained on nothing would go unnoticed in the record
+        warnings.warn(f"{split}: {len(unpaired)} listed name(s) left out of training ({unpaired[0]}"
+                      + (", ..." if len(unpaired) > 1 else "") + ")", AlignfuseWarning, stacklevel=2)
     pairs = pairs[:limit] if limit else pairs
     bank = PairBank([], [], [], [])
     for stem, ir_path, vis_path in pairs:

@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import UserError
+
 __all__ = ["LoopConfig", "TrainLoop", "DistInfo", "setup_distributed", "atomic_torch_save", "compact_checkpoint"]
 
 
@@ -107,6 +109,10 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
+# run settings a resumption may not change: they define what is trained on and what is trained
+RESUME_FIXED = ("data", "split", "net", "variant", "objective")
+
+
 class TrainLoop:
     """Run ``step_fn`` for ``config.steps`` steps with checkpoints, logs, progress bar and resume.
 
@@ -166,15 +172,42 @@ class TrainLoop:
         if not path.exists():
             return False
         state = torch.load(path, map_location=self.dist.device, weights_only=True)
-        for k, m in self.modules.items():
-            _unwrap(m).load_state_dict(state["modules"][k])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+        try:
+            for k, m in self.modules.items():
+                _unwrap(m).load_state_dict(state["modules"][k])
+            for k, o in self.optimizers.items():
+                o.load_state_dict(state["optimizers"][k])
+        except (KeyError, RuntimeError, ValueError) as exc:  # another recipe's or configuration's run
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path}: this checkpoint does not fit the network being trained ({first[:160]}); resume "
+                            "with the recipe and --config the run was started with, or choose another --out") from None
         torch.set_rng_state(state["torch_rng"].cpu())
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))
         self._truncate_logs()
         return True
+
+    def _check_resumable(self) -> list[dict[str, Any]]:
+        """On ``--resume``: refuse a run whose data, split or network differ from the recorded ones (two trainings
+        in one record); -> the record's resumption history plus this resumption's other changed settings."""
+        path = self.out_dir / "config.json"
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return []  # an older run without a record: nothing to compare
+        old, new = previous.get("run", {}), json.loads(json.dumps(self.run_config, default=str))
+        for key in RESUME_FIXED:
+            if key in old and key in new and old[key] != new[key]:
+                raise UserError(f"--resume {self.out_dir}: the run was trained with {key} {old[key]!r}, not "
+                                f"{new[key]!r}; resume with the same {key}, or start a new run (--out)")
+        changed = {k: [old.get(k), v] for k, v in new.items() if k in old and old[k] != v}
+        step = None
+        if self.checkpoint_path.exists():
+            step = int(torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)["step"])
+        history = list(previous.get("resumed", []))
+        if changed:
+            history.append({"at_step": step, "changed": changed})
+        return history
 
     def _truncate_logs(self) -> None:
         """Drop log lines newer than the restored step (they belong to lost work)."""
@@ -216,15 +249,17 @@ class TrainLoop:
         """Train until ``config.steps``; returns the last logged losses."""
         from tqdm import tqdm
 
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(json.dumps(
-                {"loop": asdict(self.config), "run": self.run_config, "world_size": self.dist.world_size},
-                indent=1, default=str))
+        history = self._check_resumable() if resume else []
         if resume:
             self.load()
         elif self.checkpoint_path.exists():
             raise FileExistsError(f"{self.checkpoint_path} exists; pass --resume to continue or choose another --out")
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            record = {"loop": asdict(self.config), "run": self.run_config, "world_size": self.dist.world_size}
+            if history:  # what each resumption changed, so the record tells the whole run
+                record["resumed"] = history
+            (self.out_dir / "config.json").write_text(json.dumps(record, indent=1, default=str))
         for m in self.modules.values():
             m.train()
         last: dict[str, float] = {}

@@ -281,6 +281,15 @@ def _check_override(model: str, key: str, default: Any, value: Any) -> None:
         ok = True
     if not ok:
         raise UserError(f"{model}: {key} expects {type(default).__name__} like {default!r}, got {value!r}")
+    if key in POSITIVE_KEYS and not value > 0:
+        raise UserError(f"{model}: {key} must be > 0, got {value!r}")
+    if key in NON_NEGATIVE_KEYS and not value >= 0:
+        raise UserError(f"{model}: {key} must be >= 0, got {value!r}")
+
+
+# settings a run cannot work without a positive value of (batch 0 or a negative crop crashed inside a step)
+POSITIVE_KEYS = ("batch", "crop", "lr", "checkpoint_every", "log_every")
+NON_NEGATIVE_KEYS = ("steps", "max_shift")
 
 
 def rfvif_variant(name: str, variant: str = ""):
