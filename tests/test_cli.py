@@ -220,6 +220,12 @@ def test_api_rejects_integer_arrays():
         fuse_arrays(ir, ir, load_pipeline("identity+average"))
     with pytest.raises(ValueError, match="must lie in"):
         fuse_arrays(ir.astype(np.float32), ir.astype(np.float32), load_pipeline("identity+average"))
+    nan = _textured(32, 32).astype(np.float32)
+    nan[3, 4] = np.nan
+    with pytest.raises(ValueError, match="ir holds 1 NaN and 0 infinite values"):
+        fuse_arrays(nan, _textured(32, 32).astype(np.float32), load_pipeline("identity+average"))
+    with pytest.raises(ValueError, match="must be a numpy array, got list"):
+        fuse_arrays(nan.tolist(), nan, load_pipeline("identity+average"))
 
 
 def test_evaluate_stored_set_survives_a_damaged_file(tmp_path, capsys):

@@ -34,3 +34,13 @@ def test_evaluate_metrics_option_selects_vifb_or_named_metrics(tmp_path, capsys)
     assert main(["evaluate", "--data", str(samples), "--preset", "none", "--limit", "1", "--model", "identity+average",
                  "--metrics", "Qabf,Nope", "-q"]) == 2
     assert "unknown metric(s) Nope" in capsys.readouterr().err
+
+
+def test_a_metric_defined_on_fewer_pairs_says_over_how_many_it_was_averaged():
+    from alignfuse.evaluation import format_table, summarise
+
+    rows = [{"name": "a", "Qabf": 0.5, "Qcb": float("nan")}, {"name": "b", "Qabf": 0.7, "Qcb": 0.4}]
+    summary = summarise(rows)
+    assert summary["Qcb"] == {"mean": 0.4, "std": 0.0, "n": 1} and summary["Qabf"]["n"] == 2
+    table = format_table({"m": summary}, ["Qabf", "Qcb"])
+    assert "0.4 ± 0 (n=1)" in table and "0.6 ± 0.1 |" in table

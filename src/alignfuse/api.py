@@ -82,11 +82,17 @@ class FuseResult:
 
 def _check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
     for name, a in (("ir", ir), ("vis", vis)):
-        if not np.issubdtype(np.asarray(a).dtype, np.floating):
-            raise UserError(f"{name} must be a float array in [0, 1], got dtype {np.asarray(a).dtype} "
-                             "(divide 8-bit images by 255, or read files with alignfuse.io.read_image)")
-        if a.size and (not np.isfinite(a).all() or a.min() < -1e-6 or a.max() > 1 + 1e-6):
-            raise UserError(f"{name} values must lie in [0, 1] (got {np.nanmin(a):.3g}..{np.nanmax(a):.3g})")
+        if not isinstance(a, np.ndarray):
+            raise UserError(f"{name} must be a numpy array, got {type(a).__name__}")
+        if not np.issubdtype(a.dtype, np.floating):
+            raise UserError(f"{name} must be a float array in [0, 1], got dtype {a.dtype} (divide 8-bit images by "
+                            "255 and 16-bit ones by 65535, or read files with alignfuse.io.read_image, which also "
+                            "stretches a 16-bit IR)")
+        if a.size and not np.isfinite(a).all():
+            raise UserError(f"{name} holds {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} infinite "
+                            "values; values must lie in [0, 1]")
+        if a.size and (a.min() < -1e-6 or a.max() > 1 + 1e-6):
+            raise UserError(f"{name} values must lie in [0, 1] (got {a.min():.3g}..{a.max():.3g})")
     if ir.ndim != 2:
         raise UserError(f"ir must be (H, W), got shape {ir.shape}")
     if vis.ndim not in (2, 3) or (vis.ndim == 3 and vis.shape[2] != 3):

@@ -207,24 +207,28 @@ def evaluate(
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """{metric: {'mean', 'std'}} over pairs (population std; NaN-free values only)."""
+    """{metric: {'mean', 'std', 'n'}} over pairs (population std; NaN-free values only, ``n`` of them: a metric
+    undefined on some pairs, e.g. Qcb on a constant image, is averaged over the others)."""
     keys = [k for k in rows[0] if k != "name"] if rows else []
     out = {}
     for k in keys:
         vals = np.array([r[k] for r in rows if k in r and math.isfinite(r[k])], dtype=np.float64)
         out[k] = {"mean": float(vals.mean()) if vals.size else float("nan"),
-                  "std": float(vals.std()) if vals.size else float("nan")}
+                  "std": float(vals.std()) if vals.size else float("nan"), "n": int(vals.size)}
     return out
 
 
 def format_table(results: dict[str, dict[str, dict[str, float]]], metrics: list[str]) -> str:
-    """Markdown table: one row per model, 'mean ± std' per metric."""
+    """Markdown table: one row per model, 'mean ± std' per metric, '(n=K)' where a metric is defined on fewer pairs
+    than the model's others."""
     header = "| model | " + " | ".join(metrics) + " |"
     lines = [header, "|" + "---|" * (len(metrics) + 1)]
     for model, summary in results.items():
         cells = []
+        most = max((s.get("n", 0) for s in summary.values()), default=0)
         for m in metrics:
             s = summary.get(m)
-            cells.append("–" if s is None else f"{s['mean']:.4g} ± {s['std']:.2g}")
+            fewer = s is not None and "n" in s and s["n"] < most
+            cells.append("–" if s is None else f"{s['mean']:.4g} ± {s['std']:.2g}" + (f" (n={s['n']})" if fewer else ""))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
