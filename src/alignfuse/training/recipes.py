@@ -288,8 +288,8 @@ def _check_override(model: str, key: str, default: Any, value: Any) -> None:
 
 
 # settings a run cannot work without a positive value of (batch 0 or a negative crop crashed inside a step)
-POSITIVE_KEYS = ("batch", "crop", "lr", "checkpoint_every", "log_every")
-NON_NEGATIVE_KEYS = ("steps", "max_shift")
+POSITIVE_KEYS = ("batch", "crop", "checkpoint_every", "log_every")
+NON_NEGATIVE_KEYS = ("steps", "max_shift", "lr")  # lr 0 keeps a warm start as it is
 
 
 def rfvif_variant(name: str, variant: str = ""):
