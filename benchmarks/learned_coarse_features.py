@@ -37,7 +37,8 @@ from alignfuse import io
 from alignfuse import warp as warp_ops
 from alignfuse.registration import GlobalSearchRegistrar
 from alignfuse.registration.features import orientation_field
-from alignfuse.registration.global_search import ImagePyramid, _box_sums, _rescale, _scale_matrix
+from alignfuse.pixel_grid import rescale_matrix, scale_matrix
+from alignfuse.registration.global_search import ImagePyramid, _box_sums
 
 torch.set_num_threads(1)
 
@@ -119,7 +120,7 @@ class LearnedSearch(GlobalSearchRegistrar):
             mats[i, :2, :2], mats[i, :2, 2], mats[i, 2, 2] = lin, centre - lin @ centre, 1.0
         out_scores = []
         for s in range(0, len(cands), 100):
-            warped, inside = pyr.read(np.linalg.inv(_scale_matrix(full, (h, w))) @ mats[s:s + 100], (ch, cw),
+            warped, inside = pyr.read(np.linalg.inv(scale_matrix(full, (h, w))) @ mats[s:s + 100], (ch, cw),
                                       origin=(-mw, -mh))
             score, valid, dy, dx = score_maps(self.feats, fix, warped, inside, mh, mw, self.min_overlap)
             out_scores.append(torch.where(valid, score, torch.full_like(score, -1.0)))
@@ -131,7 +132,7 @@ class LearnedSearch(GlobalSearchRegistrar):
             iy, ix = divmod(int(idx[n]), ncols)
             shift = np.eye(3)
             shift[:2, 2] = [-float(dx[ix]), -float(dy[iy])]
-            out.append((float(best[n]), cands[n][0], cands[n][1], _rescale(mats[n] @ shift, (h, w), full)))
+            out.append((float(best[n]), cands[n][0], cands[n][1], rescale_matrix(mats[n] @ shift, (h, w), full)))
         return out
 
 
@@ -152,7 +153,7 @@ def sample(item, g: GlobalSearchRegistrar, rng: random.Random, search_size: int,
     fix = warp_ops.resize_image(fixed.float(), (h, w))
     ch, cw = h + 2 * mh, w + 2 * mw
     centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
-    m_true = _rescale(truth, full, (h, w))
+    m_true = rescale_matrix(truth, full, (h, w))
     # local affine of the truth at the centre
     c3 = np.array([*centre, 1.0])
     q = m_true @ c3
@@ -189,7 +190,7 @@ def sample(item, g: GlobalSearchRegistrar, rng: random.Random, search_size: int,
     mats = np.zeros((len(lins), 3, 3))
     for i, lin in enumerate(lins):
         mats[i, :2, :2], mats[i, :2, 2], mats[i, 2, 2] = lin, centre - lin @ centre, 1.0
-    warped, inside = pyr.read(np.linalg.inv(_scale_matrix(full, (h, w))) @ mats, (ch, cw), origin=(-mw, -mh))
+    warped, inside = pyr.read(np.linalg.inv(scale_matrix(full, (h, w))) @ mats, (ch, cw), origin=(-mw, -mh))
     # photometric jitter of both images (gamma), keeps the contrast sign
     gam_v, gam_i = math.exp(rng.uniform(-0.4, 0.4)), math.exp(rng.uniform(-0.4, 0.4))
     fix = fix.clamp_min(0).pow(gam_v)

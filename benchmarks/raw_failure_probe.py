@@ -38,7 +38,8 @@ from alignfuse import warp as warp_ops
 from alignfuse.api import _prepare
 from alignfuse.metrics import target_registration_error
 from alignfuse.registration import GlobalSearchRegistrar
-from alignfuse.registration.global_search import ImagePyramid, _rescale, _scale_matrix, refine_matrix
+from alignfuse.pixel_grid import rescale_matrix, scale_matrix
+from alignfuse.registration.global_search import ImagePyramid, refine_matrix
 from alignfuse.stages import luminance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,7 +55,7 @@ def _pair(name: str):
     points = np.loadtxt(ROOT / "roadscene_raw" / "points" / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
     h_mat = np.loadtxt(ROOT / "roadscene_raw" / "homography" / f"{name}.txt")
     (iw, ih) = pair.ir_size
-    truth = np.linalg.inv(_scale_matrix(pair.vis.shape[:2], (ih, iw))) @ h_mat  # H maps visible -> raw IR pixels
+    truth = np.linalg.inv(scale_matrix(pair.vis.shape[:2], (ih, iw))) @ h_mat  # H maps visible -> raw IR pixels
     ir, _, _ = _prepare(pair.ir, pair.vis)
     moving = io.to_tensor(ir, "cpu").float()
     fixed = luminance(io.to_tensor(pair.vis, "cpu")).float()
@@ -199,8 +200,8 @@ def cmd_measures(args) -> None:
         full = tuple(fixed.shape[-2:])
         f = g.sizes[-1] / max(full)
         size = (round(full[0] * f), round(full[1] * f))
-        mats = np.stack([_rescale(m, full, size) for m in (found, from_truth)])
-        moved, inside = pyr.read(np.linalg.inv(_scale_matrix(full, size)) @ mats, size, padding_mode="border")
+        mats = np.stack([rescale_matrix(m, full, size) for m in (found, from_truth)])
+        moved, inside = pyr.read(np.linalg.inv(scale_matrix(full, size)) @ mats, size, padding_mode="border")
         fix = warp_ops.resize_image(fixed.float(), size)[0, 0].numpy()
         both = (inside[0, 0] * inside[1, 0]).numpy() > 0.5
         both[:12], both[-12:], both[:, :12], both[:, -12:] = False, False, False, False

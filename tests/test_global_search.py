@@ -325,12 +325,13 @@ def _reference_lk(moving, fixed, matrix, iterations, model):
     """One start, one frame, written plainly (the per-start loop the batched refinement replaced): warp the IR by
     the estimate, then Gauss-Newton on the residual warp of its MIND descriptors against the fixed ones."""
     from alignfuse.losses.mind import mind_descriptors
-    from alignfuse.registration.global_search import MODEL_PARAMS, _scale_matrix, _warp_by
+    from alignfuse.pixel_grid import scale_matrix
+    from alignfuse.registration.global_search import MODEL_PARAMS, _warp_by
 
     h, w = fixed.size
     cols = list(MODEL_PARAMS[model])
     p = len(cols)
-    moved, inside = moving.read((np.linalg.inv(_scale_matrix(moving.size, (h, w))) @ matrix)[None], (h, w),
+    moved, inside = moving.read((np.linalg.inv(scale_matrix(moving.size, (h, w))) @ matrix)[None], (h, w),
                                 padding_mode="border")
     valid = inside[0, 0] * fixed.border
     jf = (fixed.jacobian[..., cols] * valid[None, ..., None]).reshape(-1, p).double()
@@ -386,7 +387,7 @@ def test_coarse_search_scores_every_shift_within_the_margins(size):
     displaced by exactly the margin (the outermost shift, which float rounding once dropped on such canvases), the
     best shift and its score must equal a direct evaluation of the normalised correlation at every shift."""
     from alignfuse.registration.features import orientation_field
-    from alignfuse.registration.global_search import _scale_matrix
+    from alignfuse.pixel_grid import scale_matrix
 
     rng = np.random.default_rng(0)
     h, w = size
@@ -397,7 +398,7 @@ def test_coarse_search_scores_every_shift_within_the_margins(size):
     score, _, _, matrix = g._score(ImagePyramid(moving), fixed, [("id", np.eye(2))], g.search_size)[0]
     # direct: the IR read on the canvas, correlated with the visible image at every shift within the margins
     pyr = ImagePyramid(moving)
-    warped, inside = pyr.read(np.linalg.inv(_scale_matrix((h, w), (h, w)))[None], (h + 2 * mh, w + 2 * mw),
+    warped, inside = pyr.read(np.linalg.inv(scale_matrix((h, w), (h, w)))[None], (h + 2 * mh, w + 2 * mw),
                               origin=(-mw, -mh))
     z_mov = (orientation_field(warped, mask=inside) * inside[:, 0])[0].numpy()
     z_fix = orientation_field(fixed)[0].numpy()

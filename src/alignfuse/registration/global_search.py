@@ -75,10 +75,6 @@ __all__ = ["GlobalSearchRegistrar", "refine_matrix", "refine_matrices", "refine_
 # ----------------------------------------------------------------------------------------------
 
 
-# pixel maps between an image and its resize (the package's one definition, alignfuse.pixel_grid)
-_scale_matrix, _rescale = scale_matrix, rescale_matrix
-
-
 def _to_normalised(h: int, w: int) -> np.ndarray:
     """Pixel (centres at integers) -> grid_sample coordinate in [-1, 1] (align_corners=True) of an (h, w) image."""
     return np.array([[2.0 / max(w - 1, 1), 0.0, -1.0], [0.0, 2.0 / max(h - 1, 1), -1.0], [0.0, 0.0, 1.0]])
@@ -157,7 +153,7 @@ class ImagePyramid:
         ins = torch.zeros_like(out)
         for j in np.unique(level):
             idx = np.nonzero(level == j)[0]
-            to_level = _scale_matrix(self.size, tuple(self.levels[j].shape[-2:]))
+            to_level = scale_matrix(self.size, tuple(self.levels[j].shape[-2:]))
             w_, i_ = _warp_by(self.levels[j], to_level @ matrices[idx], out_size, origin,
                               padding_mode)
             out[idx], ins[idx] = w_, i_
@@ -283,7 +279,7 @@ def _lk_level_joint(movings: Sequence[ImagePyramid], fixeds: Sequence[_FixedLeve
     frames = []  # (moved descriptors (N, C, h, w), valid mask (N, h, w)) per frame
     hess = torch.zeros(n, n_params, n_params, dtype=torch.float64)
     for moving, fixed in zip(movings, fixeds):
-        to_full = np.linalg.inv(_scale_matrix(moving.size, (h, w)))
+        to_full = np.linalg.inv(scale_matrix(moving.size, (h, w)))
         moved, inside = moving.read(to_full @ mats, (h, w), padding_mode="border")
         valid = inside[:, 0] * fixed.border
         if iterations > 0:  # each start's Gauss-Newton Hessian over the pixels its IR covers
@@ -364,8 +360,8 @@ def refine_matrices(moving: torch.Tensor | ImagePyramid, fixed: torch.Tensor, ma
     for size, its, model in zip(sizes, iterations, models):
         fix = fixed_levels[size] if fixed_levels and size in fixed_levels else _FixedLevel(_resized(fixed, size))
         work = fix.size
-        mats, costs = _lk_level(pyr, fix, _rescale(mats, full, work), its, model)
-        mats = _rescale(mats, work, full)
+        mats, costs = _lk_level(pyr, fix, rescale_matrix(mats, full, work), its, model)
+        mats = rescale_matrix(mats, work, full)
     return mats, costs
 
 
@@ -391,8 +387,8 @@ def refine_matrix_joint(movings: Sequence[torch.Tensor], fixeds: Sequence[torch.
     for size, its, model in zip(sizes, iterations, models):
         levels = [_FixedLevel(_resized(f, size)) for f in fixeds]
         work = levels[0].size
-        m, c = _lk_level_joint(pyrs, levels, _rescale(matrix, full, work)[None], its, model)
-        matrix, cost = _rescale(m[0], work, full), float(c[0])
+        m, c = _lk_level_joint(pyrs, levels, rescale_matrix(matrix, full, work)[None], its, model)
+        matrix, cost = rescale_matrix(m[0], work, full), float(c[0])
     return matrix, cost
 
 
@@ -636,7 +632,7 @@ class GlobalSearchRegistrar:
         mats = np.zeros((len(cands), 3, 3))
         for i, (_, lin) in enumerate(cands):  # about the frame centre
             mats[i, :2, :2], mats[i, :2, 2], mats[i, 2, 2] = lin, centre - lin @ centre, 1.0
-        warped, inside = pyr.read(np.linalg.inv(_scale_matrix(full, (h, w))) @ mats, (ch, cw), origin=(-mw, -mh))
+        warped, inside = pyr.read(np.linalg.inv(scale_matrix(full, (h, w))) @ mats, (ch, cw), origin=(-mw, -mh))
         # each candidate's edge-noise level over the part of the canvas its IR covers
         z_mov = orientation_field(warped, mask=inside) * inside[:, 0]
         # transforms zero-padded to FFT-friendly sizes (a canvas of 82 x 133 px is 2 x 41 by 7 x 19): exact, since
@@ -669,7 +665,7 @@ class GlobalSearchRegistrar:
             iy, ix = divmod(int(idx[n]), len(cols))
             shift = np.eye(3)
             shift[:2, 2] = [-float(dx[ix]), -float(dy[iy])]  # fix(p) ~ canvas(p - d) = mov(M (p - d))
-            out.append((float(best[n]), cands[n][0], cands[n][1], _rescale(mats[n] @ shift, (h, w), full)))
+            out.append((float(best[n]), cands[n][0], cands[n][1], rescale_matrix(mats[n] @ shift, (h, w), full)))
         return out
 
     def orientation_scores(self, pyr: ImagePyramid, fixed: torch.Tensor, matrices: Sequence[np.ndarray],
@@ -682,8 +678,8 @@ class GlobalSearchRegistrar:
         full = tuple(fixed.shape[-2:])
         fix = _resized(fixed.float(), long_side)
         size = tuple(fix.shape[-2:])
-        to_full = np.linalg.inv(_scale_matrix(full, size))
-        mats = np.stack([_rescale(np.asarray(m, dtype=np.float64), full, size) for m in matrices])
+        to_full = np.linalg.inv(scale_matrix(full, size))
+        mats = np.stack([rescale_matrix(np.asarray(m, dtype=np.float64), full, size) for m in matrices])
         warped, inside = pyr.read(to_full @ mats, size, padding_mode="border")
         return [float(v) for v in orientation_correlation(orientation_field(fix)[0], warped, inside)]
 
@@ -758,8 +754,8 @@ class GlobalSearchRegistrar:
         level = levels[self.sizes[-1]]
         h, w = level.size
         full = tuple(fixed.shape[-2:])
-        to_full = np.linalg.inv(_scale_matrix(pyr.size, (h, w)))
-        mats = np.stack([_rescale(m, full, (h, w)) for m in (matrix, matrix2)])
+        to_full = np.linalg.inv(scale_matrix(pyr.size, (h, w)))
+        mats = np.stack([rescale_matrix(m, full, (h, w)) for m in (matrix, matrix2)])
         moved, inside = pyr.read(to_full @ mats, (h, w), padding_mode="border")
         both = inside[0, 0] * inside[1, 0] * level.border
         residual = (mind_descriptors(moved) - level.desc[None]).abs().mean(1)  # (2, h, w)
@@ -907,7 +903,7 @@ class GlobalSearchRegistrar:
         cache = levels if isinstance(levels, _PairLevels) else _PairLevels({})
         matcher, small = cache.matcher(fixed, side)
         size = tuple(small.shape[-2:])
-        to_small = _scale_matrix(full, size)
+        to_small = scale_matrix(full, size)
         out = []
         for label, m in coarse[:top]:
             read = m @ np.linalg.inv(to_small)  # small visible px -> IR px
