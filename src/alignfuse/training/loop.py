@@ -187,26 +187,29 @@ class TrainLoop:
         self._truncate_logs()
         return True
 
-    def _check_resumable(self) -> list[dict[str, Any]]:
+    def _check_resumable(self) -> dict[str, Any]:
         """On ``--resume``: refuse a run whose data, split or network differ from the recorded ones (two trainings
-        in one record); -> the record's resumption history plus this resumption's other changed settings."""
-        path = self.out_dir / "config.json"
+        in one record) -> the record (empty for an older run without one)."""
         try:
-            previous = json.loads(path.read_text())
+            previous = json.loads((self.out_dir / "config.json").read_text())
         except (OSError, ValueError):
-            return []  # an older run without a record: nothing to compare
+            return {}
         old, new = previous.get("run", {}), json.loads(json.dumps(self.run_config, default=str))
         for key in RESUME_FIXED:
             if key in old and key in new and old[key] != new[key]:
                 raise UserError(f"--resume {self.out_dir}: the run was trained with {key} {old[key]!r}, not "
                                 f"{new[key]!r}; resume with the same {key}, or start a new run (--out)")
+        return previous
+
+    def _resumption_history(self, previous: dict[str, Any]) -> list[dict[str, Any]]:
+        """The record's resumptions plus this one's changed settings, at the step it resumed from."""
+        if not previous:
+            return []
+        old, new = previous.get("run", {}), json.loads(json.dumps(self.run_config, default=str))
         changed = {k: [old.get(k), v] for k, v in new.items() if k in old and old[k] != v}
-        step = None
-        if self.checkpoint_path.exists():
-            step = int(torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)["step"])
         history = list(previous.get("resumed", []))
         if changed:
-            history.append({"at_step": step, "changed": changed})
+            history.append({"at_step": self.step, "changed": changed})
         return history
 
     def _truncate_logs(self) -> None:
@@ -249,7 +252,7 @@ class TrainLoop:
         """Train until ``config.steps``; returns the last logged losses."""
         from tqdm import tqdm
 
-        history = self._check_resumable() if resume else []
+        previous = self._check_resumable() if resume else {}
         if resume:
             self.load()
         elif self.checkpoint_path.exists():
@@ -257,6 +260,7 @@ class TrainLoop:
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             record = {"loop": asdict(self.config), "run": self.run_config, "world_size": self.dist.world_size}
+            history = self._resumption_history(previous)
             if history:  # what each resumption changed, so the record tells the whole run
                 record["resumed"] = history
             (self.out_dir / "config.json").write_text(json.dumps(record, indent=1, default=str))
