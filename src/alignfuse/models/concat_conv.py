@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["conv_of_concat"]
+__all__ = ["conv_of_concat", "sequential_of_concat"]
 
 
 def conv_of_concat(pieces: Sequence[torch.Tensor], conv: nn.Conv2d) -> torch.Tensor:
@@ -52,3 +52,9 @@ def _pointwise_of_concat(pieces: Sequence[torch.Tensor], conv: nn.Conv2d) -> tor
     if conv.bias is not None:
         out.add_(conv.bias)
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def sequential_of_concat(pieces: Sequence[torch.Tensor], seq: nn.Sequential) -> torch.Tensor:
+    """``seq(torch.cat(pieces, 1))`` for a Sequential whose first layer is a convolution: that convolution by
+    :func:`conv_of_concat`, the rest as usual."""
+    return seq[1:](conv_of_concat(pieces, seq[0]))

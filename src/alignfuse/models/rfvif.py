@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from alignfuse.errors import UnknownNameError
-from alignfuse.models.concat_conv import conv_of_concat
+from alignfuse.models.concat_conv import conv_of_concat, sequential_of_concat
 from alignfuse.models.pwf import laplacian_bands, reconstruct_bands
 from alignfuse.registration.features import orientation_field
 from alignfuse.warp import warp
@@ -409,7 +409,7 @@ class CrossModulation(nn.Module):
         a_vi, a_ir = self.down_vi(f_vi), self.down_ir(f_ir)
         if not self.modulate:
             return a_vi, a_ir
-        h_vi, h_ir = self.trunk[1:](conv_of_concat([a_vi, a_ir], self.trunk[0])).chunk(2, dim=1)
+        h_vi, h_ir = sequential_of_concat([a_vi, a_ir], self.trunk).chunk(2, dim=1)
         cm_vi = a_vi * torch.sigmoid(self.gamma_vi(h_vi)) + torch.sigmoid(self.beta_vi(h_vi))
         cm_ir = a_ir * torch.sigmoid(self.gamma_ir(h_ir)) + torch.sigmoid(self.beta_ir(h_ir))
         return cm_vi, cm_ir
@@ -646,7 +646,7 @@ class ComplementaryMaskFusion(nn.Module):
         )
 
     def forward(self, f_vi: torch.Tensor, f_ir: torch.Tensor) -> torch.Tensor:
-        a = torch.sigmoid(self.mask[1:](conv_of_concat([f_vi, f_ir], self.mask[0])))
+        a = torch.sigmoid(sequential_of_concat([f_vi, f_ir], self.mask))
         return f_ir * a + f_vi * (1.0 - a)
 
 
@@ -730,9 +730,9 @@ class PyramidFeatureFusion(nn.Module):
         m12 = torch.sigmoid(conv_of_concat([up2, f1], self.m12))
         f12 = f1 * m12 + up2 * (1.0 - m12)
         up3 = _upsample_nearest(f3, f2.shape[-2:])
-        m23 = torch.sigmoid(self.m23[1:](conv_of_concat([up3, f2], self.m23[0])))
+        m23 = torch.sigmoid(sequential_of_concat([up3, f2], self.m23))
         f23 = f2 * m23 + up3 * (1.0 - m23)
-        return self.out[1:](conv_of_concat([_upsample_nearest(f23, f12.shape[-2:]), f12], self.out[0]))
+        return sequential_of_concat([_upsample_nearest(f23, f12.shape[-2:]), f12], self.out)
 
 
 class _DeconvConcatFusion(nn.Module):
