@@ -511,7 +511,7 @@ def _check_not_dataset_file(path: Path, data: Path, split: Path | None) -> None:
     target, root = io.resolved_path(path), io.resolved_path(data)
     if split is not None and target == io.resolved_path(split):
         raise UserError(f"--json {path}: is the --split file; choose another path for the results")
-    if any(root / sub in target.parents for sub in ("ir", "vi", "ir_raw", "ir_gt", "ir_warp", "field")):
+    if any(root / sub in target.parents for sub in io.DATASET_FOLDERS):
         raise UserError(f"--json {path}: is inside an image folder of the input dataset {data}; choose another path")
     if path.is_file() and root in target.parents and not _is_evaluate_result(path):
         raise UserError(f"--json {path}: would overwrite a file of the input dataset {data}; choose another path")

@@ -102,6 +102,8 @@ Norm = Union[str, tuple[float, float], None]
 _NORMS = ("percentile", "minmax", "fixed")
 _OUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 OUTPUT_EXTENSIONS = tuple(_OUT_FORMATS)  # what write_image writes
+# the folders a dataset is read from: image pairs, a raw rig set's IR, a stored test set's ground truth and fields
+DATASET_FOLDERS = ("ir", "vi", "ir_raw", "ir_gt", "ir_warp", "field")
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 _KR, _KG, _KB = 0.299, 0.587, 0.114  # BT.601 luma weights
 _CB_SCALE, _CR_SCALE = 1.772, 1.402  # 2 * (1 - K_B), 2 * (1 - K_R)
@@ -726,14 +728,14 @@ def resolved_path(path: PathLike) -> Path:
 
 def check_output_folder(out: PathLike, datasets: Sequence[PathLike], option: str) -> None:
     """Fail before any work when the output folder ``out`` (given as ``option``) is one of the ``datasets`` folders
-    or lies in one of their image folders (``ir/``, ``vi/``, a raw rig set's ``ir_raw/``): what a command writes there
-    would be read back as input images (a report's example JPEGs as unpaired visible images) or overwrite them."""
+    or lies in one of their input folders (:data:`DATASET_FOLDERS`): what a command writes there would be read back
+    as input images (a report's example JPEGs as unpaired visible images) or overwrite them."""
     target = resolved_path(out)
     for data in datasets:
         root = resolved_path(data)
         if target == root:
             raise UserError(f"{option} {out}: is the input dataset folder {data}; write the outputs elsewhere")
-        for sub in ("ir", "vi", "ir_raw"):
+        for sub in DATASET_FOLDERS:
             if target == root / sub or root / sub in target.parents:
                 raise UserError(f"{option} {out}: is inside the input image folder {Path(data) / sub}; the outputs "
                                 "would mix with the inputs")
